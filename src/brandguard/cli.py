@@ -1,0 +1,176 @@
+"""The ``brandguard`` console script (see ``brandguard --help``). Heavy modules load lazily per command.
+
+Example:
+    $ brandguard index build refs/ -o idx/
+    $ brandguard score listings/ --index idx/ -o results.csv --report report.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="brandguard", description="Catch counterfeit products in listing photos.")
+    p.add_argument("--version", action="version", version=f"brandguard {_version()}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="the whole job on bundled demo data (generate, index, score, report)")
+    d.add_argument("--out", default="brandguard-demo", help="output folder (default: brandguard-demo)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--artwork", choices=["demo", "heldout"], default="demo",
+                   help="brand artwork pool; 'heldout' uses brands never used to tune brandguard")
+    d.add_argument("--size", choices=["full", "small"], default="full")
+    d.add_argument("--no-progress", action="store_true")
+
+    ix = sub.add_parser("index", help="build and maintain a reference index")
+    isub = ix.add_subparsers(dest="index_command", required=True)
+    b = isub.add_parser("build", help="index the authentic references REFS/<brand>/<product>/*.jpg (or a CSV)")
+    b.add_argument("refs")
+    b.add_argument("-o", "--out", required=True, help="index directory to write")
+    b.add_argument("--config", help="YAML config (configs/default.yaml)")
+    b.add_argument("--backbone", help="backbone name (brandguard.backbones.list_backbones())")
+    b.add_argument("--checkpoint", help="local weights (.safetensors or an exported run directory)")
+    b.add_argument("--device")
+    b.add_argument("--no-progress", action="store_true")
+    a = isub.add_parser("add", help="add reference photos to an index")
+    a.add_argument("index")
+    a.add_argument("refs")
+    a.add_argument("--no-progress", action="store_true")
+    r = isub.add_parser("remove", help="remove a brand (or one of its products) from an index")
+    r.add_argument("index")
+    r.add_argument("--brand", required=True)
+    r.add_argument("--product")
+    i = isub.add_parser("info", help="describe an index")
+    i.add_argument("index")
+    i.add_argument("--json", action="store_true", help="print JSON")
+
+    s = sub.add_parser("score", help="score every photo under LISTINGS into a CSV (and an HTML report)")
+    s.add_argument("listings")
+    s.add_argument("--index", required=True)
+    s.add_argument("-o", "--out", required=True, help="results CSV")
+    s.add_argument("--report", help="HTML evidence report of the flagged photos")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the index's, auto)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    s.add_argument("--no-progress", action="store_true")
+
+    e = sub.add_parser("evaluate", help="score a labelled folder and report its figures")
+    e.add_argument("labels", help="LISTINGS/labels.csv")
+    e.add_argument("--index", required=True)
+    e.add_argument("-o", "--out", help="metrics JSON")
+    e.add_argument("--results", help="also keep the per-photo results CSV here")
+    e.add_argument("--device")
+    e.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _version() -> str:
+    from brandguard import __version__
+
+    return __version__
+
+
+def _print_info(info: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    for k, v in info.items():
+        if k == "per_product":
+            print("products:")
+            for row in v:
+                print(f"  {row['brand']}/{row['product']}: {row['references']} references "
+                      f"({row['compared']} compared), {row['keypoints']} keypoints")
+        else:
+            print(f"{k}: {v}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    from brandguard.errors import BrandguardError
+
+    try:
+        return _run(args)
+    except BrandguardError as exc:
+        print(f"brandguard: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    progress = not getattr(args, "no_progress", False)
+    if args.command == "demo":
+        from brandguard.demo import run_demo
+
+        run_demo(args.out, seed=args.seed, artwork=args.artwork, size=args.size, progress=progress)
+        return 0
+    if args.command == "index":
+        from brandguard.index import ReferenceIndex
+
+        if args.index_command == "build":
+            from brandguard.config import Config
+
+            cfg = Config.from_yaml(args.config) if args.config else Config()
+            over = {k: v for k, v in {"backbone.name": args.backbone, "backbone.checkpoint": args.checkpoint,
+                                      "runtime.device": args.device}.items() if v}
+            cfg = cfg.with_overrides(over) if over else cfg
+            index = ReferenceIndex.build(args.refs, cfg, progress=progress)
+            index.save(args.out)
+            info = index.info()
+            print(f"indexed {info['references']} references of {info['products']} products "
+                  f"({info['brands']} brands) -> {args.out}" + (f"; {info['skipped']} unreadable skipped" if info["skipped"] else ""))
+            return 0
+        index = ReferenceIndex.load(args.index)
+        if args.index_command == "add":
+            n = index.add(args.refs, progress=progress)
+            index.save(args.index)
+            print(f"added {n} reference photos -> {args.index}")
+        elif args.index_command == "remove":
+            n = index.remove(args.brand, args.product)
+            index.save(args.index)
+            print(f"removed {n} product(s) -> {args.index}")
+        else:
+            _print_info(index.info(), args.json)
+        return 0
+    if args.command == "score":
+        from brandguard.detector import Detector
+        from brandguard.scoring import score_folder
+
+        det = Detector.load(args.index, device=args.device, batch_size=args.batch_size)
+        summary = score_folder(args.listings, det, args.out, report=args.report, resume=args.resume,
+                               progress=progress)
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary.counts.items()))
+        print(f"{summary.total} photos ({summary.resumed} from an earlier run) -> {summary.out_csv} [{counts}] "
+              f"at {summary.images_per_second:.1f} img/s")
+        if summary.report:
+            print(f"evidence report: {summary.report}")
+        scored_ok = sum(v for k, v in summary.counts.items() if k != "error")
+        return 0 if scored_ok > 0 else 1
+    if args.command == "evaluate":
+        import tempfile
+
+        from brandguard.detector import Detector
+        from brandguard.evaluation import evaluate_rows, format_summary, join_results
+        from brandguard.scoring import read_results, score_folder
+
+        labels = Path(args.labels)
+        labels = labels / "labels.csv" if labels.is_dir() else labels
+        det = Detector.load(args.index, device=args.device)
+        out_csv = Path(args.results) if args.results else Path(tempfile.mkdtemp()) / "results.csv"
+        score_folder(labels.parent, det, out_csv, progress=progress)
+        metrics = evaluate_rows(join_results(read_results(out_csv), labels.parent, labels))
+        print(format_summary(metrics))
+        if args.out:
+            Path(args.out).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        return 0
+    raise SystemExit(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

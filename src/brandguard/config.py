@@ -1,0 +1,183 @@
+"""Typed configuration, loaded from YAML (``configs/default.yaml``) and overridable in code or on the CLI.
+
+The resolved configuration is written next to every index and every scoring run, so a result can always
+be traced back to the settings that produced it.
+
+Example:
+    >>> from brandguard.config import Config
+    >>> cfg = Config().with_overrides({"localization.min_inliers": 15})
+    >>> cfg.localization.min_inliers
+    15
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from brandguard.errors import DataError
+
+__all__ = ["BackboneConfig", "LocalizationConfig", "CompareConfig", "ScoringConfig", "RuntimeConfig", "Config"]
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Which network embeds images.
+
+    Attributes:
+        name: a name from :func:`brandguard.backbones.list_backbones`, or ``timm:<architecture>`` with a
+            checkpoint.
+        checkpoint: optional local weights (``.safetensors`` preferred, or a fine-tuned run directory).
+    """
+
+    name: str = "efficientnet_lite0"
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalizationConfig:
+    """Finding the product in a photo: SIFT keypoints, FAISS matching, RANSAC homography.
+
+    Attributes:
+        max_side: photos are decoded so that their long side is at most this many pixels.
+        keypoint_side: long side (pixels) of the grey image keypoints are detected on.
+        query_keypoints: keypoints detected per listing photo.
+        reference_keypoints: keypoints detected per reference photo.
+        max_descriptors_per_product: bound on the descriptors kept per product in the index.
+        ratio: Lowe ratio between the best match in a product and the best in any other product.
+        candidates: products verified geometrically per photo.
+        ransac_threshold: RANSAC reprojection threshold, in keypoint-image pixels.
+        min_inliers: fewer geometrically consistent matches than this means "unknown product".
+        canonical_size: side (pixels) of the square frame every product is compared in (large enough to
+            show letters).
+    """
+
+    max_side: int = 640
+    keypoint_side: int = 512
+    query_keypoints: int = 800
+    reference_keypoints: int = 1500
+    max_descriptors_per_product: int = 3000
+    ratio: float = 0.85
+    candidates: int = 3
+    ransac_threshold: float = 4.0
+    min_inliers: int = 32
+    canonical_size: int = 384
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Local comparison of an aligned photo with its product's references.
+
+    Attributes:
+        max_references_per_product: bound on the aligned references kept in a product's bank.
+        cell: size (canonical pixels) of the cells the heatmap and statistics are computed on.
+        top_fraction: a channel's score is the mean of this fraction of its highest cells.
+    """
+
+    max_references_per_product: int = 16
+    cell: int = 6
+    top_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Turning raw mismatch into verdicts.
+
+    Attributes:
+        review_fpr: share of authentic photos allowed above the ``suspicious`` threshold.
+        takedown_fpr: share of authentic photos allowed above the ``counterfeit`` threshold.
+    """
+
+    review_fpr: float = 0.05
+    takedown_fpr: float = 0.01
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how the network runs.
+
+    Attributes:
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
+        precision: ``auto`` (bfloat16 autocast where the CPU supports it, float16 on CUDA), ``fp32``,
+            ``bf16`` or ``fp16``.
+        batch_size: photos embedded per forward pass.
+        workers: threads for decoding and keypoint detection.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 32
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of an index and of the detector that uses it."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    localization: LocalizationConfig = field(default_factory=LocalizationConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON/YAML-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "Config":
+        """Build from a nested mapping; unknown keys raise :class:`DataError` naming the known ones."""
+        return _build(cls, data or {}, "config")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Config":
+        """Load ``path`` (YAML)."""
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"config file {p} does not exist; pass a YAML file such as configs/default.yaml")
+        with p.open("r", encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise DataError(f"config file {p} must hold a mapping at its top level, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Config":
+        """Return a copy with dotted keys replaced, e.g. ``{"runtime.batch_size": 8}``."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            if section not in data or not name or name not in data[section]:
+                raise DataError(f"unknown config key {key!r}; known keys: {', '.join(_dotted_keys(data))}")
+            data[section][name] = value
+        return Config.from_dict(data)
+
+    def save_yaml(self, path: str | Path) -> None:
+        """Write the resolved configuration as YAML."""
+        import yaml
+
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def _dotted_keys(data: Mapping[str, Any]) -> list[str]:
+    return [f"{s}.{k}" for s, sub in data.items() for k in sub]
+
+
+def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise DataError(f"{where} must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise DataError(f"unknown key(s) {sorted(unknown)} in {where}; expected some of {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        if default is not None and is_dataclass(default):
+            kwargs[name] = _build(type(default), value or {}, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,319 @@
+"""The detector: one listing photo in, a typed :class:`Prediction` out.
+
+Follow one photo through :meth:`Detector.predict_batch`:
+
+1. :func:`brandguard.images.load_image` decodes it (RGB, EXIF orientation, size limits);
+2. :func:`brandguard.localization.detect_keypoints` finds its RootSIFT keypoints;
+3. :meth:`ReferenceIndex.localize` matches them (FAISS) to the products' keypoints and verifies the best
+   candidates with a RANSAC homography: no verified product means ``unknown``;
+4. the photo is warped into the matched product's canonical frame and embedded (global vector + patch
+   features) by :class:`brandguard.embedding.Embedder`, all photos of a batch in one forward pass;
+5. :mod:`brandguard.mismatch` compares it cell by cell with the product's aligned references: heatmap and
+   raw score;
+6. :mod:`brandguard.calibration` turns the raw score into a 0..1 score and a verdict.
+
+Example:
+    >>> import brandguard as bg
+    >>> det = bg.load("idx/")                                    # doctest: +SKIP
+    >>> p = det.predict("listing.jpg")                            # doctest: +SKIP
+    >>> p.verdict, round(p.score, 3), p.brand, p.heatmap.shape     # doctest: +SKIP
+    ('counterfeit', 0.998, 'adidas', (480, 640))
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from brandguard.calibration import verdict_for
+from brandguard.config import Config
+from brandguard.embedding import Embedder
+from brandguard.errors import ImageLoadError
+from brandguard.images import ImageSource, load_image
+from brandguard.index import ReferenceIndex
+from brandguard.localization import Keypoints, canonical_to_image_corners, detect_keypoints, warp_to_canonical
+from brandguard.mismatch import anomaly_maps, distance_maps, make_view, top_mean, upsample_to_photo
+
+__all__ = ["Match", "Prediction", "Detector", "build_index", "load", "predict", "VERDICTS"]
+
+VERDICTS = ("authentic", "suspicious", "counterfeit", "unknown", "error")
+
+
+@dataclass(frozen=True)
+class Match:
+    """An authentic reference the photo was matched to.
+
+    Attributes:
+        brand: brand of the reference.
+        product: product of the reference.
+        reference: path of the reference photo.
+        similarity: cosine of global vectors, 0..1 (1 = same appearance).
+    """
+
+    brand: str
+    product: str
+    reference: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """brandguard's answer for one photo.
+
+    Attributes:
+        source: the photo's path (or ``<array>`` / ``<bytes>``).
+        verdict: ``authentic`` | ``suspicious`` | ``counterfeit`` | ``unknown`` (no known product resembles
+            it) | ``error`` (the photo could not be read; see ``error``).
+        score: 0..1, higher means more likely counterfeit: the share of authentic photos of known products
+            that score lower. 0.0 for ``unknown`` and ``error``.
+        raw_score: uncalibrated mismatch (standard deviations above authentic variation in the worst cells).
+        brand: brand of the matched product ("" when unknown).
+        product: matched product ("" when unknown).
+        similarity: 0..1, how closely the best authentic reference matches overall (global cosine).
+        reference: path of the best-matching authentic reference ("" when none).
+        matches: the references compared, best first.
+        inliers: geometrically verified keypoint matches with the product (0 when none).
+        channels: per-channel mismatch before fusion, ``(structure, colour)``, in standard deviations
+            above authentic variation (empty when nothing was compared).
+        heatmap: ``(H, W)`` float32 over the decoded photo (long side <= ``localization.max_side``): how
+            far each pixel's neighbourhood departs from the authentic references, in standard deviations
+            (0 = typical, outside the product 0). None for ``unknown``/``error``.
+        quad: ``(4, 2)`` corners of the product's canonical frame in heatmap pixels, or None.
+        error: why the photo could not be scored, for ``error``.
+    """
+
+    source: str
+    verdict: str
+    score: float
+    raw_score: float = 0.0
+    brand: str = ""
+    product: str = ""
+    similarity: float = 0.0
+    reference: str = ""
+    matches: tuple[Match, ...] = ()
+    inliers: int = 0
+    channels: tuple[float, ...] = ()
+    heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
+    quad: np.ndarray | None = field(default=None, repr=False, compare=False)
+    error: str = ""
+
+    @property
+    def is_flagged(self) -> bool:
+        """Whether the verdict asks for a human (suspicious) or a takedown (counterfeit)."""
+        return self.verdict in ("suspicious", "counterfeit")
+
+    def to_row(self) -> dict[str, str]:
+        """The CSV row of shared/DESIGN.md: path,verdict,score,brand,product,similarity,reference,error."""
+        return {"path": self.source, "verdict": self.verdict, "score": f"{self.score:.6f}", "brand": self.brand,
+                "product": self.product, "similarity": f"{self.similarity:.4f}", "reference": self.reference,
+                "error": self.error}
+
+
+def _source_name(src: Any) -> str:
+    if isinstance(src, (str, Path)):
+        return str(src)
+    return f"<{type(src).__name__}>"
+
+
+class Detector:
+    """Scores listing photos against a :class:`ReferenceIndex`.
+
+    Args:
+        index: the reference index.
+        embedder: optional; by default the index's own backbone (checked against the index's digest).
+    """
+
+    def __init__(self, index: ReferenceIndex, embedder: Embedder | None = None) -> None:
+        self.index = index
+        if embedder is not None:
+            index.check_embedder(embedder)
+            index._embedder = embedder
+        self.config: Config = index.config
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str | None = None, precision: str | None = None,
+             batch_size: int | None = None, backbone: str | None = None, checkpoint: str | None = None) -> "Detector":
+        """Load an index directory and make a detector of it.
+
+        Args:
+            directory: written by :meth:`ReferenceIndex.save`.
+            device: override the index's runtime device (``cpu``, ``cuda``...).
+            precision: override the precision (``auto``, ``fp32``, ``bf16``, ``fp16``).
+            batch_size: override the batch size.
+            backbone, checkpoint: the backbone you intend to use; refused with a clear message when they
+                differ from the index's.
+
+        Raises:
+            IndexCorruptError, IndexCompatibilityError: see :meth:`ReferenceIndex.load`.
+        """
+        index = ReferenceIndex.load(directory)
+        over = {k: v for k, v in {"runtime.device": device, "runtime.precision": precision,
+                                  "runtime.batch_size": batch_size}.items() if v is not None}
+        if over:
+            index.config = index.config.with_overrides(over)
+        embedder = None
+        if backbone is not None or checkpoint is not None:
+            rt = index.config.runtime
+            embedder = Embedder.from_name(backbone or index.backbone_info["spec"]["name"], checkpoint,
+                                          device=rt.device, precision=rt.precision, batch_size=rt.batch_size)
+        return cls(index, embedder)
+
+    # ----------------------------------------------------------------------------------
+    def predict(self, image: ImageSource) -> Prediction:
+        """Score one photo (path, bytes, PIL image or RGB array).
+
+        Raises:
+            ImageLoadError: the photo cannot be read (use :meth:`predict_batch` to get an error row instead).
+        """
+        return self.predict_batch([image], on_error="raise")[0]
+
+    def predict_batch(self, images: Sequence[ImageSource], on_error: str = "record") -> list[Prediction]:
+        """Score photos together (one forward pass per ``runtime.batch_size``), in input order.
+
+        Args:
+            images: paths, bytes, PIL images or arrays.
+            on_error: ``record`` turns an unreadable photo into an ``error`` prediction and goes on;
+                ``raise`` raises its :class:`ImageLoadError`.
+        """
+        if on_error not in ("record", "raise"):
+            raise ValueError(f"on_error must be 'record' or 'raise', got {on_error!r}")
+        loc = self.config.localization
+
+        def prepare(src: ImageSource) -> tuple[np.ndarray, Keypoints] | ImageLoadError:
+            try:
+                img = load_image(src, max_side=loc.max_side)
+            except ImageLoadError as exc:
+                return exc
+            return img, detect_keypoints(img, loc.keypoint_side, loc.query_keypoints)
+
+        with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
+            prepared = list(ex.map(prepare, images))
+        return self._score_prepared([_source_name(s) for s in images], prepared, on_error)
+
+    def _score_prepared(self, names: list[str], prepared: list[Any], on_error: str) -> list[Prediction]:
+        index, cfg = self.index, self.config
+        S = cfg.localization.canonical_size
+        results: list[Prediction | None] = [None] * len(prepared)
+        ok = []
+        for i, p in enumerate(prepared):
+            if isinstance(p, ImageLoadError):
+                if on_error == "raise":
+                    raise p
+                results[i] = Prediction(names[i], "error", 0.0, error=p.reason)
+            else:
+                ok.append(i)
+        aligns = index.localize([prepared[i][1] for i in ok], [prepared[i][0].shape for i in ok])
+        to_compare, unknown = [], []
+        for i, (acc, best) in zip(ok, aligns):
+            (to_compare if acc is not None else unknown).append((i, acc, best))
+        emb = index.embedder
+        if to_compare:
+            crops, valids = zip(*(warp_to_canonical(prepared[i][0], a.H, S) for i, a, _ in to_compare))
+            gvec = emb.embed_global(list(crops))
+            for k, (i, a, _) in enumerate(to_compare):
+                results[i] = self._compare(names[i], prepared[i][0], a, gvec[k], crops[k], valids[k])
+        if unknown:
+            gv = emb.embed_global([prepared[i][0] for i, _, _ in unknown])
+            near = index.search_global(gv, k=3)
+            for (i, _, best), hits in zip(unknown, near):
+                matches = tuple(self._match(pid, row, sim) for pid, row, sim in hits)
+                results[i] = Prediction(names[i], "unknown", 0.0, brand="", product="",
+                                        similarity=float(np.clip(hits[0][2], 0, 1)) if hits else 0.0,
+                                        reference="", matches=matches, inliers=best.inliers if best else 0)
+        return [r for r in results if r is not None]
+
+    def calibrate(self, authentic: Sequence[ImageSource]) -> dict[str, Any]:
+        """Fit the score calibration on authentic photos that are *not* references of the index.
+
+        The channel fusion and the calibrated score are refitted so that a score means "the share of
+        these authentic photos scoring lower"; the verdict thresholds follow ``scoring.review_fpr`` and
+        ``scoring.takedown_fpr``. Photos that match no product (or cannot be read) are left out.
+
+        Returns:
+            a summary: photos used, left out, and the resulting thresholds.
+
+        Raises:
+            DataError: fewer than 10 usable authentic photos.
+        """
+        from brandguard.calibration import ChannelFusion, ScoreCalibrator
+        from brandguard.errors import DataError
+
+        ref_paths = {str(Path(r.path).resolve()) for m in self.index.products for r in m.refs}
+        photos = [p for p in authentic if not (isinstance(p, (str, Path)) and str(Path(p).resolve()) in ref_paths)]
+        if len(photos) < len(authentic):
+            raise DataError(f"{len(authentic) - len(photos)} calibration photo(s) are references of this index; "
+                            "calibration photos must never double as the references they are compared against")
+        preds = self.predict_batch(photos)
+        used = [p for p in preds if len(p.channels) == 2]
+        if len(used) < 10:
+            raise DataError(f"calibration needs at least 10 authentic photos that match a known product; got "
+                            f"{len(used)} of {len(preds)}")
+        index = self.index
+        index.fusion = ChannelFusion.fit(np.array([p.channels for p in used]))
+        raws = index.fusion.fuse(np.array([p.channels for p in used]))
+        index.calibrator = ScoreCalibrator.fit(raws, source="calibration")
+        sc = self.config.scoring
+        index.thresholds.review = 1.0 - sc.review_fpr
+        index.thresholds.takedown = 1.0 - sc.takedown_fpr
+        return {"photos": len(preds), "used": len(used), "left_out": len(preds) - len(used),
+                "thresholds": index.thresholds.to_dict()}
+
+    def _match(self, pid: int, row: int, sim: float) -> Match:
+        m = self.index.products[pid]
+        return Match(m.brand, m.product, m.refs[m.bank_refs[row]].path, float(np.clip(sim, 0.0, 1.0)))
+
+    def _compare(self, name: str, image: np.ndarray, a: Any, g: np.ndarray, crop: np.ndarray,
+                 valid: np.ndarray) -> Prediction:
+        cfg, index = self.config, self.index
+        m = index.products[a.product_id]
+        if m.stats is None or len(m.bank) == 0:
+            return Prediction(name, "unknown", 0.0, brand=m.brand, product=m.product, inliers=a.inliers)
+        view = make_view(crop, valid, cfg.compare.cell)
+        d_s, d_c = distance_maps(view, m.bank, cfg.compare.cell)
+        z_s, z_c = anomaly_maps(d_s, d_c, m.stats, view.cell_valid)
+        mask = m.stats.region & view.cell_valid
+        frac = cfg.compare.top_fraction
+        channels = (top_mean(z_s, mask, frac), top_mean(z_c, mask, frac))
+        raw = float(index.fusion.fuse(np.array(channels)))
+        score = float(index.calibrator.score(raw)) if index.calibrator is not None else 0.0
+        sims = m.global_vecs @ g
+        order = np.argsort(-sims, kind="stable")
+        matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])
+        heat = upsample_to_photo(np.maximum(z_s, z_c), a.H, cfg.localization.canonical_size, image.shape[:2])
+        return Prediction(name, verdict_for(score, index.thresholds), score, raw, m.brand, m.product,
+                          similarity=matches[0].similarity, reference=matches[0].reference, matches=matches,
+                          inliers=a.inliers, channels=channels, heatmap=heat,
+                          quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size))
+
+
+def build_index(references: str | Path, config: Config | str | Path | None = None, *, backbone: str | None = None,
+                checkpoint: str | None = None, progress: bool = False) -> ReferenceIndex:
+    """Build a :class:`ReferenceIndex` from a reference folder or CSV manifest.
+
+    Example:
+        >>> import brandguard as bg
+        >>> index = bg.build_index("refs/")   # doctest: +SKIP
+        >>> index.save("idx/")                # doctest: +SKIP
+    """
+    cfg = config if isinstance(config, Config) else (Config.from_yaml(config) if config else Config())
+    over = {k: v for k, v in {"backbone.name": backbone, "backbone.checkpoint": checkpoint}.items() if v is not None}
+    if over:
+        cfg = cfg.with_overrides(over)
+    return ReferenceIndex.build(references, cfg, progress=progress)
+
+
+def load(directory: str | Path, **kwargs: Any) -> Detector:
+    """Load an index directory as a :class:`Detector` (see :meth:`Detector.load`)."""
+    return Detector.load(directory, **kwargs)
+
+
+def predict(image: ImageSource, index: str | Path | Detector) -> Prediction:
+    """One-shot convenience: load ``index`` (a directory or a Detector) and score ``image``."""
+    det = index if isinstance(index, Detector) else Detector.load(index)
+    return det.predict(image)
+
+

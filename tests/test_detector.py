@@ -1,0 +1,96 @@
+"""What a service relies on from Detector.predict: the right product, a score that rises with a fake."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from brandguard.detector import Prediction
+from brandguard.errors import ImageLoadError
+
+
+def test_prediction_is_typed_and_complete(detector, labels):
+    item = next(i for i in labels if i.label == "authentic")
+    p = detector.predict(str(item.path))
+    assert isinstance(p, Prediction)
+    assert p.verdict in ("authentic", "suspicious", "counterfeit")
+    assert 0.0 <= p.score <= 1.0 and 0.0 <= p.similarity <= 1.0
+    assert p.brand == item.brand and p.product == item.product
+    assert p.reference and p.matches and p.matches[0].reference == p.reference
+    assert p.heatmap is not None and p.heatmap.ndim == 2 and p.heatmap.min() >= 0
+    assert p.quad is not None and p.quad.shape == (4, 2)
+    with pytest.raises(Exception):
+        p.verdict = "x"  # frozen
+
+
+def test_right_brand_for_known_products(detector, labels):
+    known = [i for i in labels if i.label in ("authentic", "counterfeit")]
+    preds = detector.predict_batch([str(i.path) for i in known])
+    acc = np.mean([p.brand == i.brand for p, i in zip(preds, known)])
+    assert acc >= 0.9
+
+
+def test_counterfeit_edits_score_higher_than_authentic_photos_of_the_same_product(detector, labels):
+    by_product = defaultdict(lambda: {"authentic": [], "counterfeit": []})
+    items = [i for i in labels if i.label in ("authentic", "counterfeit")]
+    preds = detector.predict_batch([str(i.path) for i in items])
+    for i, p in zip(items, preds):
+        by_product[(i.brand, i.product)][i.label].append(p.raw_score)
+    wins = total = 0
+    for v in by_product.values():
+        for f in v["counterfeit"]:
+            for a in v["authentic"]:
+                wins += f > a
+                total += 1
+    assert total > 0 and wins / total >= 0.8
+
+
+def test_gross_edit_raises_the_score_of_the_same_photo(detector):
+    """Same product, same viewpoint and background: only the edit differs."""
+    from brandguard.synth import EDITS, photograph, render_package
+    from brandguard.synth.design import make_design
+
+    m = detector.index.products[0]
+    design = make_design(m.brand, 0, seed=0)
+    for name in ("recolored_logo", "misspelled_wordmark", "missing_part"):
+        fake = EDITS[name](design, "gross", np.random.default_rng(3))
+        a = photograph(render_package(design), np.random.default_rng(7), "listing")[0]
+        f = photograph(render_package(fake), np.random.default_rng(7), "listing")[0]
+        pa, pf = detector.predict_batch([a, f])
+        if pa.brand != m.brand:
+            continue  # the product design of product 0 may not be this index's product 0
+        assert pf.raw_score > pa.raw_score, name
+
+
+def test_unrelated_products_are_unknown(detector, labels):
+    unrel = [i for i in labels if i.label == "unrelated"]
+    preds = detector.predict_batch([str(i.path) for i in unrel])
+    assert np.mean([p.verdict == "unknown" for p in preds]) >= 0.6
+    for p in preds:
+        if p.verdict == "unknown":
+            assert p.score == 0.0 and p.brand == "" and p.heatmap is None
+
+
+def test_accepts_arrays_bytes_and_paths_alike(detector, labels):
+    item = next(i for i in labels if i.label == "authentic")
+    from brandguard.images import load_image
+
+    arr = load_image(item.path)
+    a, b, c = detector.predict_batch([str(item.path), arr, item.path.read_bytes()])
+    assert a.score == pytest.approx(b.score) == pytest.approx(c.score)
+    assert b.source == "<ndarray>" and c.source == "<bytes>"
+
+
+def test_bad_input_raises_in_predict_and_is_recorded_in_batches(detector, labels, tmp_path):
+    bad = tmp_path / "fake.jpg"
+    bad.write_text("hello")
+    with pytest.raises(ImageLoadError):
+        detector.predict(str(bad))
+    good = str(next(i for i in labels if i.label == "authentic").path)
+    preds = detector.predict_batch([good, str(bad), str(tmp_path / "missing.jpg")])
+    assert [p.verdict == "error" for p in preds] == [False, True, True]
+    assert "not an image" in preds[1].error or "image" in preds[1].error
+    with pytest.raises(ValueError):
+        detector.predict_batch([good], on_error="ignore")

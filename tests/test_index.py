@@ -1,0 +1,132 @@
+"""The reference index: build, save/load, refusal of corrupt or incompatible indexes, add/remove."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brandguard.detector import Detector
+from brandguard.errors import DataError, IndexCompatibilityError, IndexCorruptError
+from brandguard.index import ReferenceIndex
+from brandguard.references import ReferenceItem, read_references
+
+
+def test_build_indexes_every_product(small_index, small_dataset):
+    items = read_references(small_dataset.refs_dir)
+    info = small_index.info()
+    assert info["products"] == len({(i.brand, i.product) for i in items})
+    assert info["references"] == len(items)
+    # nearly every reference is aligned into its product's canonical frame
+    assert info["references_compared"] >= 0.8 * len(items)
+    assert info["backbone"] == "efficientnet_lite0" and info["weights_digest"].startswith("sha256:")
+
+
+def test_saved_index_is_self_describing(saved_index: Path):
+    manifest = json.loads((saved_index / "manifest.json").read_text())
+    for key in ("format", "brandguard_version", "backbone", "dimensions", "thresholds", "files"):
+        assert key in manifest
+    assert manifest["backbone"]["spec"]["mean"] == [0.5, 0.5, 0.5]
+    assert set(manifest["files"]) >= {"local.faiss", "global.faiss", "arrays.safetensors", "config.yaml"}
+    assert not list(saved_index.parent.glob(".*tmp"))  # atomic write left no temporary behind
+
+
+def test_reloaded_index_gives_identical_predictions(saved_index, detector, embedder, labels):
+    paths = [str(i.path) for i in labels[:12]]
+    before = detector.predict_batch(paths)
+    after = Detector(ReferenceIndex.load(saved_index), embedder).predict_batch(paths)
+    for a, b in zip(before, after):
+        assert (a.verdict, a.brand, a.product, a.reference) == (b.verdict, b.brand, b.product, b.reference)
+        assert a.score == pytest.approx(b.score, abs=1e-9) and a.raw_score == pytest.approx(b.raw_score, abs=1e-9)
+
+
+def test_corrupted_index_is_refused(saved_index, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(saved_index, bad)
+    blob = bytearray((bad / "arrays.safetensors").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (bad / "arrays.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(IndexCorruptError) as err:
+        ReferenceIndex.load(bad)
+    assert "arrays.safetensors" in str(err.value) and "rebuild" in str(err.value)
+    (bad / "manifest.json").unlink()
+    with pytest.raises(IndexCorruptError):
+        ReferenceIndex.load(bad)
+    with pytest.raises(IndexCorruptError):
+        ReferenceIndex.load(tmp_path / "nowhere")
+
+
+def test_incompatible_backbone_is_refused_naming_both_sides(saved_index, tmp_path, embedder):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() + 0.01 for k, v in embedder.backbone.net.model.state_dict().items()
+             if not k.startswith("classifier.") and v.is_floating_point()}
+    ck = tmp_path / "other.safetensors"
+    save_file(state, str(ck))
+    with pytest.raises(IndexCompatibilityError) as err:
+        Detector.load(saved_index, checkpoint=str(ck))
+    msg = str(err.value)
+    assert "efficientnet_lite0" in msg and "sha256:" in msg and msg.count("sha256:") == 2
+
+
+def test_old_format_is_refused_with_rebuild_hint(saved_index, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(saved_index, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format"] = 0
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexCompatibilityError) as err:
+        ReferenceIndex.load(old)
+    assert "brandguard index build" in str(err.value)
+
+
+def test_remove_and_add_without_rebuilding(saved_index, small_dataset, embedder, labels):
+    index = ReferenceIndex.load(saved_index)
+    index._embedder = embedder
+    brand = index.products[0].brand
+    n_products = len(index.products)
+    removed = index.remove(brand)
+    assert removed >= 1 and all(m.brand != brand for m in index.products)
+    det = Detector(index, embedder)
+    photo = next(i for i in labels if i.brand == brand and i.label == "authentic")
+    assert det.predict(str(photo.path)).brand != brand  # no longer known
+    with pytest.raises(DataError):
+        index.remove("no-such-brand")
+    items = [i for i in read_references(small_dataset.refs_dir) if i.brand == brand]
+    index.add(items)
+    assert len(index.products) == n_products
+    assert det.predict(str(photo.path)).brand == brand  # known again
+    # adding photos of a known product extends that product instead of creating one
+    extra = [ReferenceItem(i.path, i.brand, i.product) for i in items[:1]]
+    before = len(index.products)
+    index.add(extra)
+    assert len(index.products) == before
+
+
+def test_unreadable_references_are_skipped_and_reported(small_dataset, embedder, tmp_path):
+    refs = tmp_path / "refs"
+    src_brand = sorted(p for p in small_dataset.refs_dir.iterdir() if p.is_dir())[0]
+    shutil.copytree(src_brand, refs / src_brand.name)
+    bad = next((refs / src_brand.name).rglob("*.jpg")).parent / "broken.jpg"
+    bad.write_text("not a photo")
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        index = ReferenceIndex.build(refs, embedder=embedder)
+    assert [s["path"] for s in index.skipped] == [str(bad)]
+    assert index.info()["products"] >= 1
+
+
+def test_empty_reference_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError) as err:
+        read_references(tmp_path)
+    assert "<brand>/<product>" in str(err.value)
+
+
+def test_csv_manifest_is_accepted(small_dataset, tmp_path):
+    items = read_references(small_dataset.refs_dir)[:5]
+    csv_path = tmp_path / "refs.csv"
+    csv_path.write_text("path,brand,product\n" + "".join(f"{i.path},{i.brand},{i.product}\n" for i in items))
+    got = read_references(csv_path)
+    assert [(g.brand, g.product, g.path) for g in got] == [(i.brand, i.product, Path(i.path).resolve()) for i in items]

@@ -1,0 +1,111 @@
+"""Folder scoring: one row per file in a stable order, bad files as error rows, --resume, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brandguard.scoring import CSV_COLUMNS, read_results, score_folder
+
+
+def _bad_files(folder: Path) -> dict[str, str]:
+    """Every kind of bad or awkward input a marketplace folder holds; name -> expected 'error' or 'ok'."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("this is not a photo")
+    arr = (rng.random((200, 300, 3)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(folder / "whole.jpg", quality=90)
+    data = (folder / "whole.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    # decompression bomb: a PNG whose header claims 40000 x 40000 pixels
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    (folder / "bomb.png").write_bytes(png + b"\x00" * 64)
+    Image.fromarray(arr).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((rng.random((120, 160)) * 65535).astype(np.uint16)).save(folder / "gray16.png")
+    Image.fromarray(arr).convert("P").save(folder / "palette.png")
+    Image.fromarray(np.dstack([arr, np.full(arr.shape[:2], 128, np.uint8)])).save(folder / "alpha.png")
+    (folder / "sub").mkdir(exist_ok=True)
+    (folder / "sub" / "notes.txt").write_text("ignored: not an image extension")
+    return {"empty.jpg": "error", "text.jpg": "error", "truncated.jpg": "error", "bomb.png": "error",
+            "whole.jpg": "ok", "cmyk.jpg": "ok", "gray16.png": "ok", "palette.png": "ok", "alpha.png": "ok"}
+
+
+@pytest.fixture(scope="module")
+def listing_copy(small_dataset, tmp_path_factory) -> Path:
+    dst = tmp_path_factory.mktemp("listings") / "listings"
+    shutil.copytree(small_dataset.listings_dir, dst)
+    return dst
+
+
+def test_bad_files_become_error_rows_and_the_rest_is_scored(detector, listing_copy, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(listing_copy, folder)
+    expected = _bad_files(folder / "zz_bad")
+    out = tmp_path / "results.csv"
+    summary = score_folder(folder, detector, out)
+    rows = read_results(out)
+    n_photos = len(list(listing_copy.rglob("*.jpg")))
+    assert len(rows) == n_photos + len(expected) == summary.total
+    assert list(rows[0].keys()) == list(CSV_COLUMNS)
+    by_name = {Path(r["path"]).name: r for r in rows if r["path"].startswith("zz_bad/")}
+    for name, what in expected.items():
+        if what == "error":
+            assert by_name[name]["verdict"] == "error" and by_name[name]["error"], name
+        else:
+            assert by_name[name]["verdict"] != "error", (name, by_name[name]["error"])
+    good = [r for r in rows if not r["path"].startswith("zz_bad/")]
+    assert all(r["verdict"] != "error" for r in good)
+    assert [r["path"] for r in rows] == sorted(r["path"] for r in rows)  # stable order
+    assert Path(str(out) + ".run.json").is_file()
+
+
+def test_resume_after_interruption_yields_exactly_one_row_per_file(detector, listing_copy, tmp_path):
+    out = tmp_path / "results.csv"
+    full = tmp_path / "full.csv"
+    score_folder(listing_copy, detector, full, batch_size=4)
+    expected = read_results(full)
+    # simulate a run killed after some rows, in the middle of writing a line
+    lines = full.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:7]) + lines[7][:10])
+    summary = score_folder(listing_copy, detector, out, resume=True, batch_size=4)
+    rows = read_results(out)
+    assert [r["path"] for r in rows] == [r["path"] for r in expected]
+    assert len({r["path"] for r in rows}) == len(rows)
+    assert summary.resumed == 6 and summary.scored == len(expected) - 6
+    for a, b in zip(rows, expected):
+        assert a["verdict"] == b["verdict"] and float(a["score"]) == pytest.approx(float(b["score"]), abs=1e-6)
+    # resuming a finished run scores nothing and changes nothing
+    again = score_folder(listing_copy, detector, out, resume=True)
+    assert again.scored == 0 and read_results(out) == rows
+
+
+def test_cli_score_writes_csv_and_report(saved_index, listing_copy, tmp_path, capsys):
+    from brandguard.cli import main
+
+    out, report = tmp_path / "r.csv", tmp_path / "report.html"
+    code = main(["score", str(listing_copy), "--index", str(saved_index), "-o", str(out), "--report", str(report),
+                 "--no-progress", "--device", "cpu"])
+    assert code == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == len(list(listing_copy.rglob("*.jpg")))
+    html = report.read_text()
+    assert "<html" in html.lower() and ("data:image/jpeg;base64" in html or "no flagged" in html.lower())
+    assert "photos" in capsys.readouterr().out
+
+
+def test_cli_reports_a_missing_index_clearly(tmp_path, capsys):
+    from brandguard.cli import main
+
+    code = main(["score", str(tmp_path), "--index", str(tmp_path / "none"), "-o", str(tmp_path / "r.csv")])
+    assert code == 2
+    assert "brandguard index build" in capsys.readouterr().err
