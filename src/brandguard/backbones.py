@@ -254,6 +254,12 @@ def load_backbone(name: str = "efficientnet_lite0", checkpoint: str | Path | Non
         state = _read_checkpoint(Path(checkpoint))
         state = {k.removeprefix("model.").removeprefix("module."): v for k, v in state.items()}
         state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc.", "head.fc."))}
+        target = model.state_dict()
+        wrong = [f"{k}: {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in state.items()
+                 if k in target and tuple(v.shape) != tuple(target[k].shape)]
+        if wrong:
+            raise WeightsError(f"checkpoint {path} does not fit {spec.timm_name}: shapes differ for "
+                               f"{'; '.join(wrong[:3])}; was it saved from another architecture?")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise WeightsError(f"checkpoint {path} does not fit {spec.timm_name}: missing {list(missing)[:5]}, "

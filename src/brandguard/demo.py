@@ -44,9 +44,14 @@ def run_demo(out_dir: str | Path = "brandguard-demo", *, seed: int = 0, artwork:
     ds = make_demo_dataset(out / "data", seed=seed, artwork=artwork, size=size, progress=progress)
     t1 = time.perf_counter()
     index = ReferenceIndex.build(ds.refs_dir, config, progress=progress)
+    det = Detector(index)
+    # thresholds from separate authentic photos (never references): a score of 0.99 means "higher than
+    # 99% of authentic photos"
+    from brandguard.references import read_labels
+
+    calibration = det.calibrate([str(i.path) for i in read_labels(ds.calibration_csv) if i.label == "authentic"])
     index.save(out / "index")
     t2 = time.perf_counter()
-    det = Detector(index)
     summary = score_folder(ds.listings_dir, det, out / "results.csv", report=out / "report.html", progress=progress)
     t3 = time.perf_counter()
     rows = join_results(read_results(out / "results.csv"), ds.listings_dir, ds.labels_csv)
@@ -54,6 +59,7 @@ def run_demo(out_dir: str | Path = "brandguard-demo", *, seed: int = 0, artwork:
     metrics["timing_seconds"] = {"generate": round(t1 - t0, 1), "index": round(t2 - t1, 1),
                                  "score": round(t3 - t2, 1), "total": round(t3 - t0, 1)}
     metrics["scoring_images_per_second"] = round(summary.images_per_second, 2)
+    metrics["calibration"] = calibration
     metrics["index"] = {k: v for k, v in index.info().items() if k in ("brands", "products", "references",
                                                                          "references_compared", "backbone")}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")

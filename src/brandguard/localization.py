@@ -95,9 +95,9 @@ def estimate_homography(src: np.ndarray, dst: np.ndarray, threshold: float) -> t
         return None, np.zeros(len(src), bool)
     H, mask = cv2.findHomography(src.astype(np.float32), dst.astype(np.float32), cv2.RANSAC, threshold,
                                  maxIters=2000, confidence=0.995)
-    if H is None or mask is None:
+    if H is None or mask is None or not np.all(np.isfinite(H)) or abs(H[2, 2]) < 1e-12:
         return None, np.zeros(len(src), bool)
-    return H, mask.ravel().astype(bool)
+    return H / H[2, 2], mask.ravel().astype(bool)
 
 
 def match_pair(a: Keypoints, b: Keypoints, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,275 @@
+"""Throughput of brandguard's scoring against the network alone and a naive embed-and-search pipeline.
+
+Measures, in one run and on the same listing photos of the demo data set:
+
+a. backbone only: the timm network on pre-decoded 224x224 tensors, fp32, then with the library's own
+   precision (channels-last, bf16 autocast where ``resolve_precision("auto", device)`` gives it);
+b. the naive pipeline a user would write first: PIL decode, resize to 224, fp32 forward, L2-normalised
+   pooled features, nearest whole-photo reference embedding in a FAISS ``IndexFlatIP``;
+c. end to end: :func:`brandguard.scoring.score_folder` (decode, localise, embed, search, local comparison,
+   CSV writing) with the default configuration.
+
+Each stage is warmed up on a few photos before it is timed. Index building and calibration are not timed.
+
+Example:
+    python scripts/benchmark.py --size small --n 40
+    python scripts/benchmark.py --data /tmp/bench_data --n 200 --json bench.json
+    python scripts/benchmark.py --data /tmp/bench_data --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import brandguard
+from brandguard.backbones import load_backbone
+from brandguard.config import Config
+from brandguard.detector import Detector
+from brandguard.embedding import resolve_device, resolve_precision
+from brandguard.images import list_images
+from brandguard.index import ReferenceIndex
+from brandguard.references import read_labels, read_references
+from brandguard.scoring import score_folder
+
+BATCH = 32
+WARMUP = BATCH  # photos run through each stage before it is timed (one full batch: kernels are per shape)
+_DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=None,
+                    help="demo data folder: reused when it holds a generated data set, generated there otherwise "
+                         "(default: a temporary folder, deleted afterwards)")
+    ap.add_argument("--size", choices=("full", "small"), default="full", help="demo data size to generate")
+    ap.add_argument("--n", type=int, default=200, help="first N listing photos to time (default 200)")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N, for all three stages")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    args = ap.parse_args(argv)
+    if args.n < 1:
+        ap.error("--n must be at least 1")
+    try:
+        resolve_device(args.device)
+    except (RuntimeError, ValueError) as exc:
+        ap.error(str(exc))
+    return args
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(run: Callable[[], int], device: torch.device) -> tuple[float, float, float]:
+    """Time ``run`` (which returns how many images it did): (seconds, images/s, CPU use).
+
+    CPU use is this process's CPU time over wall time (2.0 = two cores busy): well under the thread
+    count on a CPU run means other processes took the cores and the figures are low.
+    """
+    sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    done = run()
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return seconds, done / seconds, (time.process_time() - c0) / seconds
+
+
+def throughput(run: Callable[[int, int], None], n: int, device: torch.device) -> tuple[float, float, float]:
+    """Warm ``run`` up on the first items, then time it over all ``n``."""
+    run(0, min(WARMUP, n))
+    return timed(lambda: (run(0, n), n)[1], device)
+
+
+def get_dataset(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict[str, Any]]:
+    root = args.data or scratch / "data"
+    marker = root / "dataset.json"
+    if marker.is_file():
+        print(f"reusing demo data in {root}", flush=True)
+    else:
+        from brandguard.synth import make_demo_dataset
+
+        print(f"generating the {args.size} demo data set in {root} ...", flush=True)
+        t0 = time.perf_counter()
+        make_demo_dataset(root, seed=0, size=args.size)
+        print(f"  generated in {time.perf_counter() - t0:.1f}s", flush=True)
+    meta = json.loads(marker.read_text(encoding="utf-8"))
+    return root, meta
+
+
+def decode_224(path: Path, side: int) -> np.ndarray:
+    """What a user writes first: PIL decode, RGB, plain resize to the network's input size."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB").resize((side, side), Image.BILINEAR))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    torch.set_grad_enabled(False)
+    scratch = Path(tempfile.mkdtemp(prefix="brandguard-bench-"))
+    try:
+        return run(args, device, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
+    root, meta = get_dataset(args, scratch)
+    photos = list_images(root / "listings")[: args.n]
+    n = len(photos)
+    if n < args.n:
+        print(f"note: listings/ holds only {n} photos; timing those", flush=True)
+
+    # ---- setup (not timed): the library's index, calibrated as `brandguard demo` does
+    t0 = time.perf_counter()
+    cfg = Config().with_overrides({"runtime.device": str(device)})
+    index = ReferenceIndex.build(root / "refs", cfg)
+    det = Detector(index)
+    det.calibrate([str(i.path) for i in read_labels(root / "calibration" / "labels.csv") if i.label == "authentic"])
+    setup_s = time.perf_counter() - t0
+    print(f"index built and calibrated in {setup_s:.1f}s ({len(index.products)} products)", flush=True)
+
+    # ---- the bare timm network, fp32, as a user loads it
+    bb = load_backbone("efficientnet_lite0")
+    spec = bb.spec
+    side = spec.input_size
+    model = bb.net.model.to(device).eval()
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+
+    def to_input(batch: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        return ((x - mean) / std).contiguous()
+
+    def pooled(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return net.forward_head(net.forward_features(x), pre_logits=True)
+
+    # ---- a. backbone only, on pre-decoded tensors
+    tensors = to_input(np.stack([decode_224(p, side) for p in photos]))
+    lib_dtype = resolve_precision("auto", device)
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    tensors_cl = tensors.contiguous(memory_format=torch.channels_last)
+
+    def backbone_fp32(lo: int, hi: int) -> None:
+        for s in range(lo, hi, BATCH):
+            pooled(model, tensors[s:min(s + BATCH, hi)])
+
+    def backbone_lib(lo: int, hi: int) -> None:
+        for s in range(lo, hi, BATCH):
+            if lib_dtype is None:
+                pooled(model_cl, tensors_cl[s:min(s + BATCH, hi)])
+            else:
+                with torch.autocast(device_type=device.type, dtype=lib_dtype):
+                    pooled(model_cl, tensors_cl[s:min(s + BATCH, hi)])
+
+    a32 = throughput(backbone_fp32, n, device)
+    alib = throughput(backbone_lib, n, device)
+    del tensors, tensors_cl, model_cl
+
+    # ---- b. naive pipeline: decode + resize + fp32 forward + normalise + FAISS flat search
+    def embed_paths(paths: Sequence[Path]) -> np.ndarray:
+        out = []
+        for s in range(0, len(paths), BATCH):
+            x = to_input(np.stack([decode_224(p, side) for p in paths[s:s + BATCH]]))
+            out.append(F.normalize(pooled(model, x).float(), dim=1).cpu().numpy())
+        return np.concatenate(out)
+
+    refs = [r.path for r in read_references(root / "refs")]
+    ref_vecs = embed_paths(refs)
+    flat = faiss.IndexFlatIP(ref_vecs.shape[1])
+    flat.add(np.ascontiguousarray(ref_vecs, dtype=np.float32))
+
+    def naive(lo: int, hi: int) -> None:
+        flat.search(np.ascontiguousarray(embed_paths(photos[lo:hi]), dtype=np.float32), 1)
+
+    bnaive = throughput(naive, n, device)
+
+    # ---- c. end to end: score_folder on a folder holding exactly those photos
+    folder = scratch / "listings"
+    folder.mkdir()
+    for p in photos:
+        shutil.copy2(p, folder / p.name)
+    det.predict_batch([str(p) for p in photos[:WARMUP]])
+    summaries = []
+
+    def score() -> int:
+        summaries.append(score_folder(folder, det, scratch / "results.csv"))
+        return summaries[-1].scored
+
+    end2end = timed(score, device)
+    summary = summaries[0]
+
+    lib_name = "channels_last" + (f" + {_DTYPE_NAMES[lib_dtype]} autocast" if lib_dtype is not None else ", fp32")
+    rows = [
+        ("a", "backbone only, fp32", *a32),
+        ("a_lib", f"backbone only, {lib_name}", *alib),
+        ("b", "naive: PIL + fp32 forward + FAISS flat", *bnaive),
+        ("c", "end to end: score_folder", *end2end),
+    ]
+    env = {
+        "brandguard": brandguard.__version__, "torch": torch.__version__, "faiss": faiss.__version__,
+        "python": platform.python_version(), "cpu": cpu_model(), "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+        "faiss_threads": faiss.omp_get_max_threads(), "precision": _DTYPE_NAMES[lib_dtype],
+        "batch_size": BATCH, "input_size": side,
+    }
+    ratios = {"c/b": end2end[1] / bnaive[1], "c/a": end2end[1] / a32[1], "c/a_lib": end2end[1] / alib[1]}
+
+    print()
+    for k in ("cpu", "gpu", "device", "torch", "faiss", "torch_threads", "faiss_threads", "precision"):
+        if env[k] is not None:
+            print(f"{k:14s} {env[k]}")
+    print(f"{'data':14s} {root} ({meta.get('size', '?')}), {n} listing photos, batch {BATCH}, "
+          f"{len(refs)} references")
+    print()
+    width = max(len(r[1]) for r in rows)
+    print(f"{'':6s}{'stage':{width}s}  {'seconds':>8s}  {'images/s':>9s}  {'cpu use':>7s}")
+    for key, name, secs, ips, cpu in rows:
+        print(f"{key:6s}{name:{width}s}  {secs:8.2f}  {ips:9.1f}  {cpu:7.2f}")
+    print("ratios: " + ", ".join(f"{k} = {v:.3f}" for k, v in ratios.items()))
+    print(f"cpu use = process CPU seconds per wall second; on CPU, well under {env['torch_threads']} means other "
+          "processes shared the cores and the figures are low")
+    print(f"verdicts: {dict(sorted(summary.counts.items()))}")
+
+    if args.json:
+        result = {"environment": env, "data": {"root": str(root), "dataset": meta, "photos": n,
+                                                 "references": len(refs)},
+                  "setup_seconds": round(setup_s, 2),
+                  "stages": {key: {"name": name, "seconds": round(secs, 4), "images_per_second": round(ips, 3),
+                                   "cpu_use": round(cpu, 3)} for key, name, secs, ips, cpu in rows},
+                  "ratios": {k: round(v, 4) for k, v in ratios.items()}, "verdicts": summary.counts}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
