@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
@@ -27,8 +28,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -103,7 +105,12 @@ def timed(run: Callable[[], int], device: torch.device) -> tuple[float, float, f
 def throughput(run: Callable[[int, int], None], n: int, device: torch.device) -> tuple[float, float, float]:
     """Warm ``run`` up on the first items, then time it over all ``n``."""
     run(0, min(WARMUP, n))
-    return timed(lambda: (run(0, n), n)[1], device)
+
+    def all_items() -> int:
+        run(0, n)
+        return n
+
+    return timed(all_items, device)
 
 
 def get_dataset(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict[str, Any]]:
@@ -125,7 +132,29 @@ def get_dataset(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict[str
 def decode_224(path: Path, side: int) -> np.ndarray:
     """What a user writes first: PIL decode, RGB, plain resize to the network's input size."""
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize((side, side), Image.BILINEAR))
+        return np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BILINEAR))
+
+
+def pooled(net: Any, x: torch.Tensor) -> torch.Tensor:
+    """The timm model's pooled (pre-logits) features."""
+    out: torch.Tensor = net.forward_head(net.forward_features(x), pre_logits=True)
+    return out
+
+
+def bench_backbone(model: torch.nn.Module, tensors: torch.Tensor, dtype: torch.dtype | None, channels_last: bool,
+                   device: torch.device) -> tuple[float, float, float]:
+    """Stage a: the network alone on pre-decoded, normalised tensors, in batches."""
+    if channels_last:
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        tensors = tensors.contiguous(memory_format=torch.channels_last)
+    autocast = (lambda: torch.autocast(device_type=device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+
+    def forward(lo: int, hi: int) -> None:
+        for s in range(lo, hi, BATCH):
+            with autocast():
+                pooled(model, tensors[s:min(s + BATCH, hi)])
+
+    return throughput(forward, len(tensors), device)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,30 +196,12 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
         x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
         return ((x - mean) / std).contiguous()
 
-    def pooled(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return net.forward_head(net.forward_features(x), pre_logits=True)
-
     # ---- a. backbone only, on pre-decoded tensors
     tensors = to_input(np.stack([decode_224(p, side) for p in photos]))
     lib_dtype = resolve_precision("auto", device)
-    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    tensors_cl = tensors.contiguous(memory_format=torch.channels_last)
-
-    def backbone_fp32(lo: int, hi: int) -> None:
-        for s in range(lo, hi, BATCH):
-            pooled(model, tensors[s:min(s + BATCH, hi)])
-
-    def backbone_lib(lo: int, hi: int) -> None:
-        for s in range(lo, hi, BATCH):
-            if lib_dtype is None:
-                pooled(model_cl, tensors_cl[s:min(s + BATCH, hi)])
-            else:
-                with torch.autocast(device_type=device.type, dtype=lib_dtype):
-                    pooled(model_cl, tensors_cl[s:min(s + BATCH, hi)])
-
-    a32 = throughput(backbone_fp32, n, device)
-    alib = throughput(backbone_lib, n, device)
-    del tensors, tensors_cl, model_cl
+    a32 = bench_backbone(model, tensors, None, False, device)
+    alib = bench_backbone(model, tensors, lib_dtype, True, device)
+    del tensors
 
     # ---- b. naive pipeline: decode + resize + fp32 forward + normalise + FAISS flat search
     def embed_paths(paths: Sequence[Path]) -> np.ndarray:
@@ -216,7 +227,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
     for p in photos:
         shutil.copy2(p, folder / p.name)
     det.predict_batch([str(p) for p in photos[:WARMUP]])
-    summaries = []
+    summaries: list[Any] = []
 
     def score() -> int:
         summaries.append(score_folder(folder, det, scratch / "results.csv"))

@@ -485,7 +485,9 @@ class ReferenceIndex:
             d2 = np.where(has_other, d[np.arange(n), np.argmax(other, 1)], d[:, -1] * 1.25)
             passed = valid[:, 0] & (d[:, 0] < loc.ratio * d2)
             votes = np.bincount(pid[passed, 0], minlength=len(self.products))
-            cands = [int(c) for c in np.argsort(-votes, kind="stable")[:loc.candidates] if votes[c] >= 4]
+            order = np.argsort(-votes, kind="stable")[:loc.candidates]
+            top = votes[order[0]] if len(order) else 0
+            cands = [int(c) for c in order if votes[c] >= max(4, 0.25 * top)]  # skip hopeless candidates
             best: Alignment | None = None
             for c in cands:
                 rows, cols = np.nonzero((pid == c) & passed[:, None] & (d < loc.ratio * d2[:, None]))
