@@ -103,8 +103,14 @@ def timed(run: Callable[[], int], device: torch.device) -> tuple[float, float, f
 
 
 def throughput(run: Callable[[int, int], None], n: int, device: torch.device) -> tuple[float, float, float]:
-    """Warm ``run`` up on the first items, then time it over all ``n``."""
+    """Warm ``run`` up on every batch shape it will see, then time it over all ``n``.
+
+    Kernels are chosen per input shape on first use (on CUDA this costs seconds per new shape), so the
+    warm-up runs one full batch and, when ``n`` does not divide into batches, one batch of the remainder.
+    """
     run(0, min(WARMUP, n))
+    if n > BATCH and n % BATCH:
+        run(0, n % BATCH)
 
     def all_items() -> int:
         run(0, n)

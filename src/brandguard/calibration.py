@@ -64,6 +64,17 @@ class ScoreCalibrator:
         out = np.where(r > k[-1], above, np.where(r < k[0], below, inside))
         return float(out) if np.ndim(out) == 0 else out
 
+    def raw_at(self, score: float) -> float:
+        """The raw score whose calibrated score is ``score`` (inverse of :meth:`score`)."""
+        k = self.knots
+        n = len(k)
+        probs = (np.arange(n) + 0.5) / n
+        if score > probs[-1]:
+            return float(k[-1] - self.tail_scale * np.log((1.0 - score) / (1.0 - probs[-1])))
+        if score < probs[0]:
+            return float(k[0] + self.tail_scale * np.log(max(score, 1e-12) / probs[0]))
+        return float(np.interp(score, probs, k))
+
     def to_dict(self) -> dict[str, Any]:
         return {"knots": [float(x) for x in self.knots], "tail_scale": self.tail_scale, "source": self.source,
                 "n": self.n}

@@ -66,8 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--index", required=True)
     e.add_argument("-o", "--out", help="metrics JSON")
     e.add_argument("--results", help="also keep the per-photo results CSV here")
+    e.add_argument("--plots", help="write ROC, score histograms and per-type bars (PNG) here")
     e.add_argument("--device")
     e.add_argument("--no-progress", action="store_true")
+
+    c = sub.add_parser("calibrate", help="set thresholds from authentic photos (not references) at a target FPR")
+    c.add_argument("index")
+    c.add_argument("--authentic", required=True,
+                   help="a folder of authentic photos, or a labels.csv (its authentic rows; counterfeit and "
+                        "unrelated rows, if any, only report the expected rates)")
+    c.add_argument("--fpr", type=float, default=None, help="takedown false-positive rate (default 0.01)")
+    c.add_argument("--review-fpr", type=float, default=None, help="review (suspicious) false-positive rate (default 0.05)")
+    c.add_argument("--unknown-fpr", type=float, default=0.01,
+                   help="share of authentic photos allowed to fall under the unknown-product rule (default 0.01)")
+    c.add_argument("--min-brand-photos", type=int, default=30,
+                   help="authentic photos a brand needs for its own calibration (else the global one)")
+    c.add_argument("--device")
     return p
 
 
@@ -153,21 +167,36 @@ def _run(args: argparse.Namespace) -> int:
         scored_ok = sum(v for k, v in summary.counts.items() if k != "error")
         return 0 if scored_ok > 0 else 1
     if args.command == "evaluate":
-        import tempfile
-
         from brandguard.detector import Detector
-        from brandguard.evaluation import evaluate_rows, format_summary, join_results
-        from brandguard.scoring import read_results, score_folder
+        from brandguard.evaluation import evaluate_folder, format_summary, write_metrics
 
         labels = Path(args.labels)
         labels = labels / "labels.csv" if labels.is_dir() else labels
         det = Detector.load(args.index, device=args.device)
-        out_csv = Path(args.results) if args.results else Path(tempfile.mkdtemp()) / "results.csv"
-        score_folder(labels.parent, det, out_csv, progress=progress)
-        metrics = evaluate_rows(join_results(read_results(out_csv), labels.parent, labels))
+        metrics = evaluate_folder(labels, det, results_csv=args.results, plots_dir=args.plots, progress=progress)
         print(format_summary(metrics))
         if args.out:
-            Path(args.out).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+            write_metrics(metrics, args.out)
+            print(f"metrics: {args.out}")
+        return 0
+    if args.command == "calibrate":
+        from brandguard.detector import Detector
+        from brandguard.images import list_images
+        from brandguard.references import read_labels
+
+        det = Detector.load(args.index, device=args.device)
+        src = Path(args.authentic)
+        groups: dict[str, list[str]] = {"authentic": [], "counterfeit": [], "unrelated": []}
+        if src.is_file() or (src / "labels.csv").is_file():
+            for item in read_labels(src):
+                groups[item.label].append(str(item.path))
+        else:
+            groups["authentic"] = [str(p) for p in list_images(src)]
+        summary = det.calibrate(groups["authentic"], groups["counterfeit"], groups["unrelated"],
+                                takedown_fpr=args.fpr, review_fpr=args.review_fpr, unknown_fpr=args.unknown_fpr,
+                                min_brand_photos=args.min_brand_photos)
+        det.index.save(args.index)
+        print(json.dumps(summary, indent=2))
         return 0
     raise SystemExit(f"unknown command {args.command!r}")
 

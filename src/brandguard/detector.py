@@ -226,41 +226,84 @@ class Detector:
                                         reference="", matches=matches, inliers=best.inliers if best else 0)
         return [r for r in results if r is not None]
 
-    def calibrate(self, authentic: Sequence[ImageSource]) -> dict[str, Any]:
-        """Fit the score calibration on authentic photos that are *not* references of the index.
+    def calibrate(self, authentic: Sequence[ImageSource], counterfeit: Sequence[ImageSource] = (),
+                  unrelated: Sequence[ImageSource] = (), *, takedown_fpr: float | None = None,
+                  review_fpr: float | None = None, unknown_fpr: float = 0.01, min_brand_photos: int = 30,
+                  min_inliers_floor: int = 12) -> dict[str, Any]:
+        """Calibrate scores and thresholds on authentic photos that are *not* references of the index.
 
-        The channel fusion and the calibrated score are refitted so that a score means "the share of
-        these authentic photos scoring lower"; the verdict thresholds follow ``scoring.review_fpr`` and
-        ``scoring.takedown_fpr``. Photos that match no product (or cannot be read) are left out.
+        Works from authentic photos alone (cold start). Afterwards a score means "the share of authentic
+        photos (of this brand, where it had ``min_brand_photos`` or more; of all brands otherwise) that
+        score lower", so ``counterfeit`` at ``1 - takedown_fpr`` flags about ``takedown_fpr`` of authentic
+        photos and ``suspicious`` starts at ``1 - review_fpr``. The unknown-product rule (verified keypoint
+        matches) is set so that about ``unknown_fpr`` of authentic photos fall under it. Counterfeit and
+        unrelated photos, when given, are only used to report the expected detection and unknown rates.
 
         Returns:
-            a summary: photos used, left out, and the resulting thresholds.
+            a summary: photos used, thresholds, per-brand calibration and, when given, expected rates.
 
         Raises:
-            DataError: fewer than 10 usable authentic photos.
+            DataError: a calibration photo is a reference of this index, or fewer than 10 authentic photos
+                match a known product.
         """
         from brandguard.calibration import ChannelFusion, ScoreCalibrator
         from brandguard.errors import DataError
 
         ref_paths = {str(Path(r.path).resolve()) for m in self.index.products for r in m.refs}
-        photos = [p for p in authentic if not (isinstance(p, (str, Path)) and str(Path(p).resolve()) in ref_paths)]
-        if len(photos) < len(authentic):
-            raise DataError(f"{len(authentic) - len(photos)} calibration photo(s) are references of this index; "
+        doubles = [p for p in authentic if isinstance(p, (str, Path)) and str(Path(p).resolve()) in ref_paths]
+        if doubles:
+            raise DataError(f"{len(doubles)} calibration photo(s) are references of this index (e.g. {doubles[0]}); "
                             "calibration photos must never double as the references they are compared against")
-        preds = self.predict_batch(photos)
-        used = [p for p in preds if len(p.channels) == 2]
+        sc = self.config.scoring
+        takedown_fpr = sc.takedown_fpr if takedown_fpr is None else float(takedown_fpr)
+        review_fpr = sc.review_fpr if review_fpr is None else float(review_fpr)
+        if not 0.0 < takedown_fpr <= review_fpr < 1.0:
+            raise ValueError(f"need 0 < takedown_fpr <= review_fpr < 1, got {takedown_fpr} and {review_fpr}")
+        index = self.index
+        preds = self.predict_batch(list(authentic))
+        readable = [p for p in preds if p.verdict != "error"]
+        inl = np.array([p.inliers for p in readable], np.float64)
+        if len(inl):
+            # edited logos lose keypoint matches, so keep a wide margin under the authentic quantile; never
+            # raise the rule above the configured one from authentic photos alone
+            q = float(np.quantile(inl, unknown_fpr))
+            index.thresholds.min_inliers = int(max(min_inliers_floor,
+                                                   min(self.config.localization.min_inliers, np.floor(0.5 * q))))
+        used = [p for p in readable if len(p.channels) == 2 and p.inliers >= index.thresholds.min_inliers]
         if len(used) < 10:
             raise DataError(f"calibration needs at least 10 authentic photos that match a known product; got "
                             f"{len(used)} of {len(preds)}")
-        index = self.index
-        index.fusion = ChannelFusion.fit(np.array([p.channels for p in used]))
-        raws = index.fusion.fuse(np.array([p.channels for p in used]))
+        channels = np.array([p.channels for p in used])
+        index.fusion = ChannelFusion.fit(channels)
+        raws = np.asarray(index.fusion.fuse(channels))
         index.calibrator = ScoreCalibrator.fit(raws, source="calibration")
-        sc = self.config.scoring
-        index.thresholds.review = 1.0 - sc.review_fpr
-        index.thresholds.takedown = 1.0 - sc.takedown_fpr
-        return {"photos": len(preds), "used": len(used), "left_out": len(preds) - len(used),
-                "thresholds": index.thresholds.to_dict()}
+        brands = np.array([p.brand for p in used])
+        index.brand_calibrators = {b: ScoreCalibrator.fit(raws[brands == b], source="calibration")
+                                   for b in sorted(set(brands)) if (brands == b).sum() >= min_brand_photos}
+        index.thresholds.review = 1.0 - review_fpr
+        index.thresholds.takedown = 1.0 - takedown_fpr
+        index.thresholds.notes = {"calibrated_on": len(used), "takedown_fpr": takedown_fpr, "review_fpr": review_fpr,
+                                  "unknown_fpr": unknown_fpr, "per_brand": sorted(index.brand_calibrators)}
+        summary: dict[str, Any] = {"photos": len(preds), "used": len(used), "unreadable": len(preds) - len(readable),
+                                   "thresholds": index.thresholds.to_dict(),
+                                   "brands_with_own_calibration": sorted(index.brand_calibrators)}
+        summary["authentic_flagged"] = float(np.mean([self._verdict_now(p) in ("suspicious", "counterfeit") for p in used]))
+        if counterfeit:
+            fp = [p for p in self.predict_batch(list(counterfeit)) if p.verdict != "error"]
+            summary["expected_detection"] = float(np.mean([p.is_flagged for p in fp])) if fp else None
+            summary["expected_takedowns"] = float(np.mean([p.verdict == "counterfeit" for p in fp])) if fp else None
+        if unrelated:
+            up = [p for p in self.predict_batch(list(unrelated)) if p.verdict != "error"]
+            summary["expected_unknown_rate_unrelated"] = float(np.mean([p.verdict == "unknown" for p in up])) if up else None
+        return summary
+
+    def _verdict_now(self, p: Prediction) -> str:
+        """The verdict ``p`` would get under the current calibration (without scoring the photo again)."""
+        if len(p.channels) != 2 or p.inliers < self.index.thresholds.min_inliers:
+            return "unknown"
+        cal = self.index.calibrator_for(p.brand)
+        raw = float(self.index.fusion.fuse(np.array(p.channels)))
+        return verdict_for(float(cal.score(raw)) if cal is not None else 0.0, self.index.thresholds)
 
     def _match(self, pid: int, row: int, sim: float) -> Match:
         m = self.index.products[pid]
@@ -279,7 +322,8 @@ class Detector:
         frac = cfg.compare.top_fraction
         channels = (top_mean(z_s, mask, frac), top_mean(z_c, mask, frac))
         raw = float(index.fusion.fuse(np.array(channels)))
-        score = float(index.calibrator.score(raw)) if index.calibrator is not None else 0.0
+        cal = index.calibrator_for(m.brand)
+        score = float(cal.score(raw)) if cal is not None else 0.0
         sims = m.global_vecs @ g
         order = np.argsort(-sims, kind="stable")
         matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])

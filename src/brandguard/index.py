@@ -111,6 +111,7 @@ class ReferenceIndex:
         self.backbone_info = backbone_info
         self.products = products
         self.calibrator = calibrator
+        self.brand_calibrators: dict[str, ScoreCalibrator] = {}
         self.thresholds = thresholds or Thresholds(min_inliers=config.localization.min_inliers)
         self.skipped = skipped or []
         self.fusion = ChannelFusion()
@@ -228,6 +229,8 @@ class ReferenceIndex:
             known = sorted({m.brand for m in self.products})
             raise DataError(f"no product {brand}/{product or '*'} in the index; known brands: {', '.join(known)}")
         self.products = keep
+        if product is None:
+            self.brand_calibrators.pop(brand, None)
         self._rebuild_search()
         self.refit_default_calibration()
         return removed
@@ -449,6 +452,10 @@ class ReferenceIndex:
             self.thresholds.review = 1.0 - sc.review_fpr
             self.thresholds.takedown = 1.0 - sc.takedown_fpr
 
+    def calibrator_for(self, brand: str) -> ScoreCalibrator | None:
+        """The brand's own calibration when it had enough authentic photos, else the global one."""
+        return self.brand_calibrators.get(brand, self.calibrator)
+
     # ----------------------------------------------------------------- queries
     def localize(self, kps: Sequence[Keypoints], shapes: Sequence[tuple[int, ...]]) -> list[tuple[Alignment | None, Alignment | None]]:
         """Match photos' keypoints to products and verify geometrically.
@@ -533,7 +540,13 @@ class ReferenceIndex:
             "local_index": type(self._local).__name__, "global_dim": int(self._global.d) if self._global is not None else 0,
             "canonical_size": self.config.localization.canonical_size,
             "thresholds": self.thresholds.to_dict(),
-            "calibration": {"source": self.calibrator.source, "n": self.calibrator.n} if self.calibrator else None,
+            "calibration": {"source": self.calibrator.source, "n": self.calibrator.n,
+                            "per_brand": {b: {"n": c.n, "review_raw": c.raw_at(self.thresholds.review),
+                                              "takedown_raw": c.raw_at(self.thresholds.takedown)}
+                                          for b, c in sorted(self.brand_calibrators.items())},
+                            "global_review_raw": self.calibrator.raw_at(self.thresholds.review),
+                            "global_takedown_raw": self.calibrator.raw_at(self.thresholds.takedown)}
+            if self.calibrator else None,
             "per_product": [{"brand": m.brand, "product": m.product, "references": len(m.refs),
                              "compared": len(m.bank), "keypoints": int(len(m.kp_xy))} for m in self.products],
         }
@@ -577,6 +590,7 @@ class ReferenceIndex:
                            "cells": self.config.localization.canonical_size // self.config.compare.cell},
             "thresholds": self.thresholds.to_dict(),
             "calibration": self.calibrator.to_dict() if self.calibrator else None,
+            "brand_calibration": {b: c.to_dict() for b, c in sorted(self.brand_calibrators.items())},
             "fusion": self.fusion.to_dict(),
             "counts": {k: v for k, v in self.info().items() if k in ("brands", "products", "references",
                                                                       "references_compared", "local_descriptors")},
@@ -631,6 +645,7 @@ class ReferenceIndex:
         index.backbone_info = manifest["backbone"]
         index.products = products
         index.calibrator = cal
+        index.brand_calibrators = {b: ScoreCalibrator.from_dict(d) for b, d in manifest.get("brand_calibration", {}).items()}
         index.thresholds = Thresholds.from_dict(manifest["thresholds"])
         index.skipped = meta.get("skipped", [])
         index.fusion = ChannelFusion.from_dict(manifest["fusion"])
