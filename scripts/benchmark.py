@@ -276,7 +276,8 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
     print(f"verdicts: {dict(sorted(summary.counts.items()))}")
 
     if args.json:
-        result = {"environment": env, "data": {"root": str(root), "dataset": meta, "photos": n,
+        result = {"environment": env, "data": {"root": str(root), "dataset": {k: v for k, v in meta.items() if not isinstance(v, list)},
+                                                 "photos": n,
                                                  "references": len(refs)},
                   "setup_seconds": round(setup_s, 2),
                   "stages": {key: {"name": name, "seconds": round(secs, 4), "images_per_second": round(ips, 3),

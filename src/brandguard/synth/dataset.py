@@ -339,3 +339,14 @@ def _plan(
     perm = rng.permutation(len(unknown))
     for i in range(sz.unrelated):
         yield ("unrelated", nk + int(perm[i % len(unknown)]), i, "listing", "", "")
+
+
+def product_designs(artwork: str = "demo", seed: int = 0, size: str = "full") -> tuple[list[PackageDesign], list[PackageDesign]]:
+    """The package designs of a demo dataset: ``(known products, unrelated products)``.
+
+    Lets tests and notebooks photograph more authentic (or edited) copies of exactly the products a
+    :func:`make_demo_dataset` call indexed.
+    """
+    if size not in SIZES:
+        raise DataError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    return _products(artwork, seed, SIZES[size])
