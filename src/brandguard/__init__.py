@@ -21,8 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "build_index", "load", "predict", "Detector", "Prediction", "Match", "ReferenceIndex",
-           "Config", "load_image"]
+__all__ = [
+    "Config",
+    "Detector",
+    "Match",
+    "Prediction",
+    "ReferenceIndex",
+    "__version__",
+    "build_index",
+    "load",
+    "load_image",
+    "predict",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from brandguard.config import Config

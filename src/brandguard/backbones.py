@@ -29,8 +29,16 @@ from torch import nn
 
 from brandguard.errors import UnknownBackboneError, WeightsError
 
-__all__ = ["BackboneSpec", "FeatureNet", "LoadedBackbone", "list_backbones", "get_spec", "load_backbone",
-           "file_digest", "register_backbone"]
+__all__ = [
+    "BackboneSpec",
+    "FeatureNet",
+    "LoadedBackbone",
+    "file_digest",
+    "get_spec",
+    "list_backbones",
+    "load_backbone",
+    "register_backbone",
+]
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class BackboneSpec:
     weights_class: str | None = None
 
 
-_REGISTRY: "OrderedDict[str, BackboneSpec]" = OrderedDict()
+_REGISTRY: OrderedDict[str, BackboneSpec] = OrderedDict()
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
@@ -163,7 +171,7 @@ def _packaged_weights_path(spec: BackboneSpec) -> Path:
     return path
 
 
-def map_lukemelas_state_dict(source: "OrderedDict[str, torch.Tensor]", model: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+def map_lukemelas_state_dict(source: OrderedDict[str, torch.Tensor], model: nn.Module) -> OrderedDict[str, torch.Tensor]:
     """Map a lukemelas-style EfficientNet state dict onto a timm model's keys, by order, checking shapes.
 
     Raises:
@@ -173,7 +181,7 @@ def map_lukemelas_state_dict(source: "OrderedDict[str, torch.Tensor]", model: nn
     if len(source) != len(target):
         raise WeightsError(f"weights file has {len(source)} tensors but {type(model).__name__} expects "
                            f"{len(target)}; is it the right EfficientNet-Lite variant?")
-    mapped: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    mapped: OrderedDict[str, torch.Tensor] = OrderedDict()
     for (sk, sv), (tk, tv) in zip(source.items(), target.items()):
         if tuple(sv.shape) != tuple(tv.shape):
             raise WeightsError(f"weight {sk!r} has shape {tuple(sv.shape)} but maps onto {tk!r} of shape "

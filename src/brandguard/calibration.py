@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ScoreCalibrator", "Thresholds", "ChannelFusion", "verdict_for"]
+__all__ = ["ChannelFusion", "ScoreCalibrator", "Thresholds", "verdict_for"]
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ScoreCalibrator:
     n: int = 0
 
     @classmethod
-    def fit(cls, authentic_raw: np.ndarray, source: str = "references-loo") -> "ScoreCalibrator":
+    def fit(cls, authentic_raw: np.ndarray, source: str = "references-loo") -> ScoreCalibrator:
         raw = np.sort(np.asarray(authentic_raw, np.float64)[np.isfinite(authentic_raw)])
         if raw.size < 2:
             raise ValueError(f"need at least 2 authentic scores to calibrate, got {raw.size}")
@@ -80,7 +80,7 @@ class ScoreCalibrator:
                 "n": self.n}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ScoreCalibrator":
+    def from_dict(cls, d: dict[str, Any]) -> ScoreCalibrator:
         return cls(np.asarray(d["knots"], np.float64), float(d["tail_scale"]), d.get("source", "?"), int(d.get("n", 0)))
 
 
@@ -104,7 +104,7 @@ class Thresholds:
                 "notes": self.notes}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Thresholds":
+    def from_dict(cls, d: dict[str, Any]) -> Thresholds:
         return cls(float(d["review"]), float(d["takedown"]), int(d["min_inliers"]), dict(d.get("notes", {})))
 
 
@@ -134,7 +134,7 @@ class ChannelFusion:
     scale: tuple[float, ...] = (1.0, 1.0)
 
     @classmethod
-    def fit(cls, channel_scores: np.ndarray) -> "ChannelFusion":
+    def fit(cls, channel_scores: np.ndarray) -> ChannelFusion:
         x = np.log1p(np.maximum(np.asarray(channel_scores, np.float64), 0.0))
         if x.ndim != 2 or len(x) < 2:
             return cls()
@@ -151,5 +151,5 @@ class ChannelFusion:
         return {"loc": list(self.loc), "scale": list(self.scale), "channels": ["structure", "colour"]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ChannelFusion":
+    def from_dict(cls, d: dict[str, Any]) -> ChannelFusion:
         return cls(tuple(d["loc"]), tuple(d["scale"]))

@@ -13,13 +13,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from brandguard.errors import DataError
 
-__all__ = ["BackboneConfig", "LocalizationConfig", "CompareConfig", "ScoringConfig", "RuntimeConfig", "Config"]
+__all__ = ["BackboneConfig", "CompareConfig", "Config", "LocalizationConfig", "RuntimeConfig", "ScoringConfig"]
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,12 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "Config":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Config:
         """Build from a nested mapping; unknown keys raise :class:`DataError` naming the known ones."""
         return _build(cls, data or {}, "config")
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "Config":
+    def from_yaml(cls, path: str | Path) -> Config:
         """Load ``path`` (YAML)."""
         import yaml
 
@@ -145,7 +146,7 @@ class Config:
             raise DataError(f"config file {p} must hold a mapping at its top level, got {type(data).__name__}")
         return cls.from_dict(data)
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "Config":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         """Return a copy with dotted keys replaced, e.g. ``{"runtime.batch_size": 8}``."""
         data = self.to_dict()
         for key, value in overrides.items():

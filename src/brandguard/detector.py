@@ -22,10 +22,11 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from brandguard.index import ReferenceIndex
 from brandguard.localization import Keypoints, canonical_to_image_corners, detect_keypoints, warp_to_canonical
 from brandguard.mismatch import anomaly_maps, distance_maps, make_view, top_mean, upsample_to_photo
 
-__all__ = ["Match", "Prediction", "Detector", "build_index", "load", "predict", "VERDICTS"]
+__all__ = ["VERDICTS", "Detector", "Match", "Prediction", "build_index", "load", "predict"]
 
 VERDICTS = ("authentic", "suspicious", "counterfeit", "unknown", "error")
 
@@ -136,7 +137,7 @@ class Detector:
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None, precision: str | None = None,
-             batch_size: int | None = None, backbone: str | None = None, checkpoint: str | None = None) -> "Detector":
+             batch_size: int | None = None, backbone: str | None = None, checkpoint: str | None = None) -> Detector:
         """Load an index directory and make a detector of it.
 
         Args:

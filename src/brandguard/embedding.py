@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -78,7 +78,7 @@ class Embedder:
         self._local_dim: int | None = None
 
     @classmethod
-    def from_name(cls, name: str = "efficientnet_lite0", checkpoint: str | None = None, **kwargs: object) -> "Embedder":
+    def from_name(cls, name: str = "efficientnet_lite0", checkpoint: str | None = None, **kwargs: object) -> Embedder:
         """Load a backbone by registry name and wrap it."""
         return cls(load_backbone(name, checkpoint), **kwargs)  # type: ignore[arg-type]
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 __all__ = [
     "BrandguardError",
+    "DataError",
     "ImageLoadError",
     "IndexCompatibilityError",
     "IndexCorruptError",
     "UnknownBackboneError",
     "WeightsError",
-    "DataError",
 ]
 
 

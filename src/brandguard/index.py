@@ -28,10 +28,11 @@ import io
 import json
 import warnings
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,13 +43,20 @@ from brandguard.config import Config
 from brandguard.embedding import Embedder
 from brandguard.errors import DataError, ImageLoadError, IndexCompatibilityError, IndexCorruptError
 from brandguard.images import load_image
-from brandguard.localization import (Alignment, Keypoints, detect_keypoints, estimate_homography,
-                                     homography_is_sane, match_pair, warp_to_canonical)
+from brandguard.localization import (
+    Alignment,
+    Keypoints,
+    detect_keypoints,
+    estimate_homography,
+    homography_is_sane,
+    match_pair,
+    warp_to_canonical,
+)
 from brandguard.mismatch import NormalStats, ProductBank, anomaly_maps, fit_normal_stats, make_view, top_mean
 from brandguard.references import ReferenceItem, read_references
 from brandguard.storage import verify_directory, write_directory
 
-__all__ = ["ReferenceIndex", "ProductModel", "RefRecord", "INDEX_FORMAT"]
+__all__ = ["INDEX_FORMAT", "ProductModel", "RefRecord", "ReferenceIndex"]
 
 INDEX_FORMAT = 1
 _IVF_MIN = 20000
@@ -128,7 +136,7 @@ class ReferenceIndex:
     # ------------------------------------------------------------------ building
     @classmethod
     def build(cls, references: str | Path | Sequence[ReferenceItem], config: Config | None = None,
-              embedder: Embedder | None = None, progress: bool = False) -> "ReferenceIndex":
+              embedder: Embedder | None = None, progress: bool = False) -> ReferenceIndex:
         """Build an index from a reference folder, a CSV manifest, or a list of :class:`ReferenceItem`.
 
         Unreadable photos are skipped with a warning and listed in ``index.skipped``.
@@ -548,7 +556,7 @@ class ReferenceIndex:
                             "global_takedown_raw": self.calibrator.raw_at(self.thresholds.takedown)}
             if self.calibrator else None,
             "per_product": [{"brand": m.brand, "product": m.product, "references": len(m.refs),
-                             "compared": len(m.bank), "keypoints": int(len(m.kp_xy))} for m in self.products],
+                             "compared": len(m.bank), "keypoints": len(m.kp_xy)} for m in self.products],
         }
 
     def save(self, directory: str | Path) -> None:
@@ -598,7 +606,7 @@ class ReferenceIndex:
         write_directory(directory, files, manifest)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ReferenceIndex":
+    def load(cls, directory: str | Path) -> ReferenceIndex:
         """Load and verify an index directory.
 
         Raises:

@@ -22,8 +22,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Keypoints", "Alignment", "detect_keypoints", "estimate_homography", "match_pair",
-           "homography_is_sane", "warp_to_canonical", "canonical_to_image_corners"]
+__all__ = [
+    "Alignment",
+    "Keypoints",
+    "canonical_to_image_corners",
+    "detect_keypoints",
+    "estimate_homography",
+    "homography_is_sane",
+    "match_pair",
+    "warp_to_canonical",
+]
 
 
 @dataclass
@@ -61,7 +69,7 @@ class Alignment:
     inlier_ratio: float
 
 
-def _sift(n: int) -> "cv2.SIFT":
+def _sift(n: int) -> cv2.SIFT:
     return cv2.SIFT_create(nfeatures=int(n))
 
 

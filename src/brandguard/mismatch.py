@@ -30,8 +30,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["AlignedView", "ProductBank", "NormalStats", "make_view", "distance_maps", "fit_normal_stats",
-           "anomaly_maps", "top_mean", "upsample_to_photo"]
+__all__ = [
+    "AlignedView",
+    "NormalStats",
+    "ProductBank",
+    "anomaly_maps",
+    "distance_maps",
+    "fit_normal_stats",
+    "make_view",
+    "top_mean",
+    "upsample_to_photo",
+]
 
 _BLUR = 1.5      # pixels (canonical frame): removes noise and JPEG blocks before comparing structure
 _WINDOW = 15     # pixels: local mean/contrast window of the structure normalisation
@@ -87,17 +96,17 @@ class ProductBank:
         return int(self.structure.shape[0])
 
     @classmethod
-    def from_views(cls, views: list[AlignedView]) -> "ProductBank":
+    def from_views(cls, views: list[AlignedView]) -> ProductBank:
         return cls(np.stack([v.structure for v in views]).astype(np.float16), np.stack([v.valid for v in views]),
                    np.stack([v.colors for v in views]), np.stack([v.cell_valid for v in views]))
 
     def view(self, i: int) -> AlignedView:
         return AlignedView(self.structure[i].astype(np.float32), self.valid[i], self.colors[i], self.cell_valid[i])
 
-    def select(self, rows: list[int]) -> "ProductBank":
+    def select(self, rows: list[int]) -> ProductBank:
         return ProductBank(self.structure[rows], self.valid[rows], self.colors[rows], self.cell_valid[rows])
 
-    def concat(self, other: "ProductBank") -> "ProductBank":
+    def concat(self, other: ProductBank) -> ProductBank:
         if len(self) == 0:
             return other
         return ProductBank(*(np.concatenate([a, b]) for a, b in zip(
@@ -218,7 +227,7 @@ def top_mean(z: np.ndarray, mask: np.ndarray, fraction: float = 0.01) -> float:
     vals = z[mask]
     if vals.size == 0:
         return 0.0
-    k = min(vals.size, max(4, int(round(fraction * vals.size))))
+    k = min(vals.size, max(4, round(fraction * vals.size)))
     return float(np.mean(np.partition(vals, vals.size - k)[-k:]))
 
 

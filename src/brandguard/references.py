@@ -17,7 +17,7 @@ from pathlib import Path
 from brandguard.errors import DataError
 from brandguard.images import is_image_path, list_images
 
-__all__ = ["ReferenceItem", "LabelledItem", "read_references", "read_labels", "LABELS"]
+__all__ = ["LABELS", "LabelledItem", "ReferenceItem", "read_labels", "read_references"]
 
 LABELS = ("authentic", "counterfeit", "unrelated")
 

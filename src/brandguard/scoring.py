@@ -24,13 +24,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from brandguard import __version__
 from brandguard.detector import Detector, Prediction
 from brandguard.errors import DataError
 from brandguard.images import list_images
 
-__all__ = ["CSV_COLUMNS", "ScoreSummary", "score_folder", "read_results"]
+__all__ = ["CSV_COLUMNS", "ScoreSummary", "read_results", "score_folder"]
 
 CSV_COLUMNS = ("path", "verdict", "score", "brand", "product", "similarity", "reference", "error")
 

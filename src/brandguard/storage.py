@@ -16,12 +16,13 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from brandguard.errors import IndexCorruptError
 
-__all__ = ["MANIFEST", "sha256_bytes", "write_directory", "verify_directory", "atomic_write_bytes"]
+__all__ = ["MANIFEST", "atomic_write_bytes", "sha256_bytes", "verify_directory", "write_directory"]
 
 MANIFEST = "manifest.json"
 

@@ -40,8 +40,8 @@ __all__ = [
     "get_icon",
     "list_brands",
     "make_demo_dataset",
-    "product_designs",
     "make_design",
     "photograph",
+    "product_designs",
     "render_package",
 ]
