@@ -129,3 +129,26 @@ def test_csv_manifest_is_accepted(small_dataset, tmp_path):
     csv_path.write_text("path,brand,product\n" + "".join(f"{i.path},{i.brand},{i.product}\n" for i in items))
     got = read_references(csv_path)
     assert [(g.brand, g.product, g.path) for g in got] == [(i.brand, i.product, Path(i.path).resolve()) for i in items]
+
+
+def test_cli_index_build_add_remove_info(small_dataset, tmp_path, capsys):
+    from brandguard.cli import main
+
+    refs = tmp_path / "refs"
+    brands = sorted(p for p in small_dataset.refs_dir.iterdir() if p.is_dir())
+    shutil.copytree(brands[0], refs / brands[0].name)
+    idx = tmp_path / "idx"
+    assert main(["index", "build", str(refs), "-o", str(idx), "--no-progress", "--device", "cpu"]) == 0
+    assert "indexed" in capsys.readouterr().out
+    more = tmp_path / "more"
+    shutil.copytree(brands[1], more / brands[1].name)
+    assert main(["index", "add", str(idx), str(more), "--no-progress"]) == 0
+    assert main(["index", "info", str(idx), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert info["brands"] == 2
+    assert main(["index", "remove", str(idx), "--brand", brands[0].name]) == 0
+    capsys.readouterr()
+    assert main(["index", "info", str(idx), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["brands"] == 1
+    assert main(["index", "remove", str(idx), "--brand", "nope"]) == 2
+    assert "known brands" in capsys.readouterr().err
