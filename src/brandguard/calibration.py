@@ -119,7 +119,7 @@ def verdict_for(score: float, thresholds: Thresholds) -> str:
 
 @dataclass
 class ChannelFusion:
-    """Puts the comparison channels (structure, colour) on one scale and fuses them.
+    """Puts the comparison channels (``brandguard.mismatch.CHANNELS``) on one scale and fuses them.
 
     Each channel score is log-compressed and standardised by the median and spread of authentic
     (leave-one-out reference) scores of that channel; the fused raw score is the largest standardised
@@ -148,7 +148,7 @@ class ChannelFusion:
         return float(out) if np.ndim(out) == 0 else out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"loc": list(self.loc), "scale": list(self.scale), "channels": ["structure", "colour"]}
+        return {"loc": list(self.loc), "scale": list(self.scale)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChannelFusion:

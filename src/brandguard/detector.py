@@ -37,7 +37,7 @@ from brandguard.errors import ImageLoadError
 from brandguard.images import ImageSource, load_image
 from brandguard.index import ReferenceIndex
 from brandguard.localization import Keypoints, canonical_to_image_corners, detect_keypoints, warp_to_canonical
-from brandguard.mismatch import anomaly_maps, distance_maps, make_view, top_mean, upsample_to_photo
+from brandguard.mismatch import CHANNELS, anomaly_maps, channel_scores, distance_maps, make_view, upsample_to_photo
 
 __all__ = ["VERDICTS", "Detector", "Match", "Prediction", "build_index", "load", "predict"]
 
@@ -78,8 +78,8 @@ class Prediction:
         reference: path of the best-matching authentic reference ("" when none).
         matches: the references compared, best first.
         inliers: geometrically verified keypoint matches with the product (0 when none).
-        channels: per-channel mismatch before fusion, ``(structure, colour)``, in standard deviations
-            above authentic variation (empty when nothing was compared).
+        channels: per-channel mismatch before fusion (see ``brandguard.mismatch.CHANNELS``), in standard
+            deviations above authentic variation (empty when nothing was compared).
         heatmap: ``(H, W)`` float32 over the decoded photo (long side <= ``localization.max_side``): how
             far each pixel's neighbourhood departs from the authentic references, in standard deviations
             (0 = typical, outside the product 0). None for ``unknown``/``error``.
@@ -270,7 +270,7 @@ class Detector:
             q = float(np.quantile(inl, unknown_fpr))
             index.thresholds.min_inliers = int(max(min_inliers_floor,
                                                    min(self.config.localization.min_inliers, np.floor(0.5 * q))))
-        used = [p for p in readable if len(p.channels) == 2 and p.inliers >= index.thresholds.min_inliers]
+        used = [p for p in readable if len(p.channels) == len(CHANNELS) and p.inliers >= index.thresholds.min_inliers]
         if len(used) < 10:
             raise DataError(f"calibration needs at least 10 authentic photos that match a known product; got "
                             f"{len(used)} of {len(preds)}")
@@ -300,7 +300,7 @@ class Detector:
 
     def _verdict_now(self, p: Prediction) -> str:
         """The verdict ``p`` would get under the current calibration (without scoring the photo again)."""
-        if len(p.channels) != 2 or p.inliers < self.index.thresholds.min_inliers:
+        if len(p.channels) != len(CHANNELS) or p.inliers < self.index.thresholds.min_inliers:
             return "unknown"
         cal = self.index.calibrator_for(p.brand)
         raw = float(self.index.fusion.fuse(np.array(p.channels)))
@@ -320,8 +320,7 @@ class Detector:
         d_s, d_c = distance_maps(view, m.bank, cfg.compare.cell)
         z_s, z_c = anomaly_maps(d_s, d_c, m.stats, view.cell_valid)
         mask = m.stats.region & view.cell_valid
-        frac = cfg.compare.top_fraction
-        channels = (top_mean(z_s, mask, frac), top_mean(z_c, mask, frac))
+        channels = channel_scores(z_s, z_c, mask, cfg.compare.top_fraction)
         raw = float(index.fusion.fuse(np.array(channels)))
         cal = index.calibrator_for(m.brand)
         score = float(cal.score(raw)) if cal is not None else 0.0

@@ -52,7 +52,8 @@ from brandguard.localization import (
     match_pair,
     warp_to_canonical,
 )
-from brandguard.mismatch import NormalStats, ProductBank, anomaly_maps, fit_normal_stats, make_view, top_mean
+from brandguard.mismatch import (CHANNELS, NormalStats, ProductBank, anomaly_maps, channel_scores, fit_normal_stats,
+                                 make_view)
 from brandguard.references import ReferenceItem, read_references
 from brandguard.storage import verify_directory, write_directory
 
@@ -333,7 +334,7 @@ class ReferenceIndex:
             kp_desc, kp_xy = kp_desc[order], kp_xy[order]
         model = ProductModel(brand, product, refs, anchor=0, bank_refs=[], kp_desc=kp_desc.astype(np.float16),
                              kp_xy=kp_xy, bank=_empty_bank(), stats=None,  # type: ignore[arg-type]
-                             global_vecs=np.zeros((0, 1), np.float32), loo_scores=np.zeros((0, 2)))
+                             global_vecs=np.zeros((0, 1), np.float32), loo_scores=np.zeros((0, len(CHANNELS))))
         ref_pos = {r.path: k for k, r in enumerate(refs)}
         model.anchor = ref_pos[str(entries[anchor].item.path)]
         self._add_to_bank(model, [(ref_pos[str(entries[i].item.path)], entries[i].image, Hc) for i, Hc in aligned_entries])
@@ -397,7 +398,7 @@ class ReferenceIndex:
             model.bank_refs = [model.bank_refs[c] for c in chosen]
         if len(model.bank) == 0:
             model.stats = None  # type: ignore[assignment]
-            model.loo_scores = np.zeros((0, 2))
+            model.loo_scores = np.zeros((0, len(CHANNELS)))
             return
         model.stats, loo = fit_normal_stats(model.bank, cfg.compare.cell)
         scores = []
@@ -405,8 +406,8 @@ class ReferenceIndex:
             for i, (d_s, d_c) in enumerate(loo):
                 zs, zc = anomaly_maps(d_s, d_c, model.stats, model.bank.cell_valid[i])
                 mask = model.stats.region & model.bank.cell_valid[i]
-                scores.append((top_mean(zs, mask, cfg.compare.top_fraction), top_mean(zc, mask, cfg.compare.top_fraction)))
-        model.loo_scores = np.asarray(scores, np.float64).reshape(-1, 2)
+                scores.append(channel_scores(zs, zc, mask, cfg.compare.top_fraction))
+        model.loo_scores = np.asarray(scores, np.float64).reshape(-1, len(CHANNELS))
 
     # -------------------------------------------------------------- search structures
     def _refresh_tables(self) -> None:
@@ -451,7 +452,7 @@ class ReferenceIndex:
         """Cold-start calibration from the references' leave-one-out scores (replaced by `calibrate`)."""
         if self.calibrator is not None and self.calibrator.source != "references-loo":
             return  # calibrated on separate authentic photos: keep it (recalibrate after large changes)
-        scores = np.concatenate([m.loo_scores for m in self.products]) if self.products else np.zeros((0, 2))
+        scores = np.concatenate([m.loo_scores for m in self.products]) if self.products else np.zeros((0, len(CHANNELS)))
         self.fusion = ChannelFusion.fit(scores)
         raws = self.fusion.fuse(scores) if len(scores) else np.zeros(0)
         if np.size(raws) >= 2:

@@ -39,6 +39,8 @@ __all__ = [
     "fit_normal_stats",
     "make_view",
     "top_mean",
+    "channel_scores",
+    "CHANNELS",
     "upsample_to_photo",
 ]
 
@@ -229,6 +231,15 @@ def top_mean(z: np.ndarray, mask: np.ndarray, fraction: float = 0.01) -> float:
         return 0.0
     k = min(vals.size, max(4, round(fraction * vals.size)))
     return float(np.mean(np.partition(vals, vals.size - k)[-k:]))
+
+
+#: Names of the channel scores, in the order of :func:`channel_scores` and ``Prediction.channels``.
+CHANNELS = ("structure", "colour")
+
+
+def channel_scores(z_s: np.ndarray, z_c: np.ndarray, mask: np.ndarray, top_fraction: float = 0.01) -> tuple[float, float]:
+    """The channel scores of one comparison (see :data:`CHANNELS`): the mean of each heatmap's worst cells."""
+    return top_mean(z_s, mask, top_fraction), top_mean(z_c, mask, top_fraction)
 
 
 def upsample_to_photo(zmap: np.ndarray, H: np.ndarray, size: int, photo_shape: tuple[int, int]) -> np.ndarray:
