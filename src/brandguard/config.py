@@ -63,7 +63,7 @@ class LocalizationConfig:
     ratio: float = 0.85
     candidates: int = 3
     ransac_threshold: float = 4.0
-    min_inliers: int = 32
+    min_inliers: int = 36
     canonical_size: int = 384
 
 
