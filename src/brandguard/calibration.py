@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,21 +131,31 @@ class ChannelFusion:
         scale: per-channel spread (std) of the same.
     """
 
-    loc: tuple[float, ...] = (0.0, 0.0)
-    scale: tuple[float, ...] = (1.0, 1.0)
+    loc: tuple[float, ...] = (0.0, 0.0, 0.0)
+    scale: tuple[float, ...] = (1.0, 1.0, 0.05)
+
+    #: smallest spread of a channel: for the OCR text distance, one letter in twenty is one unit
+    MIN_SCALE = 0.05
 
     @classmethod
     def fit(cls, channel_scores: np.ndarray) -> ChannelFusion:
         x = np.log1p(np.maximum(np.asarray(channel_scores, np.float64), 0.0))
         if x.ndim != 2 or len(x) < 2:
             return cls()
-        return cls(tuple(float(v) for v in np.median(x, 0)), tuple(float(max(v, 1e-3)) for v in np.std(x, 0)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channel (not measured): defaults
+            loc = np.nan_to_num(np.nanmedian(x, 0), nan=0.0)
+            scale = np.nan_to_num(np.nanstd(x, 0), nan=1.0)
+        return cls(tuple(float(v) for v in loc), tuple(float(max(v, cls.MIN_SCALE)) for v in scale))
 
     def fuse(self, channel_scores: np.ndarray) -> Any:
-        """Raw score(s) from ``(..., n_channels)`` channel scores."""
+        """Raw score(s) from ``(..., n_channels)`` channel scores; NaN channels (not measured) are ignored."""
         x = np.log1p(np.maximum(np.asarray(channel_scores, np.float64), 0.0))
-        z = (x - np.asarray(self.loc)) / np.asarray(self.scale)
+        n = x.shape[-1]
+        z = (x - np.asarray(self.loc[:n])) / np.asarray(self.scale[:n])
+        z = np.where(np.isfinite(z), z, -np.inf)
         out = z.max(-1)
+        out = np.where(np.isfinite(out), out, 0.0)
         return float(out) if np.ndim(out) == 0 else out
 
     def to_dict(self) -> dict[str, Any]:

@@ -37,7 +37,14 @@ from brandguard.errors import ImageLoadError
 from brandguard.images import ImageSource, load_image
 from brandguard.index import ReferenceIndex
 from brandguard.localization import Keypoints, canonical_to_image_corners, detect_keypoints, warp_to_canonical
-from brandguard.mismatch import CHANNELS, anomaly_maps, channel_scores, distance_maps, make_view, upsample_to_photo
+from brandguard.mismatch import (
+    CHANNELS,
+    anomaly_maps,
+    channel_scores,
+    distance_maps,
+    make_view,
+    upsample_to_photo,
+)
 
 __all__ = ["VERDICTS", "Detector", "Match", "Prediction", "build_index", "load", "predict"]
 
@@ -320,14 +327,26 @@ class Detector:
         d_s, d_c = distance_maps(view, m.bank, cfg.compare.cell)
         z_s, z_c = anomaly_maps(d_s, d_c, m.stats, view.cell_valid)
         mask = m.stats.region & view.cell_valid
-        channels = channel_scores(z_s, z_c, mask, cfg.compare.top_fraction)
+        text, text_details = float("nan"), []
+        reader = index.text_reader if m.text_lines else None
+        if reader is not None:
+            from brandguard.text import text_mismatch
+
+            text, text_details = text_mismatch(crop, m.text_lines, reader)
+        channels = channel_scores(z_s, z_c, mask, cfg.compare.top_fraction, text)
         raw = float(index.fusion.fuse(np.array(channels)))
         cal = index.calibrator_for(m.brand)
         score = float(cal.score(raw)) if cal is not None else 0.0
         sims = m.global_vecs @ g
         order = np.argsort(-sims, kind="stable")
         matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])
-        heat = upsample_to_photo(np.maximum(z_s, z_c), a.H, cfg.localization.canonical_size, image.shape[:2])
+        zmap = np.maximum(z_s, z_c)
+        for d in text_details:  # a misread line lights up its box, in the fused channel's units
+            if np.isfinite(d["distance"]) and d["distance"] > 0:
+                zt = float(index.fusion.fuse(np.array([0.0, 0.0, d["distance"]])))
+                x0, y0, x1, y1 = (int(v) // cfg.compare.cell for v in d["box"])
+                zmap[y0:y1 + 1, x0:x1 + 1] = np.maximum(zmap[y0:y1 + 1, x0:x1 + 1], zt)
+        heat = upsample_to_photo(zmap, a.H, cfg.localization.canonical_size, image.shape[:2])
         return Prediction(name, verdict_for(score, index.thresholds), score, raw, m.brand, m.product,
                           similarity=matches[0].similarity, reference=matches[0].reference, matches=matches,
                           inliers=a.inliers, channels=channels, heatmap=heat,

@@ -30,7 +30,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,18 @@ from brandguard.localization import (
     match_pair,
     warp_to_canonical,
 )
-from brandguard.mismatch import (CHANNELS, NormalStats, ProductBank, anomaly_maps, channel_scores, fit_normal_stats,
-                                 make_view)
+from brandguard.mismatch import (
+    CHANNELS,
+    NormalStats,
+    ProductBank,
+    anomaly_maps,
+    channel_scores,
+    fit_normal_stats,
+    make_view,
+)
 from brandguard.references import ReferenceItem, read_references
 from brandguard.storage import verify_directory, write_directory
+from brandguard.text import reference_lines
 
 __all__ = ["INDEX_FORMAT", "ProductModel", "RefRecord", "ReferenceIndex"]
 
@@ -89,6 +97,8 @@ class ProductModel:
     stats: NormalStats
     global_vecs: np.ndarray
     loo_scores: np.ndarray
+    ref_text: list[list[dict[str, Any]]] = field(default_factory=list)
+    text_lines: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -124,6 +134,8 @@ class ReferenceIndex:
         self.thresholds = thresholds or Thresholds(min_inliers=config.localization.min_inliers)
         self.skipped = skipped or []
         self.fusion = ChannelFusion()
+        self.text_enabled = _resolve_text_check(config.compare.text_check)
+        self._text_reader: Any = None
         self._embedder: Embedder | None = None
         self._local: Any = None
         self._global: Any = None
@@ -382,6 +394,9 @@ class ReferenceIndex:
             model.bank = model.bank.concat(views)
             model.global_vecs = np.concatenate([model.global_vecs, g]) if len(model.global_vecs) else g
             model.bank_refs = model.bank_refs + [r for r, _, _ in new]
+            if self.text_enabled:
+                reader = self.text_reader
+                model.ref_text = model.ref_text + [reader.read_lines(c) for c in crops]
         # bound the bank: keep the anchor, then the most diverse references (farthest-point on global vectors)
         cap = cfg.compare.max_references_per_product
         if len(model.bank) > cap:
@@ -396,17 +411,21 @@ class ReferenceIndex:
             model.bank = model.bank.select(chosen)
             model.global_vecs = model.global_vecs[chosen]
             model.bank_refs = [model.bank_refs[c] for c in chosen]
+            if model.ref_text:
+                model.ref_text = [model.ref_text[c] for c in chosen]
         if len(model.bank) == 0:
             model.stats = None  # type: ignore[assignment]
             model.loo_scores = np.zeros((0, len(CHANNELS)))
             return
         model.stats, loo = fit_normal_stats(model.bank, cfg.compare.cell)
+        model.text_lines = reference_lines(model.ref_text) if model.ref_text else []
         scores = []
         if len(model.bank) >= 2:
             for i, (d_s, d_c) in enumerate(loo):
                 zs, zc = anomaly_maps(d_s, d_c, model.stats, model.bank.cell_valid[i])
                 mask = model.stats.region & model.bank.cell_valid[i]
-                scores.append(channel_scores(zs, zc, mask, cfg.compare.top_fraction))
+                text = own_text_distance(model.ref_text[i], model.text_lines) if model.ref_text else float("nan")
+                scores.append(channel_scores(zs, zc, mask, cfg.compare.top_fraction, text))
         model.loo_scores = np.asarray(scores, np.float64).reshape(-1, len(CHANNELS))
 
     # -------------------------------------------------------------- search structures
@@ -460,6 +479,21 @@ class ReferenceIndex:
             sc = self.config.scoring
             self.thresholds.review = 1.0 - sc.review_fpr
             self.thresholds.takedown = 1.0 - sc.takedown_fpr
+
+    @property
+    def text_reader(self) -> Any:
+        """The OCR reader of the wordmark check (None when this index has no text check or the ``ocr``
+        extra is missing here, in which case photos are scored without the text channel)."""
+        if self.text_enabled and self._text_reader is None:
+            from brandguard import text
+
+            if not text.available():
+                warnings.warn("this index was built with the wordmark (OCR) check but the ocr extra is not "
+                              'installed: scoring without it; pip install "brandguard[ocr]"', stacklevel=2)
+                self.text_enabled = False
+                return None
+            self._text_reader = text.shared_reader()
+        return self._text_reader
 
     def calibrator_for(self, brand: str) -> ScoreCalibrator | None:
         """The brand's own calibration when it had enough authentic photos, else the global one."""
@@ -583,6 +617,7 @@ class ReferenceIndex:
                 tensors[p + "region"] = np.ascontiguousarray(m.stats.region.astype(np.uint8))
             products_meta.append({"brand": m.brand, "product": m.product, "anchor": m.anchor,
                                   "bank_refs": m.bank_refs, "has_stats": m.stats is not None,
+                                  "ref_text": m.ref_text, "text_lines": m.text_lines,
                                   "refs": [r.__dict__ for r in m.refs]})
         files = {
             "arrays.safetensors": st_save(tensors),
@@ -601,6 +636,7 @@ class ReferenceIndex:
             "calibration": self.calibrator.to_dict() if self.calibrator else None,
             "brand_calibration": {b: c.to_dict() for b, c in sorted(self.brand_calibrators.items())},
             "fusion": self.fusion.to_dict(),
+            "text_check": self.text_enabled,
             "counts": {k: v for k, v in self.info().items() if k in ("brands", "products", "references",
                                                                       "references_compared", "local_descriptors")},
         }
@@ -647,7 +683,7 @@ class ReferenceIndex:
                 pm["brand"], pm["product"], [RefRecord(**r) for r in pm["refs"]], pm["anchor"], pm["bank_refs"],
                 tensors[p + "kp_desc"], tensors[p + "kp_xy"],
                 _load_bank(tensors, p, config.localization.canonical_size), stats, tensors[p + "global"],
-                tensors[p + "loo_scores"]))
+                tensors[p + "loo_scores"], pm.get("ref_text", []), pm.get("text_lines", [])))
         cal = ScoreCalibrator.from_dict(manifest["calibration"]) if manifest.get("calibration") else None
         index = cls.__new__(cls)
         index.config = config
@@ -658,6 +694,8 @@ class ReferenceIndex:
         index.thresholds = Thresholds.from_dict(manifest["thresholds"])
         index.skipped = meta.get("skipped", [])
         index.fusion = ChannelFusion.from_dict(manifest["fusion"])
+        index.text_enabled = bool(manifest.get("text_check", False))
+        index._text_reader = None
         index._embedder = None
         index._refresh_tables()
         index._local = faiss.deserialize_index(np.frombuffer((directory / "local.faiss").read_bytes(), np.uint8))
@@ -665,6 +703,32 @@ class ReferenceIndex:
         if isinstance(index._local, faiss.IndexIVF):
             index._local.nprobe = _NPROBE
         return index
+
+
+def _resolve_text_check(setting: str) -> bool:
+    from brandguard import text
+
+    if setting == "auto":
+        return text.available()
+    if setting == "on":
+        if not text.available():
+            raise ImportError('compare.text_check is on but the ocr extra is missing: pip install "brandguard[ocr]"')
+        return True
+    if setting == "off":
+        return False
+    raise DataError(f"compare.text_check must be auto, on or off, got {setting!r}")
+
+
+def own_text_distance(lines: list[dict[str, Any]], reference: list[dict[str, Any]]) -> float:
+    """Text channel of a reference against its product's reference lines (leave-one-out statistics)."""
+    from brandguard.text import MIN_CONFIDENCE, _iou, text_distance
+
+    dists = []
+    for ref in reference:
+        same = [ln for ln in lines if _iou(ln["box"], ref["box"]) > 0.3 and ln["confidence"] >= MIN_CONFIDENCE]
+        if same:
+            dists.append(min(text_distance(ref["text"], ln["text"]) for ln in same))
+    return max(dists) if dists else float("nan")
 
 
 def _empty_bank() -> ProductBank:

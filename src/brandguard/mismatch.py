@@ -31,16 +31,16 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "CHANNELS",
     "AlignedView",
     "NormalStats",
     "ProductBank",
     "anomaly_maps",
+    "channel_scores",
     "distance_maps",
     "fit_normal_stats",
     "make_view",
     "top_mean",
-    "channel_scores",
-    "CHANNELS",
     "upsample_to_photo",
 ]
 
@@ -234,12 +234,17 @@ def top_mean(z: np.ndarray, mask: np.ndarray, fraction: float = 0.01) -> float:
 
 
 #: Names of the channel scores, in the order of :func:`channel_scores` and ``Prediction.channels``.
-CHANNELS = ("structure", "colour")
+CHANNELS = ("structure", "colour", "text")
 
 
-def channel_scores(z_s: np.ndarray, z_c: np.ndarray, mask: np.ndarray, top_fraction: float = 0.01) -> tuple[float, float]:
-    """The channel scores of one comparison (see :data:`CHANNELS`): the mean of each heatmap's worst cells."""
-    return top_mean(z_s, mask, top_fraction), top_mean(z_c, mask, top_fraction)
+def channel_scores(z_s: np.ndarray, z_c: np.ndarray, mask: np.ndarray, top_fraction: float = 0.01,
+                   text: float = float("nan")) -> tuple[float, float, float]:
+    """The channel scores of one comparison (see :data:`CHANNELS`).
+
+    Structure and colour: the mean of each heatmap's worst cells. Text: the largest OCR text distance to
+    the reference lines (:mod:`brandguard.text`), NaN when the check is off or nothing could be read.
+    """
+    return top_mean(z_s, mask, top_fraction), top_mean(z_c, mask, top_fraction), float(text)
 
 
 def upsample_to_photo(zmap: np.ndarray, H: np.ndarray, size: int, photo_shape: tuple[int, int]) -> np.ndarray:
