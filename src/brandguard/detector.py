@@ -48,6 +48,11 @@ from brandguard.mismatch import (
 
 __all__ = ["VERDICTS", "Detector", "Match", "Prediction", "build_index", "load", "predict"]
 
+#: structure evidence (90th percentile of the structure heatmap in a line's box, standard deviations)
+#: a text misread needs before it counts: OCR misreads blurred but authentic print, a misspelling also
+#: changes its strokes
+_TEXT_SUPPORT = 4.0
+
 VERDICTS = ("authentic", "suspicious", "counterfeit", "unknown", "error")
 
 
@@ -333,6 +338,16 @@ class Detector:
             from brandguard.text import text_mismatch
 
             text, text_details = text_mismatch(crop, m.text_lines, reader)
+            # a misspelling also changes strokes: keep a misread only where the structure channel agrees
+            supported = []
+            for d in text_details:
+                x0, y0, x1, y1 = (int(v) // cfg.compare.cell for v in d["box"])
+                box_z = z_s[y0:y1 + 1, x0:x1 + 1]
+                if box_z.size and float(np.quantile(box_z, 0.9)) < _TEXT_SUPPORT:
+                    d["distance"] = 0.0 if np.isfinite(d["distance"]) else d["distance"]
+                supported.append(d["distance"])
+            finite = [v for v in supported if np.isfinite(v)]
+            text = max(finite) if finite else float("nan")
         channels = channel_scores(z_s, z_c, mask, cfg.compare.top_fraction, text)
         raw = float(index.fusion.fuse(np.array(channels)))
         cal = index.calibrator_for(m.brand)
