@@ -116,3 +116,9 @@ def test_cli_calibrate_and_info(saved_index, tmp_path, small_dataset, capsys):
     assert main(["index", "info", str(idx)]) == 0
     out = capsys.readouterr().out
     assert "calibration" in out and "'source': 'calibration'" in out
+
+
+def test_fusion_fitted_before_a_channel_existed_still_scores():
+    old = ChannelFusion.from_dict({"loc": [0.0, 0.0], "scale": [1.0, 1.0]})  # an index saved with 2 channels
+    assert old.fuse(np.array([np.e - 1, 0.0, 0.5])) == pytest.approx(1.0)
+    assert ChannelFusion().fuse(np.array([0.0, 0.0, np.nan])) == 0.0  # text not measured: ignored

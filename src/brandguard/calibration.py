@@ -151,8 +151,8 @@ class ChannelFusion:
     def fuse(self, channel_scores: np.ndarray) -> Any:
         """Raw score(s) from ``(..., n_channels)`` channel scores; NaN channels (not measured) are ignored."""
         x = np.log1p(np.maximum(np.asarray(channel_scores, np.float64), 0.0))
-        n = x.shape[-1]
-        z = (x - np.asarray(self.loc[:n])) / np.asarray(self.scale[:n])
+        n = min(x.shape[-1], len(self.loc))  # a fusion fitted before a channel existed ignores it
+        z = (x[..., :n] - np.asarray(self.loc[:n])) / np.asarray(self.scale[:n])
         z = np.where(np.isfinite(z), z, -np.inf)
         out = z.max(-1)
         out = np.where(np.isfinite(out), out, 0.0)
