@@ -74,6 +74,8 @@ class CompareConfig:
     Attributes:
         max_references_per_product: bound on the aligned references kept in a product's bank.
         cell: size (canonical pixels) of the cells the heatmap and statistics are computed on.
+        references_compared: compare a photo with this many of its product's references, those closest
+            to it overall (0: all).
         top_fraction: a channel's score is the mean of this fraction of its highest cells.
         text_check: read the wordmark and product text with OCR and compare it with the references'
             (``on``, ``off``, or ``auto``: on when the ``ocr`` extra is installed). Off by default because
@@ -83,6 +85,7 @@ class CompareConfig:
 
     max_references_per_product: int = 16
     cell: int = 6
+    references_compared: int = 3
     top_fraction: float = 0.01
     text_check: str = "off"
 

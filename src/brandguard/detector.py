@@ -329,7 +329,7 @@ class Detector:
         if m.stats is None or len(m.bank) == 0:
             return Prediction(name, "unknown", 0.0, brand=m.brand, product=m.product, inliers=a.inliers)
         view = make_view(crop, valid, cfg.compare.cell)
-        d_s, d_c = distance_maps(view, m.bank, cfg.compare.cell)
+        d_s, d_c = distance_maps(view, m.bank, cfg.compare.cell, k=cfg.compare.references_compared)
         z_s, z_c = anomaly_maps(d_s, d_c, m.stats, view.cell_valid)
         mask = m.stats.region & view.cell_valid
         text, text_details = float("nan"), []
