@@ -80,7 +80,7 @@ class CompareConfig:
         text_check: read the wordmark and product text with OCR and compare it with the references'
             (``on``, ``off``, or ``auto``: on when the ``ocr`` extra is installed). Off by default because
             it costs about a third of the scoring throughput; on the demo listings it lifts misspelt
-            wordmarks from 0.85 to 0.97 AUROC (held-out artwork: 0.87 to 0.94); see the README.
+            wordmarks from 0.87 to 0.97 AUROC (held-out artwork: 0.89 to 0.94); see the README.
     """
 
     max_references_per_product: int = 16
