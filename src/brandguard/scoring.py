@@ -112,7 +112,8 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
         out.unlink()
     todo = [(f, r) for f, r in zip(files, rel) if r not in done]
     bs = int(batch_size or detector.config.runtime.batch_size)
-    counts: Counter[str] = Counter(r["verdict"] for r in done.values() if r["path"] in set(rel))
+    listed = set(rel)
+    counts: Counter[str] = Counter(r["verdict"] for r in done.values() if r["path"] in listed)
     flagged: list[tuple[float, int, Prediction]] = []
     kept: list[Prediction] = []
     bar = None
