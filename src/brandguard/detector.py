@@ -314,9 +314,15 @@ class Detector:
         """The verdict ``p`` would get under the current calibration (without scoring the photo again)."""
         if len(p.channels) != len(CHANNELS) or p.inliers < self.index.thresholds.min_inliers:
             return "unknown"
-        cal = self.index.calibrator_for(p.brand)
-        raw = float(self.index.fusion.fuse(np.array(p.channels)))
-        return verdict_for(float(cal.score(raw)) if cal is not None else 0.0, self.index.thresholds)
+        return self._judge(p.brand, p.channels)[2]
+
+    def _judge(self, brand: str, channels: Sequence[float]) -> tuple[float, float, str]:
+        """``(raw, calibrated score, verdict)`` of a compared photo's channel scores."""
+        index = self.index
+        raw = float(index.fusion.fuse(np.array(channels)))
+        cal = index.calibrator_for(brand)
+        score = float(cal.score(raw)) if cal is not None else 0.0
+        return raw, score, verdict_for(score, index.thresholds)
 
     def _match(self, pid: int, row: int, sim: float) -> Match:
         m = self.index.products[pid]
@@ -349,9 +355,7 @@ class Detector:
             finite = [v for v in supported if np.isfinite(v)]
             text = max(finite) if finite else float("nan")
         channels = channel_scores(z_s, z_c, mask, cfg.compare.top_fraction, text)
-        raw = float(index.fusion.fuse(np.array(channels)))
-        cal = index.calibrator_for(m.brand)
-        score = float(cal.score(raw)) if cal is not None else 0.0
+        raw, score, verdict = self._judge(m.brand, channels)
         sims = m.global_vecs @ g
         order = np.argsort(-sims, kind="stable")
         matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])
@@ -362,7 +366,7 @@ class Detector:
                 x0, y0, x1, y1 = (int(v) // cfg.compare.cell for v in d["box"])
                 zmap[y0:y1 + 1, x0:x1 + 1] = np.maximum(zmap[y0:y1 + 1, x0:x1 + 1], zt)
         heat = upsample_to_photo(zmap, a.H, cfg.localization.canonical_size, image.shape[:2])
-        return Prediction(name, verdict_for(score, index.thresholds), score, raw, m.brand, m.product,
+        return Prediction(name, verdict, score, raw, m.brand, m.product,
                           similarity=matches[0].similarity, reference=matches[0].reference, matches=matches,
                           inliers=a.inliers, channels=channels, heatmap=heat,
                           quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size))

@@ -647,7 +647,8 @@ def _draw_logo(canvas: np.ndarray, logo: LogoSpec) -> None:
 def _erase_mask(logo: LogoSpec, Mw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     import cv2
 
-    assert logo.erase is not None
+    if logo.erase is None:
+        raise ValueError(f"logo {logo.slug!r} has no erased region to draw; expected LogoSpec.erase to be set")
     kind, a, b, c, d = logo.erase
     _, (x0, y0, x1, y1), _ = icon_polygons(logo.slug)
     bw, bh = x1 - x0, y1 - y0

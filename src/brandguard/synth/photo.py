@@ -366,7 +366,8 @@ def _place(rng: np.random.Generator, pw: int, ph: int, W: int, H: int, style: st
             break
         if best is None or quad_area(q) > quad_area(best):
             best = q
-    assert best is not None
+    if best is None:
+        raise RuntimeError("photograph: no placement of the package was tried; the attempt count must be positive")
     q = best
     lo_xy = -q.min(0) + margin * np.array([W, H])
     hi_xy = np.array([W, H]) * (1 - margin) - q.max(0)
