@@ -56,3 +56,25 @@ def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert all(line.split()[-1] in VERDICTS for line in verdict_lines), verdict_lines
     # the figure with the heatmaps was drawn
     assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+FINETUNE = NOTEBOOK.parent / "finetune.ipynb"
+
+
+@pytest.mark.slow
+def test_finetune_notebook_runs_a_tiny_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = nbformat.read(FINETUNE, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook with outputs cleared"
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("BRANDGUARD_NOTEBOOK_TINY", "1")
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=False,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    text = "\n".join(_text(o) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "guard accepted the model:" in text
+    table = [ln for ln in text.splitlines() if ln.startswith(("auroc", "tpr_at_1pct_fpr", "brand_top1"))]
+    assert len(table) >= 3 and all(len(ln.split()) == 3 for ln in table), text  # before and after, side by side
+    assert "channels:" in text and "'learned'" in text
+    assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)

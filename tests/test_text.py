@@ -71,4 +71,4 @@ def test_index_with_text_check_reads_and_keeps_reference_lines(small_dataset, em
     assert again.text_enabled and [m.text_lines for m in again.products] == [m.text_lines for m in index.products]
     photo = next(i for i in labels if i.brand == brand and i.label == "authentic")
     p = Detector(again, embedder).predict(str(photo.path))
-    assert len(p.channels) == 3 and p.brand == brand
+    assert len(p.channels) == 4 and p.brand == brand

@@ -33,6 +33,7 @@ __all__ = [
     "BackboneSpec",
     "FeatureNet",
     "LoadedBackbone",
+    "LocalHead",
     "file_digest",
     "get_spec",
     "list_backbones",
@@ -111,21 +112,90 @@ def get_spec(name: str) -> BackboneSpec:
         "--checkpoint FILE")
 
 
+class LocalHead(nn.Module):
+    """Dense local descriptors trained for comparison (``brandguard train``).
+
+    The intermediate stages are brought to the stride of the first one, concatenated and projected
+    (3x3 conv, BN, ReLU, 1x1 conv) to ``dim`` channels, then L2-normalised per location: the features the
+    ``learned`` comparison channel uses. A second 1x1 conv on the same hidden layer gives an occlusion
+    logit per location: how likely something lies on top of the package there (a finger, a price sticker,
+    another object, glare), where a departure from the references is no evidence of counterfeiting. A
+    pretrained backbone has no head (the channel is then off).
+
+    Args:
+        in_channels: channels of the concatenated intermediate stages.
+        dim: descriptor dimension.
+        hidden: width of the projection.
+    """
+
+    def __init__(self, in_channels: int, dim: int = 32, hidden: int = 128) -> None:
+        super().__init__()
+        self.in_channels, self.dim, self.hidden = int(in_channels), int(dim), int(hidden)
+        self.proj = nn.Sequential(
+            nn.Conv2d(self.in_channels, self.hidden, 3, padding=1, bias=False), nn.BatchNorm2d(self.hidden),
+            nn.ReLU(inplace=True), nn.Conv2d(self.hidden, self.dim, 1))
+        self.occ = nn.Conv2d(self.hidden, 1, 1)
+
+    def forward(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(descriptors (N, dim, h, w) L2-normalised, occlusion logits (N, h, w))``."""
+        size = maps[0].shape[-2:]
+        parts = [m if m.shape[-2:] == size else
+                 nn.functional.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
+        hidden = self.proj[:3](torch.cat(parts, dim=1))
+        desc = nn.functional.normalize(self.proj[3](hidden).float(), dim=1)
+        return desc, self.occ(hidden).float()[:, 0]
+
+    def describe(self) -> dict[str, int]:
+        return {"in_channels": self.in_channels, "dim": self.dim, "hidden": self.hidden}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> LocalHead:
+        """A head shaped like the ``proj.*`` tensors of ``state`` (keys without the ``local_head.`` prefix)."""
+        try:
+            hidden, in_ch = state["proj.0.weight"].shape[:2]
+            dim = state["proj.3.weight"].shape[0]
+        except KeyError as exc:
+            raise WeightsError(f"checkpoint has local_head tensors but not {exc}; was it written by "
+                               "`brandguard train`?") from exc
+        head = cls(int(in_ch), int(dim), int(hidden))
+        try:
+            head.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise WeightsError(f"the checkpoint's local head does not fit this brandguard ({exc}); re-export it "
+                               "with `brandguard train`") from exc
+        return head
+
+
 class FeatureNet(nn.Module):
     """Wraps a timm model to return ``(global_vector, [local_maps...])`` in one forward pass.
 
     The global vector is the pre-logits embedding (pooled head); local maps are intermediate stages
-    (``spec.local_indices``), the patch features compared in the aligned frame.
+    (``spec.local_indices``). A fine-tuned network also carries a :class:`LocalHead` (``local_head``).
     """
 
-    def __init__(self, model: nn.Module, local_indices: tuple[int, ...]) -> None:
+    def __init__(self, model: nn.Module, local_indices: tuple[int, ...], local_head: LocalHead | None = None) -> None:
         super().__init__()
         self.model = model
         self.local_indices = list(local_indices)
+        self.local_head = local_head
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         final, inter = self.model.forward_intermediates(x, indices=self.local_indices, intermediates_only=False)
         return self.model.forward_head(final, pre_logits=True), list(inter)
+
+    def local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Learned local descriptors ``(N, dim, H/s, W/s)`` and occlusion logits ``(N, H/s, W/s)``, running
+        the network only as deep as needed."""
+        if self.local_head is None:
+            raise WeightsError("this backbone has no trained local head; fine-tune it with `brandguard train`")
+        inter = self.model.forward_intermediates(x, indices=self.local_indices, intermediates_only=True,
+                                                 stop_early=True)
+        return self.local_head(list(inter))
+
+    def local_channels(self) -> int:
+        """Channels of the concatenated intermediate stages (the input of a :class:`LocalHead`)."""
+        info = self.model.feature_info
+        return int(sum(info[i]["num_chs"] for i in self.local_indices))
 
 
 @dataclass
@@ -256,12 +326,17 @@ def load_backbone(name: str = "efficientnet_lite0", checkpoint: str | Path | Non
     import timm
 
     spec = get_spec(name)
+    head: LocalHead | None = None
     model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0 if checkpoint else 1000)
     if checkpoint is not None:
         path = checkpoint_file(checkpoint)
         state = _read_checkpoint(Path(checkpoint))
         state = {k.removeprefix("model.").removeprefix("module."): v for k, v in state.items()}
         state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc.", "head.fc."))}
+        head_state = {k.removeprefix("local_head."): v for k, v in state.items() if k.startswith("local_head.")}
+        state = {k: v for k, v in state.items() if not k.startswith("local_head.")}
+        if head_state:
+            head = LocalHead.from_state(head_state)
         target = model.state_dict()
         wrong = [f"{k}: {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in state.items()
                  if k in target and tuple(v.shape) != tuple(target[k].shape)]
@@ -281,7 +356,7 @@ def load_backbone(name: str = "efficientnet_lite0", checkpoint: str | Path | Non
     else:
         raise WeightsError(f"backbone {name!r} has no packaged weights; pass --checkpoint FILE (.safetensors)")
     model.eval()
-    return LoadedBackbone(spec=spec, net=FeatureNet(model, spec.local_indices).eval(), weights_digest=digest,
+    return LoadedBackbone(spec=spec, net=FeatureNet(model, spec.local_indices, head).eval(), weights_digest=digest,
                           weights_source=source)
 
 

@@ -131,8 +131,8 @@ class ChannelFusion:
         scale: per-channel spread (std) of the same.
     """
 
-    loc: tuple[float, ...] = (0.0, 0.0, 0.0)
-    scale: tuple[float, ...] = (1.0, 1.0, 0.05)
+    loc: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
+    scale: tuple[float, ...] = (1.0, 1.0, 0.05, 1.0)
 
     #: smallest spread of a channel: for the OCR text distance, one letter in twenty is one unit
     MIN_SCALE = 0.05

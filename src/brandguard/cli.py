@@ -82,7 +82,38 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-brand-photos", type=int, default=30,
                    help="authentic photos a brand needs for its own calibration (else the global one)")
     c.add_argument("--device")
+
+    t = sub.add_parser("train", help="fine-tune the backbone on reference photos (metric learning, counterfeit-style "
+                                     "edits as hard negatives); exports RUN_DIR/best")
+    t.add_argument("refs", help="REFS/<brand>/<product>/*.jpg (or a CSV manifest) of authentic references")
+    t.add_argument("-o", "--out", required=True, help="run directory (checkpoints, metrics.csv, best/)")
+    t.add_argument("--config", help="training YAML (configs/finetune.yaml)")
+    t.add_argument("--val", help="labels.csv of validation photos (authentic + counterfeit of the trained products, "
+                                 "not references): best epoch and regression guard")
+    t.add_argument("--calibration", help="authentic photos (folder or labels.csv; not references) to calibrate "
+                                         "each validated pipeline on first, as when deployed")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.epochs=2 (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    t.add_argument("--force", action="store_true", help="export even if the guard finds the model worse")
+    t.add_argument("--device", help="cpu, cuda ... (default auto)")
+    t.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _parse_sets(pairs: Sequence[str]) -> dict:
+    """``KEY=VALUE`` strings -> dict, values parsed as YAML scalars (numbers, booleans, null)."""
+    import yaml
+
+    from brandguard.errors import DataError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DataError(f"--set expects KEY=VALUE (e.g. optim.epochs=2), got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def _version() -> str:
@@ -130,8 +161,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.index_command == "build":
             from brandguard.config import Config
 
+            from brandguard.backbones import checkpoint_backbone_name
+
             cfg = Config.from_yaml(args.config) if args.config else Config()
-            over = {k: v for k, v in {"backbone.name": args.backbone, "backbone.checkpoint": args.checkpoint,
+            backbone = args.backbone or (checkpoint_backbone_name(args.checkpoint) if args.checkpoint else None)
+            over = {k: v for k, v in {"backbone.name": backbone, "backbone.checkpoint": args.checkpoint,
                                       "runtime.device": args.device}.items() if v}
             cfg = cfg.with_overrides(over) if over else cfg
             index = ReferenceIndex.build(args.refs, cfg, progress=progress)
@@ -198,6 +232,16 @@ def _run(args: argparse.Namespace) -> int:
         det.index.save(args.index)
         print(json.dumps(summary, indent=2))
         return 0
+    if args.command == "train":
+        from brandguard.training import train
+
+        over = _parse_sets(args.set)
+        if args.device:
+            over["runtime.device"] = args.device
+        result = train(args.refs, args.out, args.config, val=args.val, calibration=args.calibration,
+                       resume=args.resume, force=args.force,
+                       progress=progress, overrides=over)
+        return 0 if result.best is not None else 1
     raise SystemExit(f"unknown command {args.command!r}")
 
 

@@ -43,6 +43,7 @@ from brandguard.mismatch import (
     channel_scores,
     distance_maps,
     make_view,
+    occlusion_cells,
     upsample_to_photo,
 )
 
@@ -227,8 +228,10 @@ class Detector:
         if to_compare:
             crops, valids = zip(*(warp_to_canonical(prepared[i][0], a.H, S) for i, a, _ in to_compare))
             gvec = emb.embed_global(list(crops))
+            feats, occ = emb.embed_local(np.stack(crops)) if emb.has_local_head \
+                else ([None] * len(crops), [None] * len(crops))
             for k, (i, a, _) in enumerate(to_compare):
-                results[i] = self._compare(names[i], prepared[i][0], a, gvec[k], crops[k], valids[k])
+                results[i] = self._compare(names[i], prepared[i][0], a, gvec[k], crops[k], valids[k], feats[k], occ[k])
         if unknown:
             gv = emb.embed_global([prepared[i][0] for i, _, _ in unknown])
             near = index.search_global(gv, k=3)
@@ -329,14 +332,15 @@ class Detector:
         return Match(m.brand, m.product, m.refs[m.bank_refs[row]].path, float(np.clip(sim, 0.0, 1.0)))
 
     def _compare(self, name: str, image: np.ndarray, a: Any, g: np.ndarray, crop: np.ndarray,
-                 valid: np.ndarray) -> Prediction:
+                 valid: np.ndarray, feats: np.ndarray | None = None, occlusion: np.ndarray | None = None) -> Prediction:
         cfg, index = self.config, self.index
         m = index.products[a.product_id]
         if m.stats is None or len(m.bank) == 0:
             return Prediction(name, "unknown", 0.0, brand=m.brand, product=m.product, inliers=a.inliers)
-        view = make_view(crop, valid, cfg.compare.cell)
-        d_s, d_c = distance_maps(view, m.bank, cfg.compare.cell, k=cfg.compare.references_compared)
-        z_s, z_c = anomaly_maps(d_s, d_c, m.stats, view.cell_valid)
+        view = make_view(crop, valid, cfg.compare.cell, feats, occlusion)
+        d_s, d_c, d_l = distance_maps(view, m.bank, cfg.compare.cell, k=cfg.compare.references_compared)
+        occ = occlusion_cells(view.occlusion, view.cell_valid.shape[0])
+        z_s, z_c, z_l = anomaly_maps(d_s, d_c, m.stats, view.cell_valid, d_l, occ)
         mask = m.stats.region & view.cell_valid
         text, text_details = float("nan"), []
         reader = index.text_reader if m.text_lines else None
@@ -354,15 +358,15 @@ class Detector:
                 supported.append(d["distance"])
             finite = [v for v in supported if np.isfinite(v)]
             text = max(finite) if finite else float("nan")
-        channels = channel_scores(z_s, z_c, mask, cfg.compare.top_fraction, text)
+        channels = channel_scores(z_s, z_c, mask, cfg.compare.top_fraction, text, z_l)
         raw, score, verdict = self._judge(m.brand, channels)
         sims = m.global_vecs @ g
         order = np.argsort(-sims, kind="stable")
         matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])
-        zmap = np.maximum(z_s, z_c)
+        zmap = np.maximum(z_s, z_c) if z_l is None else np.maximum(np.maximum(z_s, z_c), z_l)
         for d in text_details:  # a misread line lights up its box, in the fused channel's units
             if np.isfinite(d["distance"]) and d["distance"] > 0:
-                zt = float(index.fusion.fuse(np.array([0.0, 0.0, d["distance"]])))
+                zt = float(index.fusion.fuse(np.array([0.0, 0.0, d["distance"], np.nan])))
                 x0, y0, x1, y1 = (int(v) // cfg.compare.cell for v in d["box"])
                 zmap[y0:y1 + 1, x0:x1 + 1] = np.maximum(zmap[y0:y1 + 1, x0:x1 + 1], zt)
         heat = upsample_to_photo(zmap, a.H, cfg.localization.canonical_size, image.shape[:2])

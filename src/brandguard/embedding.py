@@ -86,6 +86,11 @@ class Embedder:
     def weights_digest(self) -> str:
         return self.backbone.weights_digest
 
+    @property
+    def has_local_head(self) -> bool:
+        """Whether the backbone carries trained local descriptors (the ``learned`` comparison channel)."""
+        return self.backbone.net.local_head is not None
+
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.dtype is None:
             return contextlib.nullcontext()
@@ -133,6 +138,31 @@ class Embedder:
             globals_.append(g.cpu().numpy())
             locals_.append(loc.permute(0, 2, 3, 1).to(torch.float16).cpu().numpy())
         return np.concatenate(globals_), np.concatenate(locals_)
+
+    @torch.inference_mode()
+    def embed_local(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Trained local descriptors and occlusion of same-sized aligned crops (needs a fine-tuned backbone).
+
+        Args:
+            images: ``(N, H, W, 3)`` uint8 RGB, H and W multiples of 8.
+
+        Returns:
+            ``(descriptors, occlusion)``: ``(N, H/8, W/8, D)`` float16 L2-normalised per location, and
+            ``(N, H/8, W/8)`` float16 probabilities that something lies on top of the package there.
+
+        Raises:
+            WeightsError: the backbone has no local head (see :attr:`has_local_head`).
+        """
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+        out, occ = [], []
+        for chunk in self._batches(images):
+            x = self._to_tensor(chunk)
+            with self._autocast():
+                f, o = self.net.local(x)
+            out.append(F.normalize(f.float(), dim=1).permute(0, 2, 3, 1).to(torch.float16).cpu().numpy())
+            occ.append(torch.sigmoid(o.float()).to(torch.float16).cpu().numpy())
+        return np.concatenate(out), np.concatenate(occ)
 
     @torch.inference_mode()
     def embed_global(self, images: Sequence[np.ndarray], size: int | None = None) -> np.ndarray:

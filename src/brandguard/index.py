@@ -60,6 +60,7 @@ from brandguard.mismatch import (
     channel_scores,
     fit_normal_stats,
     make_view,
+    occlusion_cells,
 )
 from brandguard.references import ReferenceItem, read_references
 from brandguard.storage import verify_directory, write_directory
@@ -67,7 +68,7 @@ from brandguard.text import reference_lines
 
 __all__ = ["INDEX_FORMAT", "ProductModel", "RefRecord", "ReferenceIndex"]
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 _IVF_MIN = 20000
 _NPROBE = 16
 
@@ -238,6 +239,42 @@ class ReferenceIndex:
         self.refit_default_calibration()
         return added
 
+    def with_backbone(self, embedder: Embedder, checkpoint: str | None = None, progress: bool = False) -> ReferenceIndex:
+        """A copy of this index whose references are embedded by another backbone (e.g. a fine-tuned one).
+
+        Keypoints and alignments do not depend on the backbone and are kept; the aligned references are read
+        again from their paths, embedded, and the comparison statistics and the default (leave-one-out)
+        calibration refitted. Calibrate the copy again before acting on its verdicts.
+
+        Raises:
+            DataError: a reference photo is no longer readable at its recorded path.
+        """
+        cfg = self.config.with_overrides({"backbone.name": embedder.spec.name, "backbone.checkpoint": checkpoint})
+        info = {"spec": spec_to_dict(embedder.spec), "weights_digest": embedder.weights_digest,
+                "weights_source": embedder.backbone.weights_source, "checkpoint": checkpoint}
+        new = ReferenceIndex.__new__(ReferenceIndex)
+        new.__dict__.update(self.__dict__)
+        new.config, new.backbone_info, new._embedder = cfg, info, embedder
+        new.calibrator, new.brand_calibrators = None, {}
+        new.thresholds = Thresholds.from_dict(self.thresholds.to_dict())
+        products = []
+        for m in _progress(self.products, progress, "re-embedding"):
+            rows = []
+            for r in m.bank_refs:
+                try:
+                    img = load_image(m.refs[r].path, max_side=cfg.localization.max_side)
+                except ImageLoadError as exc:
+                    raise DataError(f"re-embedding {m.key} needs its reference {m.refs[r].path}: {exc.reason}") from exc
+                rows.append((r, img, np.asarray(m.refs[r].H, np.float64)))
+            nm = ProductModel(m.brand, m.product, m.refs, m.anchor, [], m.kp_desc, m.kp_xy, _empty_bank(),
+                              None, np.zeros((0, 1), np.float32), np.zeros((0, len(CHANNELS))))  # type: ignore[arg-type]
+            new._add_to_bank(nm, rows)
+            products.append(nm)
+        new.products = products
+        new._rebuild_search()
+        new.refit_default_calibration()
+        return new
+
     def remove(self, brand: str, product: str | None = None) -> int:
         """Remove a brand's products (or one product). Returns how many products were removed.
 
@@ -390,7 +427,10 @@ class ReferenceIndex:
         if new:
             crops, valids = zip(*(warp_to_canonical(img, H, S) for _, img, H in new))
             g = self.embedder.embed_global(list(crops))
-            views = ProductBank.from_views([make_view(c, v, cfg.compare.cell) for c, v in zip(crops, valids)])
+            feats, occ = self.embedder.embed_local(np.stack(crops)) if self.embedder.has_local_head \
+                else ([None] * len(crops), [None] * len(crops))
+            views = ProductBank.from_views([make_view(c, v, cfg.compare.cell, f, o)
+                                            for c, v, f, o in zip(crops, valids, feats, occ)])
             model.bank = model.bank.concat(views)
             model.global_vecs = np.concatenate([model.global_vecs, g]) if len(model.global_vecs) else g
             model.bank_refs = model.bank_refs + [r for r, _, _ in new]
@@ -421,11 +461,13 @@ class ReferenceIndex:
         model.text_lines = reference_lines(model.ref_text) if model.ref_text else []
         scores = []
         if len(model.bank) >= 2:
-            for i, (d_s, d_c) in enumerate(loo):
-                zs, zc = anomaly_maps(d_s, d_c, model.stats, model.bank.cell_valid[i])
+            for i, (d_s, d_c, d_l) in enumerate(loo):
+                occ = occlusion_cells(None if model.bank.occlusion is None else model.bank.occlusion[i],
+                                      model.bank.cell_valid.shape[1])
+                zs, zc, zl = anomaly_maps(d_s, d_c, model.stats, model.bank.cell_valid[i], d_l, occ)
                 mask = model.stats.region & model.bank.cell_valid[i]
                 text = own_text_distance(model.ref_text[i], model.text_lines) if model.ref_text else float("nan")
-                scores.append(channel_scores(zs, zc, mask, cfg.compare.top_fraction, text))
+                scores.append(channel_scores(zs, zc, mask, cfg.compare.top_fraction, text, zl))
         model.loo_scores = np.asarray(scores, np.float64).reshape(-1, len(CHANNELS))
 
     # -------------------------------------------------------------- search structures
@@ -611,9 +653,13 @@ class ReferenceIndex:
             tensors[p + "bank_colors"] = np.ascontiguousarray(m.bank.colors.astype(np.float32))
             tensors[p + "bank_cell_valid"] = np.ascontiguousarray(m.bank.cell_valid.astype(np.uint8))
             tensors[p + "loo_scores"] = np.ascontiguousarray(m.loo_scores.astype(np.float64))
+            if m.bank.feats is not None and m.bank.occlusion is not None:
+                tensors[p + "bank_feats"] = np.ascontiguousarray(m.bank.feats.astype(np.float16))
+                tensors[p + "bank_occlusion"] = np.ascontiguousarray(m.bank.occlusion.astype(np.float16))
             if m.stats is not None:
-                for name in ("mu_s", "sigma_s", "mu_c", "sigma_c"):
-                    tensors[p + name] = np.ascontiguousarray(getattr(m.stats, name).astype(np.float32))
+                for name in ("mu_s", "sigma_s", "mu_c", "sigma_c", "mu_l", "sigma_l"):
+                    if getattr(m.stats, name) is not None:
+                        tensors[p + name] = np.ascontiguousarray(getattr(m.stats, name).astype(np.float32))
                 tensors[p + "region"] = np.ascontiguousarray(m.stats.region.astype(np.uint8))
             products_meta.append({"brand": m.brand, "product": m.product, "anchor": m.anchor,
                                   "bank_refs": m.bank_refs, "has_stats": m.stats is not None,
@@ -678,7 +724,8 @@ class ReferenceIndex:
             stats = None
             if pm["has_stats"]:
                 stats = NormalStats(tensors[p + "mu_s"], tensors[p + "sigma_s"], tensors[p + "mu_c"],
-                                    tensors[p + "sigma_c"], tensors[p + "region"].astype(bool))
+                                    tensors[p + "sigma_c"], tensors[p + "region"].astype(bool),
+                                    tensors.get(p + "mu_l"), tensors.get(p + "sigma_l"))
             products.append(ProductModel(
                 pm["brand"], pm["product"], [RefRecord(**r) for r in pm["refs"]], pm["anchor"], pm["bank_refs"],
                 tensors[p + "kp_desc"], tensors[p + "kp_xy"],
@@ -740,7 +787,8 @@ def _load_bank(tensors: dict[str, np.ndarray], p: str, size: int) -> ProductBank
     structure = tensors[p + "bank_structure"]
     valid = np.unpackbits(tensors[p + "bank_valid"], axis=-1, count=structure.shape[-1]).astype(bool) \
         if structure.ndim == 3 and len(structure) else np.zeros(structure.shape, bool)
-    return ProductBank(structure, valid, tensors[p + "bank_colors"], tensors[p + "bank_cell_valid"].astype(bool))
+    return ProductBank(structure, valid, tensors[p + "bank_colors"], tensors[p + "bank_cell_valid"].astype(bool),
+                       tensors.get(p + "bank_feats"), tensors.get(p + "bank_occlusion"))
 
 
 def _yaml(data: dict[str, Any]) -> bytes:

@@ -8,7 +8,11 @@ place shows the same part of the package in all of them. Two channels are compar
   (a misspelt wordmark, a wrong font, a mirrored, distorted, moved or look-alike logo, missing parts,
   extra marks);
 * **colour**: the mean colour of each cell, white-balanced on the parts the reference shows as neutral
-  (white, grey, black print), compared in Lab chroma (a recoloured logo, a changed packaging colour).
+  (white, grey, black print), compared in Lab chroma (a recoloured logo, a changed packaging colour);
+* **learned** (fine-tuned backbones only): dense descriptors trained by ``brandguard train`` to stay put
+  between authentic photos and to move where a counterfeiter edits the package, compared by cosine with a
+  one-cell tolerance for misalignment. The same backbone also says where something lies on top of the
+  package (a finger, a price sticker, glare): every channel's departure is discounted there.
 
 Each channel keeps, per cell, the distance to the *closest* authentic reference, then standardises it by
 how much the references differ from each other there (leave-one-out statistics). The result is a heatmap
@@ -40,7 +44,9 @@ __all__ = [
     "closest_references",
     "distance_maps",
     "fit_normal_stats",
+    "learned_distance",
     "make_view",
+    "occlusion_cells",
     "top_mean",
     "upsample_to_photo",
 ]
@@ -59,15 +65,20 @@ class AlignedView:
         valid: ``(S, S)`` bool, pixels that came from inside the photo.
         colors: ``(G, G, 3)`` float32 mean RGB (0..1) per cell.
         cell_valid: ``(G, G)`` bool, cells fully inside the photo.
+        feats: ``(g, g, D)`` float16 learned descriptors (stride 8), or None without a fine-tuned backbone.
+        occlusion: ``(g, g)`` float16 probability that something lies on top of the package, or None.
     """
 
     structure: np.ndarray
     valid: np.ndarray
     colors: np.ndarray
     cell_valid: np.ndarray
+    feats: np.ndarray | None = None
+    occlusion: np.ndarray | None = None
 
 
-def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6) -> AlignedView:
+def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndarray | None = None,
+              occlusion: np.ndarray | None = None) -> AlignedView:
     """Prepare an aligned crop for comparison (see the module docstring)."""
     S = crop.shape[0]
     G = S // cell
@@ -78,7 +89,9 @@ def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6) -> AlignedView
     structure = (grey - mu) / (sd + 8.0)
     colors = cv2.resize(crop.astype(np.float32) / 255.0, (G, G), interpolation=cv2.INTER_AREA)
     cv = cv2.resize(valid.astype(np.float32), (G, G), interpolation=cv2.INTER_AREA) > 0.99
-    return AlignedView(structure.astype(np.float32), valid.astype(bool), colors.astype(np.float32), cv)
+    return AlignedView(structure.astype(np.float32), valid.astype(bool), colors.astype(np.float32), cv,
+                       None if feats is None else np.asarray(feats, np.float16),
+                       None if occlusion is None else np.asarray(occlusion, np.float16))
 
 
 @dataclass
@@ -87,34 +100,48 @@ class ProductBank:
 
     Attributes:
         structure: ``(n, S, S)`` float16; valid: ``(n, S, S)`` bool; colors: ``(n, G, G, 3)`` float32;
-        cell_valid: ``(n, G, G)`` bool.
+        cell_valid: ``(n, G, G)`` bool; feats: ``(n, g, g, D)`` float16 and occlusion ``(n, g, g)`` float16,
+        or None (no fine-tuned backbone).
     """
 
     structure: np.ndarray
     valid: np.ndarray
     colors: np.ndarray
     cell_valid: np.ndarray
+    feats: np.ndarray | None = None
+    occlusion: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.structure.shape[0])
 
     @classmethod
     def from_views(cls, views: list[AlignedView]) -> ProductBank:
+        learned = bool(views) and all(v.feats is not None and v.occlusion is not None for v in views)
+        feats = np.stack([v.feats for v in views]).astype(np.float16) if learned else None  # type: ignore[misc]
+        occ = np.stack([v.occlusion for v in views]).astype(np.float16) if learned else None  # type: ignore[misc]
         return cls(np.stack([v.structure for v in views]).astype(np.float16), np.stack([v.valid for v in views]),
-                   np.stack([v.colors for v in views]), np.stack([v.cell_valid for v in views]))
+                   np.stack([v.colors for v in views]), np.stack([v.cell_valid for v in views]), feats, occ)
 
     def view(self, i: int) -> AlignedView:
-        return AlignedView(self.structure[i].astype(np.float32), self.valid[i], self.colors[i], self.cell_valid[i])
+        return AlignedView(self.structure[i].astype(np.float32), self.valid[i], self.colors[i], self.cell_valid[i],
+                           None if self.feats is None else self.feats[i],
+                           None if self.occlusion is None else self.occlusion[i])
 
     def select(self, rows: list[int]) -> ProductBank:
-        return ProductBank(self.structure[rows], self.valid[rows], self.colors[rows], self.cell_valid[rows])
+        return ProductBank(self.structure[rows], self.valid[rows], self.colors[rows], self.cell_valid[rows],
+                           None if self.feats is None else self.feats[rows],
+                           None if self.occlusion is None else self.occlusion[rows])
 
     def concat(self, other: ProductBank) -> ProductBank:
         if len(self) == 0:
             return other
+        both = self.feats is not None and other.feats is not None and self.occlusion is not None \
+            and other.occlusion is not None
+        feats = np.concatenate([self.feats, other.feats]) if both else None  # type: ignore[list-item]
+        occ = np.concatenate([self.occlusion, other.occlusion]) if both else None  # type: ignore[list-item]
         return ProductBank(*(np.concatenate([a, b]) for a, b in zip(
             (self.structure, self.valid, self.colors, self.cell_valid),
-            (other.structure, other.valid, other.colors, other.cell_valid))))
+            (other.structure, other.valid, other.colors, other.cell_valid))), feats, occ)
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
@@ -134,8 +161,30 @@ def closest_references(view: AlignedView, bank: ProductBank, k: int, exclude: in
     return [rows[j] for j in np.argsort(means, kind="stable")[:k]]
 
 
+def learned_distance(q: np.ndarray, r: np.ndarray, r_valid: np.ndarray) -> np.ndarray:
+    """``1 - cosine`` of each query descriptor with the best-matching reference descriptor among the 3x3
+    cells around the same place (one cell of misalignment tolerated); ``inf`` where the reference has none.
+
+    Args:
+        q, r: ``(g, g, D)`` L2-normalised descriptors of the photo and of one reference.
+        r_valid: ``(g, g)`` bool, reference cells inside its photo.
+    """
+    g = q.shape[0]
+    qf = q.astype(np.float32)
+    rp = np.pad(r.astype(np.float32), ((1, 1), (1, 1), (0, 0)))
+    best = np.full(q.shape[:2], -1.0, np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            best = np.maximum(best, np.einsum("ijc,ijc->ij", qf, rp[dy:dy + g, dx:dx + q.shape[1]]))
+    return np.where(r_valid, 1.0 - best, np.inf).astype(np.float32)
+
+
+def _cells(mask: np.ndarray, g: int) -> np.ndarray:
+    return cv2.resize(mask.astype(np.float32), (g, g), interpolation=cv2.INTER_AREA) > 0.99
+
+
 def distance_maps(view: AlignedView, bank: ProductBank, cell: int = 6, exclude: int | None = None,
-                  k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  k: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-cell distance of one aligned photo to the closest authentic reference, per channel.
 
     Args:
@@ -149,13 +198,19 @@ def distance_maps(view: AlignedView, bank: ProductBank, cell: int = 6, exclude: 
             suffer a little).
 
     Returns:
-        ``(structure, colour)`` distances, each ``(G, G)`` float32; NaN where no reference covers a cell.
+        ``(structure, colour, learned)`` distances, each ``(G, G)`` float32, NaN where no reference covers a
+        cell; ``learned`` is None unless both the photo and the bank carry learned descriptors.
     """
     G = view.colors.shape[0]
     best_s = np.full(view.structure.shape, np.inf, np.float32)
     best_c = np.full((G, G), np.inf, np.float32)
+    use_l = view.feats is not None and bank.feats is not None
+    best_l = np.full(view.feats.shape[:2], np.inf, np.float32) if use_l else None  # type: ignore[union-attr]
     k3 = np.ones((3, 3), np.uint8)
     for i in closest_references(view, bank, k, exclude):
+        if best_l is not None:
+            g = best_l.shape[0]
+            best_l = np.minimum(best_l, learned_distance(view.feats, bank.feats[i], _cells(bank.valid[i], g)))  # type: ignore[index, arg-type]
         d = np.abs(view.structure - bank.structure[i].astype(np.float32))
         best_s = np.minimum(best_s, np.where(bank.valid[i], d, np.inf))
         ref_rgb, ref_ok = bank.colors[i], bank.cell_valid[i] & view.cell_valid
@@ -173,7 +228,13 @@ def distance_maps(view: AlignedView, bank: ProductBank, cell: int = 6, exclude: 
     covered = cv2.resize(np.isfinite(best_s).astype(np.float32), (G, G), interpolation=cv2.INTER_AREA) > 0.99
     d_s = np.where(covered & view.cell_valid, pooled, np.nan).astype(np.float32)
     d_c = np.where(best_c < 1e2, best_c, np.nan).astype(np.float32)
-    return d_s, d_c
+    d_l = None
+    if best_l is not None:
+        ok = np.isfinite(best_l) & _cells(view.valid, best_l.shape[0])
+        up = cv2.resize(np.where(ok, best_l, 0.0), (G, G), interpolation=cv2.INTER_LINEAR)
+        ok_up = cv2.resize(ok.astype(np.float32), (G, G), interpolation=cv2.INTER_LINEAR) > 0.99
+        d_l = np.where(ok_up & view.cell_valid, up, np.nan).astype(np.float32)
+    return d_s, d_c, d_l
 
 
 @dataclass
@@ -184,6 +245,7 @@ class NormalStats:
         mu_s, sigma_s: median and spread of the structure distance, ``(G, G)``.
         mu_c, sigma_c: the same for the colour distance.
         region: ``(G, G)`` bool, the cells the product covers in most references.
+        mu_l, sigma_l: the same for the learned distance, or None (no learned descriptors).
     """
 
     mu_s: np.ndarray
@@ -191,6 +253,8 @@ class NormalStats:
     mu_c: np.ndarray
     sigma_c: np.ndarray
     region: np.ndarray
+    mu_l: np.ndarray | None = None
+    sigma_l: np.ndarray | None = None
 
 
 def _robust(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -209,11 +273,12 @@ def _robust(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.GaussianBlur(mu.astype(np.float32), (3, 3), 0), cv2.GaussianBlur(sd.astype(np.float32), (3, 3), 0)
 
 
-def fit_normal_stats(bank: ProductBank, cell: int = 6, k: int = 0) -> tuple[NormalStats, list[tuple[np.ndarray, np.ndarray]]]:
+def fit_normal_stats(bank: ProductBank, cell: int = 6,
+                     k: int = 0) -> tuple[NormalStats, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]:
     """Leave-one-out distances of each reference to the others, and their per-cell statistics.
 
     Returns:
-        ``(stats, loo)`` where ``loo[i]`` are reference i's ``(structure, colour)`` distance maps.
+        ``(stats, loo)`` where ``loo[i]`` are reference i's ``(structure, colour, learned)`` distance maps.
     """
     n = len(bank)
     loo = [distance_maps(bank.view(i), bank, cell, exclude=i, k=k) for i in range(n)]
@@ -221,23 +286,46 @@ def fit_normal_stats(bank: ProductBank, cell: int = 6, k: int = 0) -> tuple[Norm
     if n >= 2:
         mu_s, sd_s = _robust(np.stack([m[0] for m in loo]))
         mu_c, sd_c = _robust(np.stack([m[1] for m in loo]))
+        mu_l, sd_l = _robust(np.stack([m[2] for m in loo])) if bank.feats is not None else (None, None)
     else:  # one reference: no spread to learn from; generic scales
         shape = bank.colors.shape[1:3]
         mu_s, sd_s = np.full(shape, 0.3, np.float32), np.full(shape, 0.1, np.float32)
         mu_c, sd_c = np.full(shape, 0.05, np.float32), np.full(shape, 0.05, np.float32)
-    return NormalStats(mu_s, sd_s, mu_c, sd_c, region), loo
+        mu_l, sd_l = (np.full(shape, 0.2, np.float32), np.full(shape, 0.1, np.float32)) if bank.feats is not None \
+            else (None, None)
+    return NormalStats(mu_s, sd_s, mu_c, sd_c, region, mu_l, sd_l), loo
 
 
-def anomaly_maps(d_s: np.ndarray, d_c: np.ndarray, stats: NormalStats,
-                 q_cell_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised departure per cell and channel (0 = as typical as authentic), each ``(G, G)`` float32."""
+def occlusion_cells(occlusion: np.ndarray | None, G: int) -> np.ndarray | None:
+    """A ``(g, g)`` occlusion probability map brought to the ``(G, G)`` comparison cells (None stays None)."""
+    if occlusion is None:
+        return None
+    return np.clip(cv2.resize(occlusion.astype(np.float32), (G, G), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+
+def anomaly_maps(d_s: np.ndarray, d_c: np.ndarray, stats: NormalStats, q_cell_valid: np.ndarray,
+                 d_l: np.ndarray | None = None,
+                 occlusion: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Standardised departure per cell and channel (0 = as typical as authentic), each ``(G, G)`` float32.
+
+    Args:
+        occlusion: optional ``(G, G)`` probability that something lies on top of the package
+            (:func:`occlusion_cells`); every channel is multiplied by ``1 - occlusion``.
+
+    Returns:
+        ``(structure, colour, learned)``; ``learned`` is None when ``d_l`` or its statistics are missing.
+    """
     mask = stats.region & q_cell_valid
+    keep = 1.0 if occlusion is None else (1.0 - occlusion).astype(np.float32)
+    todo = [(d_s, stats.mu_s, stats.sigma_s), (d_c, stats.mu_c, stats.sigma_c)]
+    if d_l is not None and stats.mu_l is not None:
+        todo.append((d_l, stats.mu_l, stats.sigma_l))
     out = []
-    for d, mu, sd in ((d_s, stats.mu_s, stats.sigma_s), (d_c, stats.mu_c, stats.sigma_c)):
+    for d, mu, sd in todo:
         z = np.where(np.isfinite(d), (d - mu) / sd, 0.0).astype(np.float32)
         z = cv2.GaussianBlur(z, (3, 3), 0)
-        out.append(np.where(mask, np.maximum(z, 0.0), 0.0).astype(np.float32))
-    return out[0], out[1]
+        out.append(np.where(mask, np.maximum(z, 0.0) * keep, 0.0).astype(np.float32))
+    return out[0], out[1], (out[2] if len(out) > 2 else None)
 
 
 def top_mean(z: np.ndarray, mask: np.ndarray, fraction: float = 0.01) -> float:
@@ -250,17 +338,19 @@ def top_mean(z: np.ndarray, mask: np.ndarray, fraction: float = 0.01) -> float:
 
 
 #: Names of the channel scores, in the order of :func:`channel_scores` and ``Prediction.channels``.
-CHANNELS = ("structure", "colour", "text")
+CHANNELS = ("structure", "colour", "text", "learned")
 
 
 def channel_scores(z_s: np.ndarray, z_c: np.ndarray, mask: np.ndarray, top_fraction: float = 0.01,
-                   text: float = float("nan")) -> tuple[float, float, float]:
+                   text: float = float("nan"), z_l: np.ndarray | None = None) -> tuple[float, float, float, float]:
     """The channel scores of one comparison (see :data:`CHANNELS`).
 
-    Structure and colour: the mean of each heatmap's worst cells. Text: the largest OCR text distance to
-    the reference lines (:mod:`brandguard.text`), NaN when the check is off or nothing could be read.
+    Structure, colour and learned: the mean of each heatmap's worst cells (learned: NaN without a
+    fine-tuned backbone). Text: the largest OCR text distance to the reference lines
+    (:mod:`brandguard.text`), NaN when the check is off or nothing could be read.
     """
-    return top_mean(z_s, mask, top_fraction), top_mean(z_c, mask, top_fraction), float(text)
+    learned = top_mean(z_l, mask, top_fraction) if z_l is not None else float("nan")
+    return top_mean(z_s, mask, top_fraction), top_mean(z_c, mask, top_fraction), float(text), learned
 
 
 def upsample_to_photo(zmap: np.ndarray, H: np.ndarray, size: int, photo_shape: tuple[int, int]) -> np.ndarray:

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from .artwork import ARTWORK_POOLS, get_icon, list_brands
-from .dataset import DemoDataset, make_demo_dataset, product_designs
+from .dataset import DemoDataset, make_demo_dataset, make_validation_set, product_designs
 from .design import LogoSpec, MarkSpec, PackageDesign, TextSpec, make_design, render_package
 from .edits import EDITS, STRENGTHS, apply_edit
 from .photo import PHOTO_STYLES, photograph
@@ -40,6 +40,7 @@ __all__ = [
     "get_icon",
     "list_brands",
     "make_demo_dataset",
+    "make_validation_set",
     "make_design",
     "photograph",
     "product_designs",

@@ -38,7 +38,7 @@ from .design import PackageDesign, make_design, render_package, stable_seed
 from .edits import EDITS
 from .photo import photograph
 
-__all__ = ["LABEL_COLUMNS", "SIZES", "DemoDataset", "make_demo_dataset"]
+__all__ = ["LABEL_COLUMNS", "SIZES", "DemoDataset", "make_demo_dataset", "make_validation_set"]
 
 LABEL_COLUMNS = ("path", "label", "brand", "product", "manipulation", "strength")
 #: Scale at which packages are rendered before being photographed (faces are 500-820 design pixels).
@@ -339,6 +339,71 @@ def _plan(
     perm = rng.permutation(len(unknown))
     for i in range(sz.unrelated):
         yield ("unrelated", nk + int(perm[i % len(unknown)]), i, "listing", "", "")
+
+
+def make_validation_set(out_dir: str | Path, *, seed: int = 0, artwork: str = "demo", size: str = "full",
+                        authentic: int | None = None, per_edit: int | None = None, progress: bool = False) -> Path:
+    """Labelled validation photos of the products of ``make_demo_dataset(seed=seed, artwork=artwork, size=size)``.
+
+    Authentic and counterfeit listing photos of the same products, taken with other photo seeds than the
+    data set's listings (which stay the untouched test set): what ``brandguard train --val`` picks the best
+    epoch and guards against regressions with.
+
+    Args:
+        out_dir: written as ``out_dir/labels.csv`` and ``out_dir/v_*.jpg`` (must be empty or missing).
+        authentic: authentic photos (default: as many as the data set's authentic listings, at least 10).
+        per_edit: counterfeit photos per edit type, half subtle and half gross (default: half the data set's).
+
+    Returns:
+        the ``labels.csv`` path.
+    """
+    if size not in SIZES:
+        raise DataError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    sz = SIZES[size]
+    known, _ = _products(artwork, seed, sz)
+    root = Path(out_dir)
+    if root.exists() and any(root.iterdir()):
+        raise DataError(f"{root} is not empty; choose an empty folder for the validation set")
+    root.mkdir(parents=True, exist_ok=True)
+    n_auth = max(10, sz.authentic) if authentic is None else int(authentic)
+    n_edit = max(2, sz.per_edit // 2) if per_edit is None else int(per_edit)
+    rng = np.random.default_rng(stable_seed("val-plan", seed, artwork))
+    jobs: list[tuple[int, int, str, str]] = []
+    perm = rng.permutation(len(known))
+    jobs += [(int(perm[i % len(known)]), i, "", "") for i in range(n_auth)]
+    for e, name in enumerate(EDITS):
+        perm = rng.permutation(len(known))
+        jobs += [(int(perm[(i + e) % len(known)]), i, name, "subtle" if i % 2 == 0 else "gross") for i in range(n_edit)]
+    order = rng.permutation(len(jobs))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="validation photos", unit="photo")
+    rendered: dict[int, Image.Image] = {}
+    rows = []
+    for k, j in enumerate(order, start=1):
+        pidx, idx, edit, strength = jobs[int(j)]
+        d = known[pidx]
+        if edit:
+            edited = EDITS[edit](d, strength, np.random.default_rng(stable_seed("val-edit", seed, artwork, pidx, idx, edit, strength)))
+            pkg = render_package(edited, RENDER_SCALE)
+        else:
+            if pidx not in rendered:
+                rendered[pidx] = render_package(d, RENDER_SCALE)
+            pkg = rendered[pidx]
+        img, _ = photograph(pkg, np.random.default_rng(stable_seed("val-photo", seed, artwork, size, pidx, idx, edit, strength)),
+                            "listing")
+        name = f"v_{k:04d}.jpg"
+        _save_jpeg(img, root / name)
+        rows.append({"path": name, "label": "counterfeit" if edit else "authentic", "brand": d.brand,
+                     "product": d.product_slug, "manipulation": edit or "none", "strength": strength})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    _write_csv(root / "labels.csv", rows)
+    return root / "labels.csv"
 
 
 def product_designs(artwork: str = "demo", seed: int = 0, size: str = "full") -> tuple[list[PackageDesign], list[PackageDesign]]:
