@@ -19,3 +19,24 @@ def test_small_demo_runs_end_to_end(tmp_path, capsys):
     assert metrics["auroc"] > 0.7
     assert (out / "results.csv").is_file() and (out / "report.html").is_file()
     assert (out / "index" / "manifest.json").is_file()
+
+
+def test_demo_with_finetuning_compares_pretrained_and_finetuned(tmp_path):
+    from brandguard.demo import run_demo
+
+    tiny = {"data.canonical_size": 128, "data.crop": 64, "data.global_size": 64, "data.batch_pairs": 3,
+            "optim.steps_per_epoch": 2, "optim.epochs": 1, "optim.warmup_steps": 1, "runtime.device": "cpu"}
+    lines: list[str] = []
+    out = tmp_path / "demo"
+    metrics = run_demo(out, size="small", progress=False, echo=lines.append, finetune=True, train_overrides=tiny)
+    text = "\n".join(lines)
+    assert (out / "val" / "labels.csv").is_file() and (out / "finetune" / "metrics.csv").is_file()
+    if "pretrained" in metrics:  # the guard accepted the model: both pipelines on the same listings
+        assert "listing photos (not used in training)" in text and "fine-tuned backbone" in text
+        assert set(metrics["pretrained"]) >= {"auroc", "tpr_1", "brand_accuracy"}
+        assert json.loads((out / "metrics.json").read_text())["finetune"]["best"].endswith("best")
+        assert (out / "index-pretrained" / "manifest.json").is_file()
+    else:  # refused: scored with the pretrained backbone, and said so
+        assert "did not beat the pretrained backbone" in text and "untuned pretrained backbone" in text
+    # a second run in the same folder replaces what the first wrote
+    run_demo(out, size="small", progress=False, echo=lambda s: None, finetune=True, train_overrides=tiny)
