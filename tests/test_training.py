@@ -107,7 +107,9 @@ def test_exported_model_builds_an_index_that_refuses_other_weights(tiny_run, sma
 
     run = tiny_run[0]
     index = build_index(small_dataset.refs_dir, checkpoint=str(run / "best"))
-    assert index.backbone_info["weights_digest"] == json.loads((run / "best" / "config.json").read_text())["weights_digest"]
+    meta = json.loads((run / "best" / "config.json").read_text())
+    assert index.backbone_info["weights_digest"] == meta["weights_digest"]
+    assert index.info()["training"]["training_config_digest"] == meta["training_config_digest"]
     det = Detector(index)
     known = [i for i in labels if i.label == "authentic"][:3]
     preds = det.predict_batch([str(i.path) for i in known])

@@ -162,9 +162,8 @@ def _run(args: argparse.Namespace) -> int:
         from brandguard.index import ReferenceIndex
 
         if args.index_command == "build":
-            from brandguard.config import Config
-
             from brandguard.backbones import checkpoint_backbone_name
+            from brandguard.config import Config
 
             cfg = Config.from_yaml(args.config) if args.config else Config()
             backbone = args.backbone or (checkpoint_backbone_name(args.checkpoint) if args.checkpoint else None)

@@ -20,7 +20,8 @@ from typing import Any
 
 from brandguard.errors import DataError
 
-__all__ = ["BackboneConfig", "CompareConfig", "Config", "LocalizationConfig", "RuntimeConfig", "ScoringConfig"]
+__all__ = ["BackboneConfig", "CompareConfig", "Config", "LocalizationConfig", "RuntimeConfig", "ScoringConfig",
+           "load_yaml_mapping"]
 
 
 @dataclass(frozen=True)
@@ -143,16 +144,7 @@ class Config:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:
         """Load ``path`` (YAML)."""
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise DataError(f"config file {p} does not exist; pass a YAML file such as configs/default.yaml")
-        with p.open("r", encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-        if not isinstance(data, dict):
-            raise DataError(f"config file {p} must hold a mapping at its top level, got {type(data).__name__}")
-        return cls.from_dict(data)
+        return cls.from_dict(load_yaml_mapping(path, "config file", "configs/default.yaml"))
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         """Return a copy with dotted keys replaced, e.g. ``{"runtime.batch_size": 8}``."""
@@ -169,6 +161,20 @@ class Config:
         import yaml
 
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def load_yaml_mapping(path: str | Path, what: str, example: str) -> dict[str, Any]:
+    """The mapping a YAML file holds, or a :class:`DataError` saying what was expected."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{what} {p} does not exist; pass a YAML file such as {example}")
+    with p.open("r", encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise DataError(f"{what} {p} must hold a mapping at its top level, got {type(data).__name__}")
+    return data
 
 
 def _dotted_keys(data: Mapping[str, Any]) -> list[str]:

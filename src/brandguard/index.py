@@ -163,7 +163,8 @@ class ReferenceIndex:
         emb = embedder or Embedder.from_name(cfg.backbone.name, cfg.backbone.checkpoint, device=cfg.runtime.device,
                                              precision=cfg.runtime.precision, batch_size=cfg.runtime.batch_size)
         info = {"spec": spec_to_dict(emb.spec), "weights_digest": emb.weights_digest,
-                "weights_source": emb.backbone.weights_source, "checkpoint": cfg.backbone.checkpoint}
+                "weights_source": emb.backbone.weights_source, "checkpoint": cfg.backbone.checkpoint,
+                **_checkpoint_provenance(cfg.backbone.checkpoint)}
         index = cls(cfg, info, [], calibrator=None)
         index._embedder = emb
         index.add(items, progress=progress)
@@ -251,7 +252,8 @@ class ReferenceIndex:
         """
         cfg = self.config.with_overrides({"backbone.name": embedder.spec.name, "backbone.checkpoint": checkpoint})
         info = {"spec": spec_to_dict(embedder.spec), "weights_digest": embedder.weights_digest,
-                "weights_source": embedder.backbone.weights_source, "checkpoint": checkpoint}
+                "weights_source": embedder.backbone.weights_source, "checkpoint": checkpoint,
+                **_checkpoint_provenance(checkpoint)}
         new = ReferenceIndex.__new__(ReferenceIndex)
         new.__dict__.update(self.__dict__)
         new.config, new.backbone_info, new._embedder = cfg, info, embedder
@@ -619,6 +621,7 @@ class ReferenceIndex:
             "brandguard_version": __version__, "format": INDEX_FORMAT,
             "backbone": self.backbone_info["spec"]["name"], "weights_digest": self.backbone_info["weights_digest"],
             "weights_source": self.backbone_info.get("weights_source"), "checkpoint": self.backbone_info.get("checkpoint"),
+            **({"training": self.backbone_info["training"]} if self.backbone_info.get("training") else {}),
             "brands": len({m.brand for m in self.products}), "products": len(self.products),
             "references": n_refs, "references_compared": n_aligned, "skipped": len(self.skipped),
             "local_descriptors": int(self._local.ntotal) if self._local is not None else 0,
@@ -776,6 +779,21 @@ def own_text_distance(lines: list[dict[str, Any]], reference: list[dict[str, Any
         if same:
             dists.append(min(text_distance(ref["text"], ln["text"]) for ln in same))
     return max(dists) if dists else float("nan")
+
+
+def _checkpoint_provenance(checkpoint: str | None) -> dict[str, Any]:
+    """What a fine-tuned checkpoint's ``config.json`` says of its training (config and data digests)."""
+    if not checkpoint:
+        return {}
+    from brandguard.backbones import checkpoint_file
+
+    meta_path = checkpoint_file(checkpoint).parent / "config.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    keys = ("training_config_digest", "data_digest", "epoch", "format")
+    return {"training": {k: meta[k] for k in keys if k in meta}} if isinstance(meta, dict) else {}
 
 
 def _empty_bank() -> ProductBank:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from brandguard.config import _build, _dotted_keys
+from brandguard.config import _build, _dotted_keys, load_yaml_mapping
 from brandguard.errors import DataError
 
 __all__ = ["DataConfig", "GuardConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "TrainRuntime"]
@@ -197,15 +197,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise DataError(f"training config {p} does not exist; pass a YAML file such as configs/finetune.yaml")
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise DataError(f"training config {p} must hold a mapping at its top level")
-        return cls.from_dict(data)
+        return cls.from_dict(load_yaml_mapping(path, "training config", "configs/finetune.yaml"))
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
         """A copy with dotted keys replaced, e.g. ``{"optim.epochs": 2}`` (``seed`` has no section)."""
