@@ -299,16 +299,22 @@ def checkpoint_file(checkpoint: str | Path) -> Path:
     return p
 
 
-def checkpoint_backbone_name(checkpoint: str | Path) -> str | None:
-    """The backbone name recorded in a checkpoint's JSON config (``config.json`` beside it), if any."""
+def checkpoint_metadata(checkpoint: str | Path) -> dict[str, Any]:
+    """A checkpoint's JSON config (``config.json`` beside it, written by ``brandguard train``), or ``{}``."""
     p = checkpoint_file(checkpoint)
     for cand in (p.parent / "config.json", p.with_suffix(".json")):
         if cand.is_file():
             try:
-                return json.loads(cand.read_text(encoding="utf-8")).get("backbone")
+                meta = json.loads(cand.read_text(encoding="utf-8"))
             except (OSError, ValueError):
-                return None
-    return None
+                return {}
+            return meta if isinstance(meta, dict) else {}
+    return {}
+
+
+def checkpoint_backbone_name(checkpoint: str | Path) -> str | None:
+    """The backbone name recorded in a checkpoint's JSON config, if any."""
+    return checkpoint_metadata(checkpoint).get("backbone")
 
 
 def load_backbone(name: str = "efficientnet_lite0", checkpoint: str | Path | None = None) -> LoadedBackbone:

@@ -55,6 +55,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return None
 
 
+def _check_batch(images: np.ndarray) -> None:
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+
+
 class Embedder:
     """Runs a backbone over batches of images.
 
@@ -118,8 +123,7 @@ class Embedder:
             patch features (each stage L2-normalised per location, deeper stages upsampled to stride 8,
             concatenated, then averaged over 3x3 neighbourhoods as in PatchCore).
         """
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+        _check_batch(images)
         globals_, locals_ = [], []
         for chunk in self._batches(images):
             x = self._to_tensor(chunk)
@@ -153,8 +157,7 @@ class Embedder:
         Raises:
             WeightsError: the backbone has no local head (see :attr:`has_local_head`).
         """
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+        _check_batch(images)
         out, occ = [], []
         for chunk in self._batches(images):
             x = self._to_tensor(chunk)

@@ -785,15 +785,11 @@ def _checkpoint_provenance(checkpoint: str | None) -> dict[str, Any]:
     """What a fine-tuned checkpoint's ``config.json`` says of its training (config and data digests)."""
     if not checkpoint:
         return {}
-    from brandguard.backbones import checkpoint_file
+    from brandguard.backbones import checkpoint_metadata
 
-    meta_path = checkpoint_file(checkpoint).parent / "config.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    meta = checkpoint_metadata(checkpoint)
     keys = ("training_config_digest", "data_digest", "epoch", "format")
-    return {"training": {k: meta[k] for k in keys if k in meta}} if isinstance(meta, dict) else {}
+    return {"training": {k: meta[k] for k in keys if k in meta}} if meta else {}
 
 
 def _empty_bank() -> ProductBank:

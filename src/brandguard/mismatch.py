@@ -88,7 +88,7 @@ def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndar
     sd = np.sqrt(np.maximum(cv2.blur(grey * grey, (_WINDOW, _WINDOW)) - mu * mu, 0.0))
     structure = (grey - mu) / (sd + 8.0)
     colors = cv2.resize(crop.astype(np.float32) / 255.0, (G, G), interpolation=cv2.INTER_AREA)
-    cv = cv2.resize(valid.astype(np.float32), (G, G), interpolation=cv2.INTER_AREA) > 0.99
+    cv = _cells(valid, G)
     return AlignedView(structure.astype(np.float32), valid.astype(bool), colors.astype(np.float32), cv,
                        None if feats is None else np.asarray(feats, np.float16),
                        None if occlusion is None else np.asarray(occlusion, np.float16))

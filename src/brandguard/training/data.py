@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 
 from brandguard.errors import DataError
+from brandguard.training.edits import random_photo_edit
+from brandguard.training.occluders import add_occluder
 
 __all__ = ["AlignedReferences", "PairBatch", "photo_augment"]
 
@@ -200,8 +202,6 @@ class AlignedReferences:
             changed = np.zeros((S, S), bool)
             name = ""
             if rng.random() < edit_probability:
-                from brandguard.training.edits import random_photo_edit
-
                 other = int(rng.choice([q for q in range(n) if q != p]))
                 donor = self.crops[other][int(rng.integers(len(self.crops[other])))]
                 try:
@@ -211,8 +211,6 @@ class AlignedReferences:
                     pass
             occluded = np.zeros((S, S), bool)
             if rng.random() < occluder_probability:
-                from brandguard.training.occluders import add_occluder
-
                 b, occluded = add_occluder(b, vb, rng)
                 changed &= ~occluded
             a, b = photo_augment(a, rng), photo_augment(b, rng)

@@ -59,18 +59,6 @@ from ..errors import DataError
 
 __all__ = ["EDIT_NAMES", "STRENGTHS", "PhotoEdit", "apply_photo_edit", "random_photo_edit"]
 
-EDIT_NAMES: tuple[str, ...] = (
-    "recolored_logo",
-    "mirrored_logo",
-    "distorted_logo",
-    "misspelled_wordmark",
-    "wrong_font",
-    "lookalike_logo",
-    "missing_part",
-    "moved_logo",
-    "packaging_color",
-    "extra_mark",
-)
 STRENGTHS: tuple[str, ...] = ("subtle", "gross")
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (end exclusive)
@@ -869,7 +857,7 @@ def _extra_mark(sc: _Scene, subtle: bool, rng: np.random.Generator) -> _Result |
         R = math.sqrt(area / math.pi)
         hx = hy = R
     hx, hy = min(hx, S / 2 - 2), min(hy, S / 2 - 2)
-    best, best_f = None, -1.0
+    best, best_f = (S / 2, S / 2), -1.0
     for _ in range(40):
         cx = rng.uniform(hx + 1, S - hx - 1)
         cy = rng.uniform(hy + 1, S - hy - 1)
@@ -878,7 +866,6 @@ def _extra_mark(sc: _Scene, subtle: bool, rng: np.random.Generator) -> _Result |
             best, best_f = (cx, cy), f
         if f >= 0.97:
             break
-    assert best is not None
     cx, cy = best
     region = _clip_box((cx - hx - 3, cy - hy - 3, cx + hx + 3, cy + hy + 3), S)
     rx0, ry0, rx1, ry1 = region
@@ -926,7 +913,7 @@ def _extra_mark(sc: _Scene, subtle: bool, rng: np.random.Generator) -> _Result |
     return region, canvas
 
 
-_EDITS: dict[str, _EditFn] = {
+_EDITS: dict[str, _EditFn] = {  # same names and order as brandguard.synth.EDITS
     "recolored_logo": _recolored_logo,
     "mirrored_logo": _mirrored_logo,
     "distorted_logo": _distorted_logo,
@@ -938,7 +925,8 @@ _EDITS: dict[str, _EditFn] = {
     "packaging_color": _packaging_color,
     "extra_mark": _extra_mark,
 }
-assert tuple(_EDITS) == EDIT_NAMES
+#: The edit names, in the order of the demo generator's design-level edits.
+EDIT_NAMES: tuple[str, ...] = tuple(_EDITS)
 
 
 # --------------------------------------------------------------------------------------------- public API
