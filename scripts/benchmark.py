@@ -63,6 +63,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=200, help="first N listing photos to time (default 200)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N, for all three stages")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    ap.add_argument("--text-check", choices=("auto", "on", "off"), default="off",
+                    help="OCR wordmark check of the end-to-end stage (default off, as in the library)")
     args = ap.parse_args(argv)
     if args.n < 1:
         ap.error("--n must be at least 1")
@@ -183,7 +185,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
 
     # ---- setup (not timed): the library's index, calibrated as `brandguard demo` does
     t0 = time.perf_counter()
-    cfg = Config().with_overrides({"runtime.device": str(device)})
+    cfg = Config().with_overrides({"runtime.device": str(device), "compare.text_check": args.text_check})
     index = ReferenceIndex.build(root / "refs", cfg)
     det = Detector(index)
     det.calibrate([str(i.path) for i in read_labels(root / "calibration" / "labels.csv") if i.label == "authentic"])

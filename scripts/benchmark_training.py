@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def make(step: int):  # type: ignore[no-untyped-def]
         return refs.batch(np.random.default_rng([0, step]), cfg.data.batch_pairs, cfg.data.crop, cfg.data.global_size,
-                          cfg.data.edit_probability, cfg.data.occluder_probability)
+                          cfg.data.edit_probability, cfg.data.occluder_probability,
+                          edit_weights=cfg.data.edit_weights)
 
     n_batches = args.warmup + args.steps
     t = time.perf_counter()

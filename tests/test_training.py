@@ -176,7 +176,9 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path) -> None:
         TrainConfig().with_overrides({"optim.epoch": 2})
     with pytest.raises(DataError, match="batch_pairs"):
         TrainConfig().with_overrides({"data.batch_pairs": 1})
-    cfg = TrainConfig().with_overrides({"optim.epochs": 3, "seed": 7})
+    with pytest.raises(DataError, match="data.edit_weights.*'packaging_colour'"):
+        TrainConfig().with_overrides({"data.edit_weights": {"packaging_colour": 3}})
+    cfg = TrainConfig().with_overrides({"optim.epochs": 3, "seed": 7, "data.edit_weights": {"packaging_color": 3}})
     cfg.save_yaml(tmp_path / "c.yaml")
     again = TrainConfig.from_yaml(tmp_path / "c.yaml")
     assert again == cfg and again.digest() == cfg.digest()

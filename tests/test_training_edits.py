@@ -152,6 +152,20 @@ def test_random_photo_edit_draws_names_and_strengths() -> None:
     assert a.name == b.name and np.array_equal(a.image, b.image)
 
 
+def test_edit_weights_set_the_odds_of_each_edit() -> None:
+    names = ("extra_mark", "moved_logo")
+    only = [random_photo_edit(CROP, VALID, np.random.default_rng(s), names=names, weights={"moved_logo": 0}).name
+            for s in range(6)]
+    assert set(only) == {"extra_mark"}
+    draws = [random_photo_edit(CROP, VALID, np.random.default_rng(s), names=names, weights={"extra_mark": 4}).name
+             for s in range(40)]
+    assert 0.65 < draws.count("extra_mark") / len(draws) < 0.95  # 4:1 odds -> 80 %
+    with pytest.raises(DataError, match="unknown edit.*'recolour'.*packaging_color"):
+        random_photo_edit(CROP, VALID, np.random.default_rng(0), weights={"recolour": 2})
+    with pytest.raises(DataError, match="weight 0"):
+        random_photo_edit(CROP, VALID, np.random.default_rng(0), names=names, weights={n: 0 for n in names})
+
+
 @pytest.mark.parametrize("size", [128, 320])
 def test_other_frame_sizes(size: int) -> None:
     crop, valid = _crop(size)

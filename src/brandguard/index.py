@@ -459,7 +459,8 @@ class ReferenceIndex:
             model.stats = None  # type: ignore[assignment]
             model.loo_scores = np.zeros((0, len(CHANNELS)))
             return
-        model.stats, loo = fit_normal_stats(model.bank, cfg.compare.cell, cfg.compare.references_compared)
+        model.stats, loo = fit_normal_stats(model.bank, cfg.compare.cell, cfg.compare.references_compared,
+                                                   cfg.compare.margin)
         model.text_lines = reference_lines(model.ref_text) if model.ref_text else []
         scores = []
         if len(model.bank) >= 2:

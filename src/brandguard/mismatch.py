@@ -17,7 +17,9 @@ place shows the same part of the package in all of them. Two channels are compar
 Each channel keeps, per cell, the distance to the *closest* authentic reference, then standardises it by
 how much the references differ from each other there (leave-one-out statistics). The result is a heatmap
 of where the photo departs from every authentic reference (in standard deviations) and one score per
-channel: the mean of its highest cells.
+channel: the mean of its highest cells. A few cells along the edge of the frame are not scored
+(``compare.margin``): alignment is never exact there, so the scene behind the package shows in some photos
+and in no reference.
 
 Example:
     >>> import numpy as np
@@ -44,6 +46,7 @@ __all__ = [
     "closest_references",
     "distance_maps",
     "fit_normal_stats",
+    "hue_shift",
     "learned_distance",
     "make_view",
     "occlusion_cells",
@@ -146,6 +149,30 @@ class ProductBank:
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(rgb, 0.0, 1.0).astype(np.float32), cv2.COLOR_RGB2LAB)
+
+
+def hue_shift(colors: np.ndarray, ref_colors: np.ndarray, ok: np.ndarray, min_chroma: float = 15.0) -> float:
+    """How far a photo's package hue moved from a reference's, in degrees (signed).
+
+    The chroma-weighted median of the per-cell hue difference (Lab) over the cells the reference shows in
+    colour (chroma > ``min_chroma``); NaN when fewer than 10 such cells. ``scripts/colour_shift.py`` uses it
+    to compare what lighting and cameras do to authentic photos with what a packaging-colour edit does.
+
+    Args:
+        colors, ref_colors: ``(G, G, 3)`` mean RGB (0..1) per cell of the photo and of the reference.
+        ok: ``(G, G)`` bool, cells to use.
+    """
+    q, r = _lab(colors), _lab(ref_colors)
+    chroma = np.hypot(r[..., 1], r[..., 2])
+    sel = ok & (chroma > min_chroma)
+    if sel.sum() < 10:
+        return float("nan")
+    d = np.degrees(np.arctan2(q[..., 2], q[..., 1]) - np.arctan2(r[..., 2], r[..., 1]))[sel]
+    d = (d + 180.0) % 360.0 - 180.0
+    w = chroma[sel]
+    order = np.argsort(d, kind="stable")
+    cum = np.cumsum(w[order])
+    return float(d[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 def closest_references(view: AlignedView, bank: ProductBank, k: int, exclude: int | None = None) -> list[int]:
@@ -273,9 +300,15 @@ def _robust(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.GaussianBlur(mu.astype(np.float32), (3, 3), 0), cv2.GaussianBlur(sd.astype(np.float32), (3, 3), 0)
 
 
-def fit_normal_stats(bank: ProductBank, cell: int = 6,
-                     k: int = 0) -> tuple[NormalStats, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]:
+def fit_normal_stats(bank: ProductBank, cell: int = 6, k: int = 0,
+                     margin: int = 0) -> tuple[NormalStats, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]:
     """Leave-one-out distances of each reference to the others, and their per-cell statistics.
+
+    Args:
+        bank, cell, k: see :func:`distance_maps`.
+        margin: cells along each edge of the canonical frame left out of the scored ``region``: a few pixels
+            of alignment error put the scene behind the package (a table, a hand) there, which no reference
+            shows.
 
     Returns:
         ``(stats, loo)`` where ``loo[i]`` are reference i's ``(structure, colour, learned)`` distance maps.
@@ -283,6 +316,13 @@ def fit_normal_stats(bank: ProductBank, cell: int = 6,
     n = len(bank)
     loo = [distance_maps(bank.view(i), bank, cell, exclude=i, k=k) for i in range(n)]
     region = bank.cell_valid.mean(0) >= 0.5
+    if margin > 0:
+        if 2 * margin >= region.shape[0] - 1:
+            raise ValueError(f"margin of {margin} cells leaves nothing of a {region.shape[0]}-cell frame to score; "
+                             "use a smaller compare.margin")
+        inner = np.zeros_like(region)
+        inner[margin:-margin, margin:-margin] = True
+        region &= inner
     if n >= 2:
         mu_s, sd_s = _robust(np.stack([m[0] for m in loo]))
         mu_c, sd_c = _robust(np.stack([m[1] for m in loo]))
@@ -322,7 +362,7 @@ def anomaly_maps(d_s: np.ndarray, d_c: np.ndarray, stats: NormalStats, q_cell_va
         todo.append((d_l, stats.mu_l, stats.sigma_l))
     out = []
     for d, mu, sd in todo:
-        z = np.where(np.isfinite(d), (d - mu) / sd, 0.0).astype(np.float32)
+        z = np.where(np.isfinite(d) & mask, (d - mu) / sd, 0.0).astype(np.float32)  # nothing leaks in from outside
         z = cv2.GaussianBlur(z, (3, 3), 0)
         out.append(np.where(mask, np.maximum(z, 0.0) * keep, 0.0).astype(np.float32))
     return out[0], out[1], (out[2] if len(out) > 2 else None)

@@ -55,6 +55,9 @@ class DataConfig:
         global_size: side the whole aligned frame is resized to for the global vector (as at scoring time).
         batch_pairs: pairs (two photos of one product, one of them possibly edited) per step.
         edit_probability: share of pairs whose second photo gets a counterfeit-style edit.
+        edit_weights: relative weight of each edit type (names of ``brandguard.training.edits.EDIT_NAMES``;
+            missing types weigh 1; empty: all equally likely), e.g. ``{packaging_color: 3}`` to train more
+            on the edits a brand suffers from.
         occluder_probability: share of pairs whose second photo gets something on top of the package
             (finger, price sticker, object, glare, shadow), which the occlusion output learns to find.
         min_photos_per_product: products with fewer aligned reference photos stop training with an error.
@@ -67,6 +70,7 @@ class DataConfig:
     global_size: int = 224
     batch_pairs: int = 8
     edit_probability: float = 0.6
+    edit_weights: dict[str, float] = field(default_factory=dict)
     occluder_probability: float = 0.4
     min_photos_per_product: int = 2
     max_photos_per_product: int = 16
@@ -173,6 +177,15 @@ class TrainConfig:
             problems.append(f"data.batch_pairs must be at least 2, got {self.data.batch_pairs}")
         if not 0.0 <= self.data.edit_probability <= 1.0:
             problems.append(f"data.edit_probability must be within 0..1, got {self.data.edit_probability}")
+        if not isinstance(self.data.edit_weights, Mapping):
+            problems.append(f"data.edit_weights must map edit names to weights, got {self.data.edit_weights!r}")
+        else:
+            from brandguard.training.edits import check_edit_weights
+
+            try:
+                check_edit_weights(self.data.edit_weights)
+            except DataError as e:
+                problems.append(f"data.edit_weights: {e}")
         if self.optim.epochs < 1 or self.optim.steps_per_epoch < 1:
             problems.append("optim.epochs and optim.steps_per_epoch must be at least 1")
         if self.guard.validate_every < 1:

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,10 @@ class AlignedReferences:
         return cls.from_index(index, canonical_size, max_per_product, min_per_product)
 
     def batch(self, rng: np.random.Generator, pairs: int, crop: int, global_size: int = 224,
-              edit_probability: float = 0.5, occluder_probability: float = 0.0, jitter: float = 0.012) -> PairBatch:
-        """Draw ``pairs`` training pairs (see the module docstring)."""
+              edit_probability: float = 0.5, occluder_probability: float = 0.0, jitter: float = 0.012,
+              edit_weights: Mapping[str, float] | None = None) -> PairBatch:
+        """Draw ``pairs`` training pairs (see the module docstring); ``edit_weights`` as in
+        :func:`brandguard.training.edits.random_photo_edit`."""
         S = self.crops[0].shape[1]
         n = len(self.products)
         prods = rng.choice(n, size=pairs, replace=pairs > n)
@@ -205,7 +208,7 @@ class AlignedReferences:
                 other = int(rng.choice([q for q in range(n) if q != p]))
                 donor = self.crops[other][int(rng.integers(len(self.crops[other])))]
                 try:
-                    e = random_photo_edit(b, vb, rng, donor=donor)
+                    e = random_photo_edit(b, vb, rng, donor=donor, weights=edit_weights)
                     b, changed, name = e.image, e.mask & vb, e.name
                 except DataError:
                     pass

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -57,7 +57,7 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["EDIT_NAMES", "STRENGTHS", "PhotoEdit", "apply_photo_edit", "random_photo_edit"]
+__all__ = ["EDIT_NAMES", "STRENGTHS", "PhotoEdit", "apply_photo_edit", "check_edit_weights", "random_photo_edit"]
 
 STRENGTHS: tuple[str, ...] = ("subtle", "gross")
 
@@ -1045,16 +1045,30 @@ def apply_photo_edit(
     return PhotoEdit(best[0], best[1], name, strength)
 
 
+def check_edit_weights(weights: Mapping[str, float]) -> None:
+    """Raise :class:`DataError` unless ``weights`` maps known edit names to finite weights >= 0."""
+    unknown = [n for n in weights if n not in _EDITS]
+    if unknown:
+        raise DataError(f"unknown edit(s) {', '.join(map(repr, unknown))} in edit weights; expected some of: "
+                        f"{', '.join(EDIT_NAMES)}")
+    bad = {n: w for n, w in weights.items() if not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0}
+    if bad:
+        raise DataError(f"edit weights must be numbers >= 0, got {bad}")
+
+
 def random_photo_edit(
     crop: np.ndarray,
     valid: np.ndarray,
     rng: np.random.Generator,
     donor: np.ndarray | None = None,
     names: Sequence[str] = EDIT_NAMES,
+    weights: Mapping[str, float] | None = None,
 ) -> PhotoEdit:
-    """Apply an edit drawn uniformly from ``names``, subtle or gross with equal odds.
+    """Apply an edit drawn from ``names`` (uniformly, or in proportion to ``weights``: name -> relative
+    weight, missing names weigh 1), subtle or gross with equal odds.
 
-    See :func:`apply_photo_edit`; raises :class:`DataError` for an empty ``names`` or an unknown name.
+    See :func:`apply_photo_edit`; raises :class:`DataError` for an empty ``names``, an unknown name or
+    weights that are negative or all zero.
     """
     names = tuple(names)
     if not names:
@@ -1068,6 +1082,13 @@ def random_photo_edit(
         raise DataError(
             f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {_describe(rng)}"
         )
-    name = names[int(rng.integers(len(names)))]
+    if weights:
+        p = np.array([float(weights.get(n, 1.0)) for n in names])
+        check_edit_weights(weights)
+        if p.sum() <= 0:
+            raise DataError(f"edit weights {dict(weights)} give every edit of {list(names)} weight 0")
+        name = names[int(rng.choice(len(names), p=p / p.sum()))]
+    else:
+        name = names[int(rng.integers(len(names)))]
     strength = STRENGTHS[int(rng.integers(2))]
     return apply_photo_edit(crop, valid, name, strength, rng, donor)

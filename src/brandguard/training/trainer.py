@@ -361,7 +361,7 @@ def train(references: str | Path, run_dir: str | Path, config: TrainConfig | str
     def batch_for(step: int) -> PairBatch:
         rng = np.random.default_rng([cfg.seed, step])
         return refs.batch(rng, cfg.data.batch_pairs, cfg.data.crop, cfg.data.global_size, cfg.data.edit_probability,
-                          cfg.data.occluder_probability)
+                          cfg.data.occluder_probability, edit_weights=cfg.data.edit_weights)
 
     images_per_step = 2 * cfg.data.batch_pairs * (2 if cfg.loss.global_weight > 0 else 1)
     rate = 0.0
