@@ -460,7 +460,7 @@ class ReferenceIndex:
             model.loo_scores = np.zeros((0, len(CHANNELS)))
             return
         model.stats, loo = fit_normal_stats(model.bank, cfg.compare.cell, cfg.compare.references_compared,
-                                                   cfg.compare.margin)
+                                            cfg.compare.margin)
         model.text_lines = reference_lines(model.ref_text) if model.ref_text else []
         scores = []
         if len(model.bank) >= 2:

@@ -19,6 +19,7 @@ from typing import Any
 
 from brandguard.config import _build, _dotted_keys, load_yaml_mapping
 from brandguard.errors import DataError
+from brandguard.training.edits import check_edit_weights
 
 __all__ = ["DataConfig", "GuardConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "TrainRuntime"]
 
@@ -180,8 +181,6 @@ class TrainConfig:
         if not isinstance(self.data.edit_weights, Mapping):
             problems.append(f"data.edit_weights must map edit names to weights, got {self.data.edit_weights!r}")
         else:
-            from brandguard.training.edits import check_edit_weights
-
             try:
                 check_edit_weights(self.data.edit_weights)
             except DataError as e:

@@ -1083,8 +1083,8 @@ def random_photo_edit(
             f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {_describe(rng)}"
         )
     if weights:
-        p = np.array([float(weights.get(n, 1.0)) for n in names])
         check_edit_weights(weights)
+        p = np.array([float(weights.get(n, 1.0)) for n in names])
         if p.sum() <= 0:
             raise DataError(f"edit weights {dict(weights)} give every edit of {list(names)} weight 0")
         name = names[int(rng.choice(len(names), p=p / p.sum()))]
