@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -116,6 +118,78 @@ def test_cli_calibrate_and_info(saved_index, tmp_path, small_dataset, capsys):
     assert main(["index", "info", str(idx)]) == 0
     out = capsys.readouterr().out
     assert "calibration" in out and "'source': 'calibration'" in out
+
+
+def _with_text(text: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Channel scores (structure, colour, text, learned) of authentic-like photos with the given text distances."""
+    rng = np.random.default_rng(seed)
+    n = len(text)
+    return np.c_[rng.gamma(2, 1, n), rng.gamma(2, 0.2, n), text, np.full(n, np.nan)]
+
+
+def test_text_channel_counts_as_the_share_of_authentic_photos_reading_as_far():
+    # 80 calibration photos that all read their wordmark right: a misread of one letter in three is as
+    # unusual as the top 1/82 of authentic photos (2.25 units), not the 5.7 a spread floor of 0.05 gave,
+    # so one misread of a short authentic wordmark cannot outrank every counterfeit
+    fusion = ChannelFusion.fit(_with_text(np.zeros(80)))
+    misread = fusion.fuse(np.array([0.0, 0.0, 1 / 3, np.nan]))
+    assert misread == pytest.approx(2.25, abs=0.01)
+    assert fusion.fuse(np.array([0.0, 0.0, 0.0, np.nan])) < 0.5  # read right: no evidence
+    assert fusion.fuse(np.array([50.0, 0.0, 1 / 3, np.nan])) > misread  # strong structure evidence still counts
+    # misreads among the authentic photos: a distance counts by how many of them read at least as far
+    text = np.zeros(200)
+    text[:6] = [0.1, 0.1, 0.2, 0.2, 0.2, 0.5]
+    fusion = ChannelFusion.fit(_with_text(text))
+    z = [fusion.fuse(np.array([0.0, 0.0, d, np.nan])) for d in (0.1, 0.2, 0.5, 0.9)]
+    assert np.all(np.diff(z) > 0)  # farther reads are rarer
+    from statistics import NormalDist
+
+    assert z[1] == pytest.approx(-NormalDist().inv_cdf((4 + 1) / 202), abs=1e-6)  # 4 of 200 read >= 0.2
+
+
+def test_text_channel_tail_holds_on_fresh_authentic_photos():
+    # 3% of authentic photos misread one letter of some line: on fresh photos, the share whose text channel
+    # reaches a level is the share the fitted tail promises, within sampling error
+    from statistics import NormalDist
+
+    def draw(n: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return np.where(rng.random(n) < 0.03, rng.choice([1 / 3, 1 / 6, 1 / 12], n), 0.0)
+
+    fusion = ChannelFusion.fit(_with_text(draw(1000, 1)))
+    fresh = _with_text(draw(5000, 2), seed=3)
+    fresh[:, :2] = 0.0  # isolate the text channel
+    level = fusion.fuse(np.array([0.0, 0.0, 1 / 6, np.nan]))
+    promised = 1 - NormalDist().cdf(level)
+    reached = np.mean(fusion.fuse(fresh) >= level - 1e-9)
+    assert abs(reached - promised) <= 3 * np.sqrt(promised * (1 - promised) / 5000) + 1e-3
+
+
+def test_fusion_round_trips_with_its_text_tail():
+    text = np.r_[np.zeros(50), [0.25, 0.5]]
+    fusion = ChannelFusion.fit(_with_text(text))
+    back = ChannelFusion.from_dict(json.loads(json.dumps(fusion.to_dict())))
+    probe = _with_text(np.array([0.0, 0.1, 0.25, 0.4, 1.0]), seed=9)
+    np.testing.assert_allclose(back.fuse(probe), fusion.fuse(probe))
+
+
+def test_weak_match_rule_is_calibrated_and_keeps_unrelated_products_unknown(calibrated, labels):
+    det, _ = calibrated
+    th = det.index.thresholds
+    assert th.weak_similarity is not None and 0.0 < th.weak_similarity < 1.0
+    assert 12 <= th.weak_inliers < th.min_inliers or th.min_inliers <= 12
+    unrel = [str(i.path) for i in labels if i.label == "unrelated"]
+    with_rule = [p.verdict == "unknown" for p in det.predict_batch(unrel)]
+    saved, th.weak_similarity = th.weak_similarity, None
+    try:
+        without = [p.verdict == "unknown" for p in det.predict_batch(unrel)]
+    finally:
+        th.weak_similarity = saved
+    assert sum(with_rule) >= sum(without) - 1  # at most one unrelated photo more is taken for a known product
+    back = Thresholds.from_dict(json.loads(json.dumps(th.to_dict())))
+    assert (back.weak_inliers, back.weak_similarity) == (th.weak_inliers, th.weak_similarity)
+    old = Thresholds.from_dict({"review": 0.95, "takedown": 0.99, "min_inliers": 20})  # saved before weak matches
+    assert old.weak_similarity is None and not old.accepts(19, 1.0) and old.accepts(20)
 
 
 def test_fusion_fitted_before_a_channel_existed_still_scores():

@@ -96,3 +96,28 @@ def test_bad_input_raises_in_predict_and_is_recorded_in_batches(detector, labels
     assert "not an image" in preds[1].error or "image" in preds[1].error
     with pytest.raises(ValueError):
         detector.predict_batch([good], on_error="ignore")
+
+
+def test_a_weak_keypoint_match_counts_only_when_the_aligned_photo_looks_like_the_product(saved_index, embedder, labels):
+    """Edits such as a mirrored logo and wordmark cost keypoint matches; the package is still the product."""
+    from brandguard.detector import Detector
+    from brandguard.index import ReferenceIndex
+
+    det = Detector(ReferenceIndex.load(saved_index), embedder)
+    item = next(i for i in labels if i.label == "authentic")
+    strong = det.predict(str(item.path))
+    assert strong.brand == item.brand and strong.inliers >= det.index.thresholds.min_inliers
+    th = det.index.thresholds
+    th.min_inliers = strong.inliers + 1  # now a weak match
+    th.weak_inliers = max(4, strong.inliers // 2)
+    th.weak_similarity = None
+    assert det.predict(str(item.path)).verdict == "unknown"  # rule off
+    th.weak_similarity = min(1.0, strong.similarity + 0.05)
+    assert det.predict(str(item.path)).verdict == "unknown"  # not similar enough
+    th.weak_similarity = strong.similarity - 0.05
+    weak = det.predict(str(item.path))
+    assert weak.verdict != "unknown" and weak.brand == item.brand and weak.product == item.product
+    assert weak.inliers == strong.inliers and len(weak.channels) == len(strong.channels)
+    assert weak.raw_score == pytest.approx(strong.raw_score)
+    th.weak_inliers = strong.inliers + 1  # too few matches even for a weak one
+    assert det.predict(str(item.path)).verdict == "unknown"

@@ -72,3 +72,16 @@ def test_index_with_text_check_reads_and_keeps_reference_lines(small_dataset, em
     photo = next(i for i in labels if i.brand == brand and i.label == "authentic")
     p = Detector(again, embedder).predict(str(photo.path))
     assert len(p.channels) == 4 and p.brand == brand
+
+
+def test_text_check_is_on_when_the_ocr_extra_is_installed_unless_switched_off():
+    from brandguard.config import Config
+    from brandguard.errors import DataError
+    from brandguard.index import _resolve_text_check
+    from brandguard.text import available
+
+    assert Config().compare.text_check == "auto"
+    assert _resolve_text_check("auto") is available()
+    assert _resolve_text_check("off") is False
+    with pytest.raises(DataError, match="auto, on or off"):
+        _resolve_text_check("maybe")

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 __all__ = ["ChannelFusion", "ScoreCalibrator", "Thresholds", "verdict_for"]
+
+_NORMAL = NormalDist()
 
 
 @dataclass
@@ -92,21 +95,44 @@ class Thresholds:
     Attributes:
         review: calibrated score at or above which a photo is ``suspicious``.
         takedown: calibrated score at or above which it is ``counterfeit``.
-        min_inliers: fewer verified keypoint matches than this means ``unknown`` product.
+        min_inliers: fewer verified keypoint matches than this means ``unknown`` product, unless the weak
+            match below holds.
+        weak_inliers, weak_similarity: a *weak match*, with at least ``weak_inliers`` (but fewer than
+            ``min_inliers``) verified matches and a plausible homography, still counts as the product when the
+            photo, aligned with it, is at least ``weak_similarity`` similar to one of the product's references
+            (global cosine). Edits such as a mirrored logo and wordmark, a big sticker or new packaging colours
+            cost keypoint matches without making the package another product. ``weak_similarity`` None:
+            weak matches are ``unknown``.
     """
 
     review: float = 0.95
     takedown: float = 0.99
     min_inliers: int = 12
     notes: dict[str, Any] = field(default_factory=dict)
+    weak_inliers: int = 0
+    weak_similarity: float | None = None
+
+    def accepts(self, inliers: int, similarity: float | None = None, sane: bool = True) -> bool:
+        """Whether a match with ``inliers`` verified keypoints (and, for a weak one, this aligned similarity)
+        identifies the product."""
+        if inliers >= self.min_inliers:
+            return True
+        return (self.weak_similarity is not None and similarity is not None and sane
+                and self.weak_inliers <= inliers and similarity >= self.weak_similarity)
+
+    def is_weak(self, inliers: int, sane: bool = True) -> bool:
+        """Whether a candidate with this many inliers is worth the aligned-similarity check."""
+        return self.weak_similarity is not None and sane and self.weak_inliers <= inliers < self.min_inliers
 
     def to_dict(self) -> dict[str, Any]:
         return {"review": self.review, "takedown": self.takedown, "min_inliers": self.min_inliers,
-                "notes": self.notes}
+                "weak_inliers": self.weak_inliers, "weak_similarity": self.weak_similarity, "notes": self.notes}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Thresholds:
-        return cls(float(d["review"]), float(d["takedown"]), int(d["min_inliers"]), dict(d.get("notes", {})))
+        weak = d.get("weak_similarity")
+        return cls(float(d["review"]), float(d["takedown"]), int(d["min_inliers"]), dict(d.get("notes", {})),
+                   int(d.get("weak_inliers", 0)), None if weak is None else float(weak))
 
 
 def verdict_for(score: float, thresholds: Thresholds) -> str:
@@ -123,44 +149,80 @@ class ChannelFusion:
     """Puts the comparison channels (``brandguard.mismatch.CHANNELS``) on one scale and fuses them.
 
     Each channel score is log-compressed and standardised by the median and spread of authentic
-    (leave-one-out reference) scores of that channel; the fused raw score is the largest standardised
-    channel, so a photo is as suspicious as its most unusual channel.
+    (leave-one-out reference or calibration) scores of that channel; the fused raw score is the largest
+    standardised channel, so a photo is as suspicious as its most unusual channel.
+
+    The OCR text distance is different: almost every authentic photo reads exactly like its references (0),
+    so a median and a spread say nothing about how rare a misread is. That channel is standardised by its
+    empirical tail instead: a distance ``d`` gets the normal quantile of ``(k + 1) / (n + 2)``, where ``k`` of
+    the ``n`` authentic photos read at least ``d`` away. With no misread among 80 calibration photos a
+    misspelling is about as unusual as the top 1.2% of authentic photos (2.3 units), not more, so one
+    misread of a short wordmark cannot outrank every counterfeit; more calibration photos let it count more.
 
     Attributes:
         loc: per-channel median of ``log1p(score)`` over authentic scores.
         scale: per-channel spread (std) of the same.
+        tails: per tail-standardised channel, ``{"n": authentic photos with a score, "positive": sorted
+            positive authentic scores}``.
     """
 
     loc: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
     scale: tuple[float, ...] = (1.0, 1.0, 0.05, 1.0)
+    tails: dict[int, dict[str, Any]] = field(default_factory=dict)
 
-    #: smallest spread of a channel: for the OCR text distance, one letter in twenty is one unit
+    #: smallest spread of a channel, so that one whose authentic scores barely vary does not make every change
+    #: extreme (and the text channel's spread in fusions saved before it was tail-standardised)
     MIN_SCALE = 0.05
+    #: channels standardised by their empirical tail (the OCR text distance, ``brandguard.mismatch.CHANNELS[2]``)
+    TAIL_CHANNELS = (2,)
 
     @classmethod
     def fit(cls, channel_scores: np.ndarray) -> ChannelFusion:
-        x = np.log1p(np.maximum(np.asarray(channel_scores, np.float64), 0.0))
+        raw = np.asarray(channel_scores, np.float64)
+        x = np.log1p(np.maximum(raw, 0.0))
         if x.ndim != 2 or len(x) < 2:
             return cls()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channel (not measured): defaults
             loc = np.nan_to_num(np.nanmedian(x, 0), nan=0.0)
             scale = np.nan_to_num(np.nanstd(x, 0), nan=1.0)
-        return cls(tuple(float(v) for v in loc), tuple(float(max(v, cls.MIN_SCALE)) for v in scale))
+        tails = {}
+        for j in cls.TAIL_CHANNELS:
+            if j < raw.shape[1]:
+                col = raw[:, j][np.isfinite(raw[:, j])]
+                if col.size:
+                    tails[j] = {"n": int(col.size), "positive": [float(v) for v in np.sort(col[col > 0])]}
+        return cls(tuple(float(v) for v in loc), tuple(float(max(v, cls.MIN_SCALE)) for v in scale), tails)
 
     def fuse(self, channel_scores: np.ndarray) -> Any:
         """Raw score(s) from ``(..., n_channels)`` channel scores; NaN channels (not measured) are ignored."""
-        x = np.log1p(np.maximum(np.asarray(channel_scores, np.float64), 0.0))
+        raw = np.asarray(channel_scores, np.float64)
+        x = np.log1p(np.maximum(raw, 0.0))
         n = min(x.shape[-1], len(self.loc))  # a fusion fitted before a channel existed ignores it
         z = (x[..., :n] - np.asarray(self.loc[:n])) / np.asarray(self.scale[:n])
+        for j, tail in self.tails.items():
+            if j < n:
+                z[..., j] = self._tail_z(raw[..., j], tail)
         z = np.where(np.isfinite(z), z, -np.inf)
         out = z.max(-1)
         out = np.where(np.isfinite(out), out, 0.0)
         return float(out) if np.ndim(out) == 0 else out
 
+    @staticmethod
+    def _tail_z(values: np.ndarray, tail: dict[str, Any]) -> np.ndarray:
+        """Normal quantile of the (pseudo-counted) share of authentic scores at least as large; NaN stays NaN."""
+        v = np.asarray(values, np.float64)
+        pos = np.asarray(tail["positive"], np.float64)
+        n = int(tail["n"])
+        at_least = np.where(v > 0, pos.size - np.searchsorted(pos, v, side="left"), n)
+        p = np.minimum((at_least + 1.0) / (n + 2.0), 0.5)
+        z = np.vectorize(lambda q: -_NORMAL.inv_cdf(q), otypes=[np.float64])(p) if p.size else p
+        return np.where(np.isfinite(v), z, np.nan)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"loc": list(self.loc), "scale": list(self.scale)}
+        return {"loc": list(self.loc), "scale": list(self.scale),
+                "tails": {str(j): t for j, t in self.tails.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChannelFusion:
-        return cls(tuple(d["loc"]), tuple(d["scale"]))
+        return cls(tuple(d["loc"]), tuple(d["scale"]), {int(j): dict(t) for j, t in d.get("tails", {}).items()})

@@ -221,8 +221,11 @@ class Detector:
             else:
                 ok.append(i)
         aligns = index.localize([prepared[i][1] for i in ok], [prepared[i][0].shape for i in ok])
+        weak = self._weak_matches([(i, best) for i, (acc, best) in zip(ok, aligns) if acc is None and best is not None
+                                   and index.thresholds.is_weak(best.inliers, best.sane)], prepared)
         to_compare, unknown = [], []
         for i, (acc, best) in zip(ok, aligns):
+            acc = acc if acc is not None else weak.get(i)
             (to_compare if acc is not None else unknown).append((i, acc, best))
         emb = index.embedder
         if to_compare:
@@ -242,18 +245,37 @@ class Detector:
                                         reference="", matches=matches, inliers=best.inliers if best else 0)
         return [r for r in results if r is not None]
 
+    def _weak_matches(self, candidates: list[tuple[int, Any]], prepared: list[Any]) -> dict[int, Any]:
+        """The weak keypoint matches (see :class:`~brandguard.calibration.Thresholds`) whose aligned photo looks
+        like the product: ``{photo position: alignment}``."""
+        if not candidates:
+            return {}
+        S = self.config.localization.canonical_size
+        crops = [warp_to_canonical(prepared[i][0], a.H, S)[0] for i, a in candidates]
+        g = self.index.embedder.embed_global(crops)
+        out = {}
+        for (i, a), v in zip(candidates, g):
+            m = self.index.products[a.product_id]
+            sim = float(np.max(m.global_vecs @ v)) if len(m.global_vecs) else -1.0
+            if self.index.thresholds.accepts(a.inliers, sim, a.sane):
+                out[i] = a
+        return out
+
     def calibrate(self, authentic: Sequence[ImageSource], counterfeit: Sequence[ImageSource] = (),
                   unrelated: Sequence[ImageSource] = (), *, takedown_fpr: float | None = None,
                   review_fpr: float | None = None, unknown_fpr: float = 0.01, min_brand_photos: int = 30,
-                  min_inliers_floor: int = 12) -> dict[str, Any]:
+                  min_inliers_floor: int = 12, weak_quantile: float = 0.05) -> dict[str, Any]:
         """Calibrate scores and thresholds on authentic photos that are *not* references of the index.
 
         Works from authentic photos alone (cold start). Afterwards a score means "the share of authentic
         photos (of this brand, where it had ``min_brand_photos`` or more; of all brands otherwise) that
         score lower", so ``counterfeit`` at ``1 - takedown_fpr`` flags about ``takedown_fpr`` of authentic
         photos and ``suspicious`` starts at ``1 - review_fpr``. The unknown-product rule (verified keypoint
-        matches) is set so that about ``unknown_fpr`` of authentic photos fall under it. Counterfeit and
-        unrelated photos, when given, are only used to report the expected detection and unknown rates.
+        matches) is set so that about ``unknown_fpr`` of authentic photos fall under it, with a wide margin;
+        a weaker match still counts when the aligned photo is as similar to the product's references as the
+        ``1 - weak_quantile`` most similar authentic photos (see :class:`~brandguard.calibration.Thresholds`).
+        Counterfeit and unrelated photos, when given, are only used to report the expected detection and
+        unknown rates.
 
         Returns:
             a summary: photos used, thresholds, per-brand calibration and, when given, expected rates.
@@ -286,6 +308,10 @@ class Detector:
             index.thresholds.min_inliers = int(max(min_inliers_floor,
                                                    min(self.config.localization.min_inliers, np.floor(0.5 * q))))
         used = [p for p in readable if len(p.channels) == len(CHANNELS) and p.inliers >= index.thresholds.min_inliers]
+        if used:
+            # a weak match counts when the aligned photo is as similar to the product as 95% of authentic ones
+            index.thresholds.weak_inliers = int(max(min_inliers_floor, np.ceil(0.5 * index.thresholds.min_inliers)))
+            index.thresholds.weak_similarity = float(np.quantile([p.similarity for p in used], weak_quantile))
         if len(used) < 10:
             raise DataError(f"calibration needs at least 10 authentic photos that match a known product; got "
                             f"{len(used)} of {len(preds)}")
@@ -315,7 +341,7 @@ class Detector:
 
     def _verdict_now(self, p: Prediction) -> str:
         """The verdict ``p`` would get under the current calibration (without scoring the photo again)."""
-        if len(p.channels) != len(CHANNELS) or p.inliers < self.index.thresholds.min_inliers:
+        if len(p.channels) != len(CHANNELS) or not self.index.thresholds.accepts(p.inliers, p.similarity):
             return "unknown"
         return self._judge(p.brand, p.channels)[2]
 

@@ -524,6 +524,16 @@ class ReferenceIndex:
             sc = self.config.scoring
             self.thresholds.review = 1.0 - sc.review_fpr
             self.thresholds.takedown = 1.0 - sc.takedown_fpr
+        # weak matches (see Thresholds): as similar to the product as 95% of its references are to each other
+        sims = []
+        for m in self.products:
+            if len(m.global_vecs) >= 2:
+                gram = m.global_vecs @ m.global_vecs.T
+                np.fill_diagonal(gram, -np.inf)
+                sims.append(gram.max(1))
+        if sims:
+            self.thresholds.weak_inliers = max(12, int(np.ceil(0.5 * self.thresholds.min_inliers)))
+            self.thresholds.weak_similarity = float(np.quantile(np.concatenate(sims), 0.05))
 
     @property
     def text_reader(self) -> Any:
@@ -596,9 +606,10 @@ class ReferenceIndex:
                 if H is None:
                     continue
                 ninl = int(mask.sum())
-                if not homography_is_sane(H, S, shapes[qi][:2]):
+                sane = homography_is_sane(H, S, shapes[qi][:2])
+                if not sane:
                     ninl = min(ninl, min_inl - 1)
-                cand = Alignment(c, ninl, H / H[2, 2], ninl / max(1, len(rows)))
+                cand = Alignment(c, ninl, H / H[2, 2], ninl / max(1, len(rows)), sane)
                 if best is None or cand.inliers > best.inliers:
                     best = cand
             accepted = best if best is not None and best.inliers >= min_inl else None

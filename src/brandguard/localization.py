@@ -61,12 +61,14 @@ class Alignment:
         inliers: number of geometrically consistent keypoint matches.
         H: ``3x3`` homography mapping canonical-frame pixels to photo pixels.
         inlier_ratio: inliers / tentative matches of that product.
+        sane: whether the homography is a plausible view of the product (not folded, not degenerate).
     """
 
     product_id: int
     inliers: int
     H: np.ndarray
     inlier_ratio: float
+    sane: bool = True
 
 
 def _sift(n: int) -> cv2.SIFT:
