@@ -112,17 +112,23 @@ class Thresholds:
     weak_inliers: int = 0
     weak_similarity: float | None = None
 
+    def allow_weak(self, similarity: float, floor: int = 12) -> None:
+        """Accept weak matches at least ``similarity`` similar, with at least half ``min_inliers`` (and
+        ``floor``) verified matches."""
+        self.weak_inliers = int(max(floor, np.ceil(0.5 * self.min_inliers)))
+        self.weak_similarity = float(similarity)
+
+    def is_weak(self, inliers: int, sane: bool = True) -> bool:
+        """Whether a candidate with this many inliers is worth the aligned-similarity check."""
+        return self.weak_similarity is not None and sane and self.weak_inliers <= inliers < self.min_inliers
+
     def accepts(self, inliers: int, similarity: float | None = None, sane: bool = True) -> bool:
         """Whether a match with ``inliers`` verified keypoints (and, for a weak one, this aligned similarity)
         identifies the product."""
         if inliers >= self.min_inliers:
             return True
-        return (self.weak_similarity is not None and similarity is not None and sane
-                and self.weak_inliers <= inliers and similarity >= self.weak_similarity)
-
-    def is_weak(self, inliers: int, sane: bool = True) -> bool:
-        """Whether a candidate with this many inliers is worth the aligned-similarity check."""
-        return self.weak_similarity is not None and sane and self.weak_inliers <= inliers < self.min_inliers
+        weak = self.weak_similarity
+        return weak is not None and similarity is not None and self.is_weak(inliers, sane) and similarity >= weak
 
     def to_dict(self) -> dict[str, Any]:
         return {"review": self.review, "takedown": self.takedown, "min_inliers": self.min_inliers,
@@ -216,7 +222,7 @@ class ChannelFusion:
         n = int(tail["n"])
         at_least = np.where(v > 0, pos.size - np.searchsorted(pos, v, side="left"), n)
         p = np.minimum((at_least + 1.0) / (n + 2.0), 0.5)
-        z = np.vectorize(lambda q: -_NORMAL.inv_cdf(q), otypes=[np.float64])(p) if p.size else p
+        z = np.vectorize(lambda q: -_NORMAL.inv_cdf(q), otypes=[np.float64])(p)
         return np.where(np.isfinite(v), z, np.nan)
 
     def to_dict(self) -> dict[str, Any]:

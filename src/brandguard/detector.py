@@ -310,8 +310,8 @@ class Detector:
         used = [p for p in readable if len(p.channels) == len(CHANNELS) and p.inliers >= index.thresholds.min_inliers]
         if used:
             # a weak match counts when the aligned photo is as similar to the product as 95% of authentic ones
-            index.thresholds.weak_inliers = int(max(min_inliers_floor, np.ceil(0.5 * index.thresholds.min_inliers)))
-            index.thresholds.weak_similarity = float(np.quantile([p.similarity for p in used], weak_quantile))
+            index.thresholds.allow_weak(float(np.quantile([p.similarity for p in used], weak_quantile)),
+                                        min_inliers_floor)
         if len(used) < 10:
             raise DataError(f"calibration needs at least 10 authentic photos that match a known product; got "
                             f"{len(used)} of {len(preds)}")

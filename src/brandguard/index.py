@@ -532,8 +532,7 @@ class ReferenceIndex:
                 np.fill_diagonal(gram, -np.inf)
                 sims.append(gram.max(1))
         if sims:
-            self.thresholds.weak_inliers = max(12, int(np.ceil(0.5 * self.thresholds.min_inliers)))
-            self.thresholds.weak_similarity = float(np.quantile(np.concatenate(sims), 0.05))
+            self.thresholds.allow_weak(float(np.quantile(np.concatenate(sims), 0.05)))
 
     @property
     def text_reader(self) -> Any:
