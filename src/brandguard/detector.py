@@ -98,6 +98,9 @@ class Prediction:
             (0 = typical, outside the product 0). None for ``unknown``/``error``.
         quad: ``(4, 2)`` corners of the product's canonical frame in heatmap pixels, or None.
         error: why the photo could not be scored, for ``error``.
+        notes: warnings a reviewer needs beside the verdict (e.g. thin evidence from few references, a
+            product too small to compare, a doubtful alignment), short phrases; empty when none.
+        instances: how many instances of known products were found and compared in the photo (0 when none).
     """
 
     source: str
@@ -114,6 +117,8 @@ class Prediction:
     heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
     quad: np.ndarray | None = field(default=None, repr=False, compare=False)
     error: str = ""
+    notes: tuple[str, ...] = ()
+    instances: int = 0
 
     @property
     def is_flagged(self) -> bool:
@@ -121,10 +126,20 @@ class Prediction:
         return self.verdict in ("suspicious", "counterfeit")
 
     def to_row(self) -> dict[str, str]:
-        """The CSV row of shared/DESIGN.md: path,verdict,score,brand,product,similarity,reference,error."""
-        return {"path": self.source, "verdict": self.verdict, "score": f"{self.score:.6f}", "brand": self.brand,
-                "product": self.product, "similarity": f"{self.similarity:.4f}", "reference": self.reference,
-                "error": self.error}
+        """The CSV row (columns ``brandguard.scoring.CSV_COLUMNS``): the shared/DESIGN.md columns
+        path,verdict,score,brand,product,similarity,reference,error, then raw_score, one column per
+        comparison channel (``brandguard.mismatch.CHANNELS``, empty when not measured), instances and note
+        (``; ``-joined :attr:`notes`). Cells are plain text; spreadsheet-safety is the writer's job."""
+        row = {"path": self.source, "verdict": self.verdict, "score": f"{self.score:.6f}", "brand": self.brand,
+               "product": self.product, "similarity": f"{self.similarity:.4f}", "reference": self.reference,
+               "error": self.error, "raw_score": f"{self.raw_score:.4f}" if self.channels else ""}
+        for name, v in zip(CHANNELS, self.channels or (float("nan"),) * len(CHANNELS)):
+            row[name] = f"{v:.4f}" if np.isfinite(v) else ""
+        for name in CHANNELS[len(self.channels or CHANNELS):]:
+            row[name] = ""
+        row["instances"] = str(self.instances)
+        row["note"] = "; ".join(self.notes)
+        return row
 
 
 def _source_name(src: Any) -> str:
@@ -399,7 +414,7 @@ class Detector:
         return Prediction(name, verdict, score, raw, m.brand, m.product,
                           similarity=matches[0].similarity, reference=matches[0].reference, matches=matches,
                           inliers=a.inliers, channels=channels, heatmap=heat,
-                          quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size))
+                          quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size), instances=1)
 
 
 def build_index(references: str | Path, config: Config | str | Path | None = None, *, backbone: str | None = None,

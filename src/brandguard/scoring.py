@@ -28,10 +28,15 @@ from brandguard import __version__
 from brandguard.detector import Detector, Prediction
 from brandguard.errors import DataError
 from brandguard.images import list_images
+from brandguard.mismatch import CHANNELS
 
 __all__ = ["CSV_COLUMNS", "ScoreSummary", "read_results", "score_folder"]
 
-CSV_COLUMNS = ("path", "verdict", "score", "brand", "product", "similarity", "reference", "error")
+#: the columns of shared/DESIGN.md, then the evidence a reviewer needs: the uncalibrated fused score, each
+#: comparison channel by name (``brandguard.mismatch.CHANNELS``), how many product instances were compared,
+#: and warnings (``note``)
+CSV_COLUMNS = ("path", "verdict", "score", "brand", "product", "similarity", "reference", "error",
+               "raw_score", *CHANNELS, "instances", "note")
 
 
 @dataclass
@@ -115,6 +120,7 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
     listed = set(rel)
     counts: Counter[str] = Counter(r["verdict"] for r in done.values() if r["path"] in listed)
     flagged: list[tuple[float, int, Prediction]] = []
+    seq = 0
     kept: list[Prediction] = []
     bar = None
     if progress:
@@ -135,8 +141,9 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
                 row["path"] = r
                 writer.writerow(row)
                 counts[p.verdict] += 1
+                seq += 1
                 if report is not None and p.is_flagged:
-                    item = (p.score, -len(flagged), p)
+                    item = (p.score, -seq, p)  # seq breaks ties: Predictions never compare
                     if len(flagged) < report_max_items:
                         heapq.heappush(flagged, item)
                     else:
