@@ -238,7 +238,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
     summaries: list[Any] = []
 
     def score() -> int:
-        summaries.append(score_folder(folder, det, scratch / "results.csv"))
+        summaries.append(score_folder(folder, det, scratch / "results.csv", overwrite=True))
         return summaries[-1].scored
 
     end2end = timed(score, device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def test_small_demo_runs_end_to_end(tmp_path, capsys):
     from brandguard.cli import main
@@ -19,6 +21,14 @@ def test_small_demo_runs_end_to_end(tmp_path, capsys):
     assert metrics["auroc"] > 0.7
     assert (out / "results.csv").is_file() and (out / "report.html").is_file()
     assert (out / "index" / "manifest.json").is_file()
+    # every figure also under the second photo model, printed next to the demo model's
+    assert "photo models" in printed and "studio-casual" in printed
+    assert metrics["photo_model"] == "demo" and list(metrics["photo_models"]) == ["demo", "studio-casual"]
+    second = metrics["photo_models"]["studio-casual"]
+    assert second["n"] == metrics["n"] and second["auroc"] is not None and second["brand_accuracy"] is not None
+    assert metrics["photo_models"]["demo"]["auroc"] == metrics["auroc"]
+    assert (out / "photo-studio-casual" / "results.csv").is_file()
+    assert (out / "photo-studio-casual" / "data" / "dataset.json").is_file()
 
 
 def test_demo_with_finetuning_compares_pretrained_and_finetuned(tmp_path):
@@ -28,7 +38,8 @@ def test_demo_with_finetuning_compares_pretrained_and_finetuned(tmp_path):
             "optim.steps_per_epoch": 2, "optim.epochs": 1, "optim.warmup_steps": 1, "runtime.device": "cpu"}
     lines: list[str] = []
     out = tmp_path / "demo"
-    metrics = run_demo(out, size="small", progress=False, echo=lines.append, finetune=True, train_overrides=tiny)
+    metrics = run_demo(out, size="small", progress=False, echo=lines.append, finetune=True, train_overrides=tiny,
+                       photo_models=("demo",))
     text = "\n".join(lines)
     assert (out / "val" / "labels.csv").is_file() and (out / "finetune" / "metrics.csv").is_file()
     if "pretrained" in metrics:  # the guard accepted the model: both pipelines on the same listings
@@ -39,4 +50,30 @@ def test_demo_with_finetuning_compares_pretrained_and_finetuned(tmp_path):
     else:  # refused: scored with the pretrained backbone, and said so
         assert "did not beat the pretrained backbone" in text and "untuned pretrained backbone" in text
     # a second run in the same folder replaces what the first wrote
-    run_demo(out, size="small", progress=False, echo=lambda s: None, finetune=True, train_overrides=tiny)
+    run_demo(out, size="small", progress=False, echo=lambda s: None, finetune=True, train_overrides=tiny,
+             photo_models=("demo",))
+
+
+@pytest.mark.slow
+def test_scene_demo_reports_figures_per_scene(tmp_path):
+    from brandguard.demo import run_scene_demo
+
+    lines: list[str] = []
+    metrics = run_scene_demo(tmp_path / "scenes", size="small", scenes=("rotated", "thumbnail"), progress=False,
+                             echo=lines.append)
+    text = "\n".join(lines)
+    assert set(metrics["per_scene"]) == {"rotated", "thumbnail"}
+    for scene, figures in metrics["per_scene"].items():
+        assert figures["n"]["authentic"] > 0 and figures["n"]["counterfeit"] > 0, scene
+        assert figures["brand_accuracy"] is not None and figures["auroc"] is not None, scene
+        assert scene in text
+    # the evaluation's per-column figures read the scene column too
+    assert set(metrics["per_column"]["scene"]) == {"rotated", "thumbnail"}
+    assert "per scene" in text
+
+
+def test_unknown_photo_model_is_one_line_error(tmp_path, capsys):
+    from brandguard.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "d"), "--size", "small", "--photo-model", "nope"]) == 2
+    assert "studio-casual" in capsys.readouterr().err

@@ -29,7 +29,8 @@ def test_saved_index_is_self_describing(saved_index: Path):
     for key in ("format", "brandguard_version", "backbone", "dimensions", "thresholds", "files"):
         assert key in manifest
     assert manifest["backbone"]["spec"]["mean"] == [0.5, 0.5, 0.5]
-    assert set(manifest["files"]) >= {"local.faiss", "global.faiss", "arrays.safetensors", "config.yaml"}
+    assert set(manifest["files"]) >= {"keypoints.faiss", "keypoints.npy", "keypoints.json", "global.faiss",
+                                   "arrays.safetensors", "config.yaml"}
     assert not list(saved_index.parent.glob(".*tmp"))  # atomic write left no temporary behind
 
 
@@ -82,7 +83,7 @@ def test_old_format_is_refused_with_rebuild_hint(saved_index, tmp_path):
     assert "brandguard index build" in str(err.value)
 
 
-def test_remove_and_add_without_rebuilding(saved_index, small_dataset, embedder, labels):
+def test_remove_and_add_without_rebuilding(saved_index, small_dataset, embedder, labels, tmp_path):
     index = ReferenceIndex.load(saved_index)
     index._embedder = embedder
     brand = index.products[0].brand
@@ -99,10 +100,20 @@ def test_remove_and_add_without_rebuilding(saved_index, small_dataset, embedder,
     assert len(index.products) == n_products
     assert det.predict(str(photo.path)).brand == brand  # known again
     # adding photos of a known product extends that product instead of creating one
-    extra = [ReferenceItem(i.path, i.brand, i.product) for i in items[:1]]
+    from PIL import Image
+
+    Image.open(items[0].path).save(tmp_path / "new.jpg", quality=80)  # another photo (other bytes, other pixels)
+    extra = [ReferenceItem(tmp_path / "new.jpg", items[0].brand, items[0].product)]
     before = len(index.products)
-    index.add(extra)
+    product = next(m for m in index.products if (m.brand, m.product) == (items[0].brand, items[0].product))
+    n_refs = len(product.refs)
+    assert index.add(extra) == 1
     assert len(index.products) == before
+    # photos already in the index are kept once
+    with pytest.warns(UserWarning, match="duplicate reference"):
+        assert index.add(items[:1]) == 0
+    product = next(m for m in index.products if (m.brand, m.product) == (items[0].brand, items[0].product))
+    assert len(product.refs) == n_refs + 1
 
 
 def test_unreadable_references_are_skipped_and_reported(small_dataset, embedder, tmp_path):

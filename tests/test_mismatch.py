@@ -76,3 +76,45 @@ def test_hue_shift_measures_a_hue_rotation_and_ignores_grey(rng):
     grey = np.full((S, S, 3), 128, np.uint8)
     g = make_view(grey, np.ones((S, S), bool), CELL)
     assert np.isnan(hue_shift(g.colors, g.colors, ok))  # nothing coloured to measure
+
+
+def _evidence(rng: np.random.Generator, sources: int, per: int, level: float, spread: float):
+    from brandguard.mismatch import AuthenticEvidence
+
+    G = S // CELL
+    rows = [(r, np.ones((G, G), bool), tuple(np.abs(rng.normal(level, spread, (G, G))).astype(np.float32)
+                                                for _ in range(2)) + (None,))
+            for r in range(sources) for _ in range(per)]
+    own = [(r, v, (d[0] * 0.5, d[1] * 0.5, None)) for r, v, d in rows]
+    return AuthenticEvidence.from_comparisons(rows if sources >= 2 else [], own, G)
+
+
+def test_a_one_reference_product_borrows_the_pooled_spread(rng):
+    from brandguard.mismatch import AuthenticPrior, authentic_stats
+
+    region = np.ones((S // CELL, S // CELL), bool)
+    many = [(_evidence(rng, 5, 3, 0.5, 0.2), region) for _ in range(4)]
+    prior = AuthenticPrior.pool(many)
+    assert prior.products == 4
+    assert prior.level[1, 0] == pytest.approx(0.2, rel=0.3)  # the spread the products share
+    assert prior.ratio[0, 0] == pytest.approx(2.0, rel=0.2)  # other references differ twice as much as its own
+    one = _evidence(rng, 1, 3, 0.5, 0.2)
+    assert len(one.cross) == 0 and len(one.own) == 3
+    stats = authentic_stats(one, region, prior)
+    # not a zero or undefined spread: about what the other products teach
+    assert np.all(np.isfinite(stats.sigma_s)) and float(np.median(stats.sigma_s)) > 0.1
+    assert float(np.median(stats.mu_s)) == pytest.approx(0.5, rel=0.35)
+    # nothing to pool from: generic values, still finite and positive
+    alone = authentic_stats(one, region, AuthenticPrior.pool([(one, region)]))
+    assert np.all(alone.sigma_s > 0) and np.all(np.isfinite(alone.mu_s))
+
+
+def test_cross_fitted_statistics_leave_a_reference_out(rng):
+    from brandguard.mismatch import AuthenticPrior, authentic_stats
+
+    region = np.ones((S // CELL, S // CELL), bool)
+    ev = _evidence(rng, 3, 3, 0.5, 0.2)
+    ev.cross[ev.cross_source == 0] += 5.0  # reference 0's photos are far off
+    prior = AuthenticPrior.pool([(_evidence(rng, 3, 3, 0.5, 0.2), region) for _ in range(3)])
+    assert float(np.median(authentic_stats(ev, region, prior, leave_out=0).sigma_s)) < 0.5
+    assert float(np.median(authentic_stats(ev, region, prior).sigma_s)) > 1.0

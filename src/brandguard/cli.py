@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 __all__ = ["build_parser", "main"]
 
@@ -27,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--artwork", choices=["demo", "heldout"], default="demo",
                    help="brand artwork pool; 'heldout' uses brands never used to tune brandguard")
     d.add_argument("--size", choices=["full", "small"], default="full")
+    d.add_argument("--photo-model", action="append", dest="photo_model", metavar="NAME",
+                   help="photo model to generate the photos with (brandguard.synth.PHOTO_MODELS: demo, studio-casual); "
+                        "repeat for several, the first is the main one (default: demo, then studio-casual)")
+    d.add_argument("--scenes", action="store_true",
+                   help="instead: listings staged in real-photo scenes (small product, thumbnail, rotated, watermark, "
+                        "phone, collage, several units, studio on white, bottle), with figures per scene")
     d.add_argument("--finetune", action="store_true",
                    help="fine-tune on the references first (about 15 min on 2 CPU cores) and compare with pretrained")
     d.add_argument("--no-progress", action="store_true")
@@ -49,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("index")
     r.add_argument("--brand", required=True)
     r.add_argument("--product")
+    mv = isub.add_parser("relocate", help="point an index at the folder its references were moved to")
+    mv.add_argument("index")
+    mv.add_argument("folder", help="the reference folder's new place (same layout below it)")
     i = isub.add_parser("info", help="describe an index")
     i.add_argument("index")
     i.add_argument("--json", action="store_true", help="print JSON")
@@ -57,10 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("listings")
     s.add_argument("--index", required=True)
     s.add_argument("-o", "--out", required=True, help="results CSV")
-    s.add_argument("--report", help="HTML evidence report of the flagged photos")
+    s.add_argument("--report", help="HTML evidence report: a table of every photo, evidence cards of the flagged "
+                                    "ones (images and data in <report stem>_files/ beside it)")
+    s.add_argument("--report-max", type=int, default=300, metavar="N",
+                   help="evidence cards for the N highest-scored flagged photos (default 300; the table lists all)")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the index's, auto)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    s.add_argument("--overwrite", action="store_true", help="replace results already in --out (refused otherwise)")
+    s.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="score on a Ray cluster with Ray Data (pip install \"brandguard[ray]\"): ADDRESS such as auto "
+                        "or ray://head:10001, none for RAY_ADDRESS or a local Ray; LISTINGS may then be an "
+                        "s3://... or gs://... folder or a .txt list of paths/URIs, and -o a .csv or a .parquet folder")
+    s.add_argument("--ray-actors", type=int, metavar="N", help="with --ray: at most N actors (default: CPUs / threads)")
+    s.add_argument("--ray-threads", type=int, default=1, metavar="N", help="with --ray: CPU threads per actor (default 1)")
     s.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("evaluate", help="score a labelled folder and report its figures")
@@ -69,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--out", help="metrics JSON")
     e.add_argument("--results", help="also keep the per-photo results CSV here")
     e.add_argument("--plots", help="write ROC, score histograms and per-type bars (PNG) here")
+    e.add_argument("--allow-missing", action="store_true",
+                   help="leave out labelled paths that name no file (with a warning) instead of refusing")
+    e.add_argument("--overwrite", action="store_true", help="replace results already in --results")
     e.add_argument("--device")
     e.add_argument("--no-progress", action="store_true")
 
@@ -133,30 +156,82 @@ def _print_info(info: dict, as_json: bool) -> None:
             print("products:")
             for row in v:
                 print(f"  {row['brand']}/{row['product']}: {row['references']} references "
-                      f"({row['compared']} compared), {row['keypoints']} keypoints")
+                      f"({row['compared']} compared), {row['keypoints']} keypoints"
+                      + ("  [thin evidence: add authentic photos]" if row.get("thin") else ""))
         else:
             print(f"{k}: {v}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    from brandguard.errors import BrandguardError
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
+    from brandguard.storage import display_text
 
+    print(f"brandguard: warning: {display_text(str(message))}", file=sys.stderr if file is None else file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code (0 done, 1 nothing could be scored, 2 an error: one line
+    on stderr, never a traceback)."""
+    args = build_parser().parse_args(argv)
+    import warnings
+
+    from brandguard.errors import BrandguardError
+    from brandguard.storage import display_text
+
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as \xHH, never crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
-        return _run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return _run(args)
     except BrandguardError as exc:
-        print(f"brandguard: error: {exc}", file=sys.stderr)
+        print(f"brandguard: error: {display_text(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`brandguard index info --json | head`): stop quietly, without the interpreter's
+        # own complaint when it flushes stdout at exit
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        print("brandguard: error: output closed early (broken pipe)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.command == "score":
+            print(f"brandguard: error: interrupted; the rows written so far are kept in {display_text(args.out)}: run "
+                  "the same command with --resume to continue", file=sys.stderr)
+        else:
+            print("brandguard: error: interrupted", file=sys.stderr)
+        return 2
+
+
+def _check_device(device: str | None) -> None:
+    """Refuse an unavailable ``--device`` before any work (the network itself loads lazily)."""
+    if device:
+        from brandguard.embedding import resolve_device
+
+        resolve_device(device)
 
 
 def _run(args: argparse.Namespace) -> int:
     progress = not getattr(args, "no_progress", False)
+    _check_device(getattr(args, "device", None))
     if args.command == "demo":
-        from brandguard.demo import run_demo
+        from brandguard.demo import DEFAULT_PHOTO_MODELS, run_demo, run_scene_demo
 
+        if args.scenes:
+            from brandguard.errors import DataError
+
+            if args.finetune or args.photo_model:
+                raise DataError("--scenes runs on its own data set: it takes neither --finetune nor --photo-model")
+            run_scene_demo(args.out, seed=args.seed, artwork=args.artwork, size=args.size, progress=progress)
+            return 0
         run_demo(args.out, seed=args.seed, artwork=args.artwork, size=args.size, progress=progress,
-                 finetune=args.finetune)
+                 finetune=args.finetune, photo_models=args.photo_model or DEFAULT_PHOTO_MODELS)
         return 0
     if args.command == "index":
         from brandguard.index import ReferenceIndex
@@ -174,9 +249,17 @@ def _run(args: argparse.Namespace) -> int:
             index.save(args.out)
             info = index.info()
             print(f"indexed {info['references']} references of {info['products']} products "
-                  f"({info['brands']} brands) -> {args.out}" + (f"; {info['skipped']} unreadable skipped" if info["skipped"] else ""))
+                  f"({info['brands']} brands) -> {args.out}" + (f"; {info['skipped']} unreadable skipped" if info["skipped"] else "")
+                  + (f"; {info['duplicates_skipped']} duplicates kept once" if info.get("duplicates_skipped") else "")
+                  + (f"; thin evidence (fewer than 3 references): {', '.join(info['thin_products'])}"
+                     if info.get("thin_products") else ""))
             return 0
         index = ReferenceIndex.load(args.index)
+        if args.index_command == "relocate":
+            index.relocate_references(args.folder)
+            index.save(args.index)
+            print(f"references now read from {index.references_root} -> {args.index}")
+            return 0
         if args.index_command == "add":
             n = index.add(args.refs, progress=progress)
             index.save(args.index)
@@ -192,9 +275,22 @@ def _run(args: argparse.Namespace) -> int:
         from brandguard.detector import Detector
         from brandguard.scoring import score_folder
 
-        det = Detector.load(args.index, device=args.device, batch_size=args.batch_size)
-        summary = score_folder(args.listings, det, args.out, report=args.report, resume=args.resume,
-                               progress=progress)
+        if args.ray is not None:
+            from brandguard.distributed import score_ray
+            from brandguard.errors import DataError
+
+            if args.report:
+                raise DataError("--report is not available with --ray: score with --ray, then run `brandguard score` "
+                                "with --report on the flagged photos")
+            summary = score_ray(args.listings, args.index, args.out, address=args.ray or None, actors=args.ray_actors,
+                                threads_per_actor=args.ray_threads, batch_size=args.batch_size, device=args.device,
+                                resume=args.resume, overwrite=args.overwrite, progress=progress)
+        else:
+            det = Detector.load(args.index, device=args.device, batch_size=args.batch_size)
+            summary = score_folder(args.listings, det, args.out, report=args.report, resume=args.resume,
+                                   overwrite=args.overwrite, progress=progress, report_max_items=args.report_max)
+            if det.index.calibrator is not None:
+                print(f"calibration in force: {det.index.calibrator.source}")
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary.counts.items()))
         print(f"{summary.total} photos ({summary.resumed} from an earlier run) -> {summary.out_csv} [{counts}] "
               f"at {summary.images_per_second:.1f} img/s")
@@ -209,7 +305,8 @@ def _run(args: argparse.Namespace) -> int:
         labels = Path(args.labels)
         labels = labels / "labels.csv" if labels.is_dir() else labels
         det = Detector.load(args.index, device=args.device)
-        metrics = evaluate_folder(labels, det, results_csv=args.results, plots_dir=args.plots, progress=progress)
+        metrics = evaluate_folder(labels, det, results_csv=args.results, plots_dir=args.plots, progress=progress,
+                                  allow_missing=args.allow_missing, overwrite=args.overwrite)
         print(format_summary(metrics))
         if args.out:
             write_metrics(metrics, args.out)
@@ -224,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
         src = Path(args.authentic)
         groups: dict[str, list[str]] = {"authentic": [], "counterfeit": [], "unrelated": []}
         if src.is_file() or (src / "labels.csv").is_file():
-            for item in read_labels(src):
+            for item in read_labels(src, missing="error"):
                 groups[item.label].append(str(item.path))
         else:
             groups["authentic"] = [str(p) for p in list_images(src)]

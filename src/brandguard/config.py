@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from brandguard.errors import DataError
+from brandguard.errors import ConfigError
 
 __all__ = ["BackboneConfig", "CompareConfig", "Config", "LocalizationConfig", "RuntimeConfig", "ScoringConfig",
            "load_yaml_mapping"]
@@ -86,6 +86,10 @@ class CompareConfig:
             how many authentic photos read as far off (see ``ChannelFusion``), so one misread of a short
             authentic wordmark no longer outscores every counterfeit. On the demo listings it lifts misspelt
             wordmarks from 0.91 to 0.955 AUROC and costs about a quarter of the scoring throughput.
+        simulated_views: simulated listing photos made of each reference at indexing time (perspective, light,
+            colour cast, blur, noise, JPEG; :mod:`brandguard.listing_conditions`) and compared like listing
+            photos: the authentic variation and the calibration in force until ``calibrate`` runs. 0: the
+            references' leave-one-out comparisons instead (studio photos: far too strict for listings).
     """
 
     max_references_per_product: int = 16
@@ -94,10 +98,16 @@ class CompareConfig:
     top_fraction: float = 0.01
     margin: int = 3
     text_check: str = "auto"
+    simulated_views: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.margin, int) or self.margin < 0:
-            raise DataError(f"compare.margin must be a whole number of cells >= 0, got {self.margin!r}")
+            raise ConfigError(f"compare.margin must be a whole number of cells >= 0, got {self.margin!r}")
+        # YAML 1.1 reads an unquoted ``off``/``on`` as a boolean: accept it as the word it was written as
+        if isinstance(self.text_check, bool):
+            object.__setattr__(self, "text_check", "on" if self.text_check else "off")
+        if self.text_check not in ("auto", "on", "off"):
+            raise ConfigError(f"compare.text_check must be auto, on or off, got {self.text_check!r}")
 
 
 @dataclass(frozen=True)
@@ -147,7 +157,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Config:
-        """Build from a nested mapping; unknown keys raise :class:`DataError` naming the known ones."""
+        """Build from a nested mapping; unknown keys raise :class:`ConfigError` naming the known ones."""
         return _build(cls, data or {}, "config")
 
     @classmethod
@@ -161,7 +171,7 @@ class Config:
         for key, value in overrides.items():
             section, _, name = key.partition(".")
             if section not in data or not name or name not in data[section]:
-                raise DataError(f"unknown config key {key!r}; known keys: {', '.join(_dotted_keys(data))}")
+                raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(_dotted_keys(data))}")
             data[section][name] = value
         return Config.from_dict(data)
 
@@ -169,20 +179,26 @@ class Config:
         """Write the resolved configuration as YAML."""
         import yaml
 
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        from brandguard.storage import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def load_yaml_mapping(path: str | Path, what: str, example: str) -> dict[str, Any]:
-    """The mapping a YAML file holds, or a :class:`DataError` saying what was expected."""
+    """The mapping a YAML file holds, or a :class:`ConfigError` saying what was expected."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{what} {p} does not exist; pass a YAML file such as {example}")
-    with p.open("r", encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+        raise ConfigError(f"{what} {p} does not exist; pass a YAML file such as {example}")
+    try:
+        with p.open("r", encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{what} {p} is not readable YAML (UTF-8): {reason}") from exc
     if not isinstance(data, dict):
-        raise DataError(f"{what} {p} must hold a mapping at its top level, got {type(data).__name__}")
+        raise ConfigError(f"{what} {p} must hold a mapping at its top level, got {type(data).__name__}")
     return data
 
 
@@ -192,11 +208,11 @@ def _dotted_keys(data: Mapping[str, Any]) -> list[str]:
 
 def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
     if not isinstance(data, Mapping):
-        raise DataError(f"{where} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
-        raise DataError(f"unknown key(s) {sorted(unknown)} in {where}; expected some of {sorted(known)}")
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where}; expected some of {sorted(known)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]

@@ -8,8 +8,8 @@ Follow one photo through :meth:`Detector.predict_batch`:
    candidates with a RANSAC homography: no verified product means ``unknown``;
 4. the photo is warped into the matched product's canonical frame and embedded (global vector + patch
    features) by :class:`brandguard.embedding.Embedder`, all photos of a batch in one forward pass;
-5. :mod:`brandguard.mismatch` compares it cell by cell with the product's aligned references: heatmap and
-   raw score;
+5. :func:`brandguard.comparison.compare` compares it cell by cell with the product's aligned references
+   (the very function the index's authentic statistics come from): heatmap and channel scores;
 6. :mod:`brandguard.calibration` turns the raw score into a 0..1 score and a verdict.
 
 Example:
@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,29 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from brandguard.calibration import verdict_for
+from brandguard.calibration import format_score, verdict_for
 from brandguard.config import Config
 from brandguard.embedding import Embedder
 from brandguard.errors import ImageLoadError
 from brandguard.images import ImageSource, load_image
 from brandguard.index import ReferenceIndex
 from brandguard.localization import Keypoints, canonical_to_image_corners, detect_keypoints, warp_to_canonical
-from brandguard.mismatch import (
-    CHANNELS,
-    anomaly_maps,
-    channel_scores,
-    distance_maps,
-    make_view,
-    occlusion_cells,
-    upsample_to_photo,
-)
+from brandguard.comparison import compare
+from brandguard.mismatch import CHANNELS, make_view, upsample_to_photo
 
 __all__ = ["VERDICTS", "Detector", "Match", "Prediction", "build_index", "load", "predict"]
-
-#: structure evidence (90th percentile of the structure heatmap in a line's box, standard deviations)
-#: a text misread needs before it counts: OCR misreads blurred but authentic print, a misspelling also
-#: changes its strokes
-_TEXT_SUPPORT = 4.0
 
 VERDICTS = ("authentic", "suspicious", "counterfeit", "unknown", "error")
 
@@ -84,7 +73,8 @@ class Prediction:
             it) | ``error`` (the photo could not be read; see ``error``).
         score: 0..1, higher means more likely counterfeit: the share of authentic photos of known products
             that score lower. 0.0 for ``unknown`` and ``error``.
-        raw_score: uncalibrated mismatch (standard deviations above authentic variation in the worst cells).
+        raw_score: uncalibrated evidence of the most unusual channel, in decades of rarity among authentic
+            photos (``-log10`` of the share reaching it: 2 = top 1%; see :class:`~brandguard.calibration.ChannelFusion`).
         brand: brand of the matched product ("" when unknown).
         product: matched product ("" when unknown).
         similarity: 0..1, how closely the best authentic reference matches overall (global cosine).
@@ -101,6 +91,10 @@ class Prediction:
         notes: warnings a reviewer needs beside the verdict (e.g. thin evidence from few references, a
             product too small to compare, a doubtful alignment), short phrases; empty when none.
         instances: how many instances of known products were found and compared in the photo (0 when none).
+        text: the OCR wordmark check, one dict per reference line it read: ``expected`` (what the references
+            read), ``read`` (what the photo reads there), ``confidence`` (0..1), ``distance`` (text distance
+            0..1, NaN when not read confidently) and ``counted`` (the distance the text channel kept: 0 when the
+            structure channel saw no changed strokes there); empty when the check did not run.
     """
 
     source: str
@@ -119,6 +113,7 @@ class Prediction:
     error: str = ""
     notes: tuple[str, ...] = ()
     instances: int = 0
+    text: tuple[dict[str, Any], ...] = field(default=(), compare=False)
 
     @property
     def is_flagged(self) -> bool:
@@ -130,7 +125,7 @@ class Prediction:
         path,verdict,score,brand,product,similarity,reference,error, then raw_score, one column per
         comparison channel (``brandguard.mismatch.CHANNELS``, empty when not measured), instances and note
         (``; ``-joined :attr:`notes`). Cells are plain text; spreadsheet-safety is the writer's job."""
-        row = {"path": self.source, "verdict": self.verdict, "score": f"{self.score:.6f}", "brand": self.brand,
+        row = {"path": self.source, "verdict": self.verdict, "score": format_score(self.score), "brand": self.brand,
                "product": self.product, "similarity": f"{self.similarity:.4f}", "reference": self.reference,
                "error": self.error, "raw_score": f"{self.raw_score:.4f}" if self.channels else ""}
         for name, v in zip(CHANNELS, self.channels or (float("nan"),) * len(CHANNELS)):
@@ -302,16 +297,18 @@ class Detector:
         from brandguard.calibration import ChannelFusion, ScoreCalibrator
         from brandguard.errors import DataError
 
-        ref_paths = {str(Path(r.path).resolve()) for m in self.index.products for r in m.refs}
-        doubles = [p for p in authentic if isinstance(p, (str, Path)) and str(Path(p).resolve()) in ref_paths]
+        doubles = self._references_among(authentic)
         if doubles:
-            raise DataError(f"{len(doubles)} calibration photo(s) are references of this index (e.g. {doubles[0]}); "
+            raise DataError(f"{len(doubles)} calibration photo(s) are references of this index, by path or by "
+                            f"content (e.g. {doubles[0]}); "
                             "calibration photos must never double as the references they are compared against")
         sc = self.config.scoring
         takedown_fpr = sc.takedown_fpr if takedown_fpr is None else float(takedown_fpr)
         review_fpr = sc.review_fpr if review_fpr is None else float(review_fpr)
         if not 0.0 < takedown_fpr <= review_fpr < 1.0:
-            raise ValueError(f"need 0 < takedown_fpr <= review_fpr < 1, got {takedown_fpr} and {review_fpr}")
+            from brandguard.errors import ConfigError
+
+            raise ConfigError(f"need 0 < takedown_fpr <= review_fpr < 1, got {takedown_fpr} and {review_fpr}")
         index = self.index
         preds = self.predict_batch(list(authentic))
         readable = [p for p in preds if p.verdict != "error"]
@@ -331,8 +328,15 @@ class Detector:
             raise DataError(f"calibration needs at least 10 authentic photos that match a known product; got "
                             f"{len(used)} of {len(preds)}")
         channels = np.array([p.channels for p in used])
-        index.fusion = ChannelFusion.fit(channels)
-        raws = np.asarray(index.fusion.fuse(channels))
+        # the text channel's misread rate pools the calibration photos' readings and the references'
+        from brandguard.text import line_reads, reference_reads
+
+        reads = [line_reads(p.text) for p in used]
+        ref_reads = [r for m in index.products if m.text_lines for r in reference_reads(
+            m.ref_text, m.text_lines, m.loo_scores[:, CHANNELS.index("text")] if len(m.loo_scores) == len(m.ref_text)
+            else None)]
+        index.fusion = ChannelFusion.fit(channels, reads, ref_reads)
+        raws = index.fusion.fuse_left_out(channels, reads)  # as fresh authentic photos would score
         index.calibrator = ScoreCalibrator.fit(raws, source="calibration")
         brands = np.array([p.brand for p in used])
         index.brand_calibrators = {b: ScoreCalibrator.fit(raws[brands == b], source="calibration")
@@ -354,16 +358,56 @@ class Detector:
             summary["expected_unknown_rate_unrelated"] = float(np.mean([p.verdict == "unknown" for p in up])) if up else None
         return summary
 
+    def _references_among(self, photos: Sequence[ImageSource]) -> list[str]:
+        """The photos that are references of the index: the same file, the same bytes, or the same decoded
+        pixels (a copy or a re-saved lossless file elsewhere, under any name)."""
+        from brandguard.index import pixel_digest
+        from brandguard.storage import file_digest, sha256_bytes
+
+        index = self.index
+        ref_paths = {os.path.realpath(r.path) for m in index.products for r in m.refs}
+        digests = index.reference_digests()
+        out = []
+        for p in photos:
+            if isinstance(p, (str, Path)):
+                if os.path.realpath(p) in ref_paths:
+                    out.append(str(p))
+                    continue
+                try:
+                    fd = file_digest(p)
+                except OSError:
+                    continue  # unreadable: scoring records it as an error
+            elif isinstance(p, (bytes, bytearray)):
+                fd = sha256_bytes(bytes(p))
+            else:
+                fd = ""
+            if fd in digests:
+                out.append(_source_name(p))
+                continue
+            if not any(d.startswith("pixels:") for d in digests):
+                continue  # an index built before pixel digests were recorded
+            try:
+                px = pixel_digest(load_image(p, max_side=self.config.localization.max_side))
+            except ImageLoadError:
+                continue
+            if px in digests:
+                out.append(_source_name(p))
+        return out
+
     def _verdict_now(self, p: Prediction) -> str:
         """The verdict ``p`` would get under the current calibration (without scoring the photo again)."""
         if len(p.channels) != len(CHANNELS) or not self.index.thresholds.accepts(p.inliers, p.similarity):
             return "unknown"
-        return self._judge(p.brand, p.channels)[2]
+        return self._judge(p.brand, p.channels, p.text)[2]
 
-    def _judge(self, brand: str, channels: Sequence[float]) -> tuple[float, float, str]:
-        """``(raw, calibrated score, verdict)`` of a compared photo's channel scores."""
+    def _judge(self, brand: str, channels: Sequence[float],
+               text: Sequence[dict[str, Any]] = ()) -> tuple[float, float, str]:
+        """``(raw, calibrated score, verdict)`` of a compared photo's channel scores (``text``: its OCR
+        readings, ``Prediction.text`` or comparison details, for the misread model)."""
+        from brandguard.text import line_reads
+
         index = self.index
-        raw = float(index.fusion.fuse(np.array(channels)))
+        raw = float(index.fusion.fuse(np.array(channels), line_reads(text) if text else None))
         cal = index.calibrator_for(brand)
         score = float(cal.score(raw)) if cal is not None else 0.0
         return raw, score, verdict_for(score, index.thresholds)
@@ -377,44 +421,32 @@ class Detector:
         cfg, index = self.config, self.index
         m = index.products[a.product_id]
         if m.stats is None or len(m.bank) == 0:
-            return Prediction(name, "unknown", 0.0, brand=m.brand, product=m.product, inliers=a.inliers)
+            return Prediction(name, "unknown", 0.0, brand=m.brand, product=m.product, inliers=a.inliers,
+                              notes=(m.evidence_note,) if m.evidence_note else ())
         view = make_view(crop, valid, cfg.compare.cell, feats, occlusion)
-        d_s, d_c, d_l = distance_maps(view, m.bank, cfg.compare.cell, k=cfg.compare.references_compared)
-        occ = occlusion_cells(view.occlusion, view.cell_valid.shape[0])
-        z_s, z_c, z_l = anomaly_maps(d_s, d_c, m.stats, view.cell_valid, d_l, occ)
-        mask = m.stats.region & view.cell_valid
-        text, text_details = float("nan"), []
+        text_details: list[dict[str, Any]] = []
         reader = index.text_reader if m.text_lines else None
         if reader is not None:
             from brandguard.text import text_mismatch
 
-            text, text_details = text_mismatch(crop, m.text_lines, reader)
-            # a misspelling also changes strokes: keep a misread only where the structure channel agrees
-            supported = []
-            for d in text_details:
-                x0, y0, x1, y1 = (int(v) // cfg.compare.cell for v in d["box"])
-                box_z = z_s[y0:y1 + 1, x0:x1 + 1]
-                if box_z.size and float(np.quantile(box_z, 0.9)) < _TEXT_SUPPORT:
-                    d["distance"] = 0.0 if np.isfinite(d["distance"]) else d["distance"]
-                supported.append(d["distance"])
-            finite = [v for v in supported if np.isfinite(v)]
-            text = max(finite) if finite else float("nan")
-        channels = channel_scores(z_s, z_c, mask, cfg.compare.top_fraction, text, z_l)
-        raw, score, verdict = self._judge(m.brand, channels)
+            text_details = text_mismatch(crop, m.text_lines, reader)[1]
+        res = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details,
+                      text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
+        channels = res.channels
+        raw, score, verdict = self._judge(m.brand, channels, res.text_details)
         sims = m.global_vecs @ g
         order = np.argsort(-sims, kind="stable")
         matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])
-        zmap = np.maximum(z_s, z_c) if z_l is None else np.maximum(np.maximum(z_s, z_c), z_l)
-        for d in text_details:  # a misread line lights up its box, in the fused channel's units
-            if np.isfinite(d["distance"]) and d["distance"] > 0:
-                zt = float(index.fusion.fuse(np.array([0.0, 0.0, d["distance"], np.nan])))
-                x0, y0, x1, y1 = (int(v) // cfg.compare.cell for v in d["box"])
-                zmap[y0:y1 + 1, x0:x1 + 1] = np.maximum(zmap[y0:y1 + 1, x0:x1 + 1], zt)
+        zmap = res.heatmap
         heat = upsample_to_photo(zmap, a.H, cfg.localization.canonical_size, image.shape[:2])
         return Prediction(name, verdict, score, raw, m.brand, m.product,
                           similarity=matches[0].similarity, reference=matches[0].reference, matches=matches,
                           inliers=a.inliers, channels=channels, heatmap=heat,
-                          quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size), instances=1)
+                          quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size), instances=1,
+                          notes=(m.evidence_note,) if m.evidence_note else (),
+                          text=tuple({"expected": d["text"], "read": d["read"], "confidence": float(d["confidence"]),
+                                      "distance": float(d["distance"]), "counted": float(g["distance"])}
+                                     for d, g in zip(text_details, res.text_details)))
 
 
 def build_index(references: str | Path, config: Config | str | Path | None = None, *, backbone: str | None = None,

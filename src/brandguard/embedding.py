@@ -31,9 +31,19 @@ def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    from brandguard.errors import DeviceError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise DeviceError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was asked for but CUDA is not available; use --device cpu")
+        raise DeviceError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {device!r} was asked for but this machine has {torch.cuda.device_count()} "
+                          "CUDA device(s)")
     return dev
 
 
@@ -46,7 +56,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "fp16":
         return torch.float16
     if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+        from brandguard.errors import ConfigError
+
+        raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:

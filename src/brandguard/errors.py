@@ -8,10 +8,13 @@ from __future__ import annotations
 
 __all__ = [
     "BrandguardError",
+    "ConfigError",
     "DataError",
+    "DeviceError",
     "ImageLoadError",
     "IndexCompatibilityError",
     "IndexCorruptError",
+    "MissingExtraError",
     "UnknownBackboneError",
     "WeightsError",
 ]
@@ -51,3 +54,15 @@ class WeightsError(BrandguardError):
 
 class DataError(BrandguardError, ValueError):
     """A reference folder, manifest or labels file does not have the expected layout."""
+
+
+class ConfigError(DataError):
+    """A configuration value (YAML file, override, argument) has the wrong type or is out of range."""
+
+
+class DeviceError(BrandguardError, RuntimeError):
+    """The requested device (``cuda``, ``cuda:1``...) is not available on this machine."""
+
+
+class MissingExtraError(BrandguardError, ImportError):
+    """An optional extra a setting needs is not installed; the message names the pip extra."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -25,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from brandguard.references import LABELS, read_labels
+from brandguard.errors import DataError
+from brandguard.references import LABELS, LabelledItem, read_labels
+from brandguard.storage import atomic_write_text
 
 if TYPE_CHECKING:
     from brandguard.detector import Detector
@@ -50,10 +51,14 @@ def join_results(results: Sequence[dict[str, str]], results_root: str | Path, la
     (``verdict``, ``score`` 0..1, ``similarity`` 0..1, ``pred_brand``, ``pred_product``, and ``inliers``
     when the results carry it). Labelled photos without a row are kept with verdict ``missing``.
     """
+    return _join(results, results_root, read_labels(labels_csv))
+
+
+def _join(results: Sequence[dict[str, str]], results_root: str | Path, items: Sequence[LabelledItem]) -> list[dict[str, Any]]:
     root = Path(results_root).resolve()
     by_path = {str((root / r["path"]).resolve()): r for r in results}
     out = []
-    for item in read_labels(labels_csv):
+    for item in items:
         r = by_path.get(str(item.path), {})
         row = {"path": str(item.path), "label": item.label, "brand": item.brand, "product": item.product,
                **item.extra, "verdict": r.get("verdict", "missing"), "score": float(r.get("score") or 0.0),
@@ -192,7 +197,7 @@ def evaluate_rows(rows: Sequence[dict[str, Any]], fprs: Sequence[float] = DEFAUL
     """
     for i, r in enumerate(rows):
         if r.get("label") not in LABELS:
-            raise ValueError(f"row {i}: label {r.get('label')!r} is not one of {', '.join(LABELS)}")
+            raise DataError(f"row {i}: label {r.get('label')!r} is not one of {', '.join(LABELS)}")
     auth = [r for r in rows if r["label"] == "authentic"]
     fake = [r for r in rows if r["label"] == "counterfeit"]
     unrel = [r for r in rows if r["label"] == "unrelated"]
@@ -263,21 +268,19 @@ def evaluate_rows(rows: Sequence[dict[str, Any]], fprs: Sequence[float] = DEFAUL
 def write_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
     """Write ``metrics`` as strict JSON (no NaN), atomically (temporary file, then rename)."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_clean(metrics), indent=2, allow_nan=False, default=str)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, text + "\n")
     return out
 
 
 def evaluate_folder(labels_csv: str | Path, detector: Detector, *, results_csv: str | Path | None = None,
                     plots_dir: str | Path | None = None, progress: bool = False,
-                    fprs: Sequence[float] = DEFAULT_FPRS) -> dict[str, Any]:
+                    fprs: Sequence[float] = DEFAULT_FPRS, allow_missing: bool = False,
+                    overwrite: bool = False) -> dict[str, Any]:
     """Score a labelled folder, join the results with its labels and return :func:`evaluate_rows` figures.
 
     Every photo under the labels file's folder is scored (:func:`brandguard.scoring.score_folder`); only
-    the photos listed in it are evaluated.
+    the photos listed in it are evaluated. The labels are checked before anything is scored.
 
     Args:
         labels_csv: a ``labels.csv`` or the folder that holds one.
@@ -287,6 +290,12 @@ def evaluate_folder(labels_csv: str | Path, detector: Detector, *, results_csv: 
             to ``metrics["plots"]``.
         progress: show a progress bar while scoring.
         fprs: target false-positive rates of the reported operating points.
+        allow_missing: leave out (with a warning) labelled paths that name no file, instead of refusing.
+        overwrite: replace ``results_csv`` when it already holds rows (otherwise refused).
+
+    Raises:
+        DataError: the labels file is unreadable, lists a path twice, or (unless ``allow_missing``) lists
+            a path that names no file; ``results_csv`` already holds rows.
 
     Example:
         >>> import brandguard as bg
@@ -298,10 +307,13 @@ def evaluate_folder(labels_csv: str | Path, detector: Detector, *, results_csv: 
 
     labels = Path(labels_csv)
     labels = labels / "labels.csv" if labels.is_dir() else labels
+    items = read_labels(labels, missing="warn" if allow_missing else "error")  # before any photo is scored
+    if not items:
+        raise DataError(f"{labels} lists no photo to evaluate")
     with tempfile.TemporaryDirectory(prefix="brandguard-eval-") as tmp:
         out_csv = Path(results_csv) if results_csv is not None else Path(tmp) / "results.csv"
-        score_folder(labels.parent, detector, out_csv, progress=progress)
-        rows = join_results(read_results(out_csv), labels.parent, labels)
+        score_folder(labels.parent, detector, out_csv, progress=progress, overwrite=overwrite)
+        rows = _join(read_results(out_csv), labels.parent, items)
     metrics = evaluate_rows(rows, fprs=fprs)
     if plots_dir is not None:
         from brandguard.report.plots import write_plots

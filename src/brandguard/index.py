@@ -7,7 +7,11 @@ For each product (``brand/product``) it keeps:
 * the RootSIFT **keypoints** of its references in that frame (bounded per product), searched with FAISS
   to find which product a photo shows and where;
 * a **patch bank**: patch features and colours of each aligned reference (bounded per product), with
-  per-cell statistics of how much authentic references differ from each other;
+  per-cell statistics of how much authentic *listing* photos depart from them, learnt from simulated listing
+  photos of the references (:mod:`brandguard.listing_conditions`) compared exactly like listing photos
+  (:func:`brandguard.comparison.compare`), pooled across products so that a product with one or two
+  references leans on what the others teach; these also give the cold-start calibration, in force until
+  ``calibrate``;
 * a **global vector** per reference (FAISS, inner product), for similarity and for photos where no
   product can be localised.
 
@@ -26,10 +30,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,7 @@ import numpy as np
 from brandguard import __version__
 from brandguard.backbones import spec_to_dict
 from brandguard.calibration import ChannelFusion, ScoreCalibrator, Thresholds
+from brandguard.comparison import compare, reference_text_details
 from brandguard.config import Config
 from brandguard.embedding import Embedder
 from brandguard.errors import DataError, ImageLoadError, IndexCompatibilityError, IndexCorruptError
@@ -54,33 +62,46 @@ from brandguard.localization import (
 )
 from brandguard.mismatch import (
     CHANNELS,
+    AlignedView,
+    AuthenticEvidence,
+    AuthenticPrior,
     NormalStats,
     ProductBank,
-    anomaly_maps,
-    channel_scores,
+    authentic_stats,
+    distance_maps,
     fit_normal_stats,
     make_view,
-    occlusion_cells,
+    scored_region,
 )
+from brandguard.shortlist import KeypointSearch
 from brandguard.references import ReferenceItem, read_references
-from brandguard.storage import verify_directory, write_directory
+from brandguard.storage import file_digest, sha256_bytes, verify_directory, write_directory
 from brandguard.text import reference_lines
 
-__all__ = ["INDEX_FORMAT", "ProductModel", "RefRecord", "ReferenceIndex"]
+__all__ = ["INDEX_FORMAT", "THIN_EVIDENCE", "ProductModel", "RefRecord", "ReferenceIndex", "pixel_digest"]
 
-INDEX_FORMAT = 2
-_IVF_MIN = 20000
-_NPROBE = 16
+INDEX_FORMAT = 3
+#: a product with fewer references than this to compare with is built with a warning and its verdicts carry
+#: a "thin evidence" note (the spread of authentic photos is barely measured)
+THIN_EVIDENCE = 3
 
 
 @dataclass
 class RefRecord:
-    """One reference photo of a product; ``H`` maps canonical-frame pixels to its photo pixels."""
+    """One reference photo of a product; ``H`` maps canonical-frame pixels to its photo pixels.
+
+    ``path`` is absolute in memory; a saved index stores it relative to the folder that holds every reference
+    (see :meth:`ReferenceIndex.save`). ``digest`` is the sha256 of the file's bytes and ``pixels`` that of its
+    decoded pixels (``""`` in indexes built before they were recorded): how duplicates and calibration photos
+    that are references are recognised, wherever the file lies.
+    """
 
     path: str
     aligned: bool
     inliers: int
     H: list[list[float]] | None = None
+    digest: str = ""
+    pixels: str = ""
 
 
 @dataclass
@@ -100,10 +121,26 @@ class ProductModel:
     loo_scores: np.ndarray
     ref_text: list[list[dict[str, Any]]] = field(default_factory=list)
     text_lines: list[dict[str, Any]] = field(default_factory=list)
+    #: simulated listing photos of the references compared like listing photos (cold-start statistics)
+    evidence: AuthenticEvidence | None = None
+    #: row of this product's first keypoint in the keypoint search store (-1: not in the search yet); its
+    #: keypoints are rows ``kp_start .. kp_start + len(kp_xy) - 1``
+    kp_start: int = -1
 
     @property
     def key(self) -> str:
         return f"{self.brand}/{self.product}"
+
+    @property
+    def thin_evidence(self) -> bool:
+        """Fewer than :data:`THIN_EVIDENCE` references to compare with: how authentic photos of this product
+        vary is barely known, so its verdicts carry a note."""
+        return len(self.bank) < THIN_EVIDENCE
+
+    @property
+    def evidence_note(self) -> str:
+        """``"thin evidence: N reference(s)"`` for a product with :attr:`thin_evidence`, else ``""``."""
+        return f"thin evidence: {len(self.bank)} reference(s)" if self.thin_evidence else ""
 
 
 @dataclass
@@ -113,12 +150,13 @@ class _Prepared:
     kp: Keypoints
 
 
-def _progress(iterable: Iterable[Any], enabled: bool, desc: str, total: int | None = None) -> Iterable[Any]:
+def _progress(iterable: Iterable[Any], enabled: bool, desc: str, total: int | None = None,
+              unit: str = "img") -> Iterable[Any]:
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, unit="img")
+    return tqdm(iterable, desc=desc, total=total, unit=unit)
 
 
 class ReferenceIndex:
@@ -134,11 +172,18 @@ class ReferenceIndex:
         self.brand_calibrators: dict[str, ScoreCalibrator] = {}
         self.thresholds = thresholds or Thresholds(min_inliers=config.localization.min_inliers)
         self.skipped = skipped or []
+        self.duplicates: list[dict[str, str]] = []
+        self.source: str | None = None  # the directory it was loaded from, if any
+        #: the folder the references are read from (the one given to build, or found at load); None when unknown
+        self.references_root: str | None = None
+        self.references_found = True  # False when a loaded index's reference folder was not found
         self.fusion = ChannelFusion()
         self.text_enabled = _resolve_text_check(config.compare.text_check)
         self._text_reader: Any = None
         self._embedder: Embedder | None = None
-        self._local: Any = None
+        self._local: KeypointSearch | None = None
+        self._known_starts: set[int] = set()
+        self._known_sizes: dict[int, int] = {}
         self._global: Any = None
         self._local_pid = np.zeros(0, np.int32)
         self._local_xy = np.zeros((0, 2), np.float32)
@@ -167,6 +212,9 @@ class ReferenceIndex:
                 **_checkpoint_provenance(cfg.backbone.checkpoint)}
         index = cls(cfg, info, [], calibrator=None)
         index._embedder = emb
+        if isinstance(references, (str, Path)):  # the folder a saved index records its references under
+            src = os.path.abspath(references)
+            index.references_root = src if os.path.isdir(src) else os.path.dirname(src)
         index.add(items, progress=progress)
         if not index.products:
             raise DataError("no product could be indexed: every reference photo was unreadable "
@@ -192,6 +240,22 @@ class ReferenceIndex:
                 else:
                     out.append(res)
         return out
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Time a building phase into :attr:`build_seconds` (exclusive: a nested phase's time is its own)."""
+        stack = self.__dict__.setdefault("_phase_stack", [])
+        stack.append(name)
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            stack.pop()
+            for attr, dt in (("build_seconds", time.perf_counter() - t0), ("build_cpu_seconds", time.process_time() - c0)):
+                seconds = self.__dict__.setdefault(attr, {})
+                seconds[name] = seconds.get(name, 0.0) + dt
+                if stack:
+                    seconds[stack[-1]] = seconds.get(stack[-1], 0.0) - dt
 
     @property
     def embedder(self) -> Embedder:
@@ -222,23 +286,136 @@ class ReferenceIndex:
         Only the new photos are read and embedded; the search structures are refreshed from stored vectors.
         """
         items = read_references(references) if isinstance(references, (str, Path)) else list(references)
-        prepared = self._prepare(items, progress)
+        if isinstance(references, (str, Path)) and self.references_root is None:
+            src = os.path.abspath(references)
+            self.references_root = src if os.path.isdir(src) else os.path.dirname(src)
+        # absolute paths: the index scores and reports the same from any working directory
+        items = [ReferenceItem(Path(os.path.abspath(i.path)), i.brand, i.product) for i in items]
+        # wall and CPU (all threads) seconds per phase of this call (scripts/benchmark_build.py)
+        self.build_seconds: dict[str, float] = {}
+        self.build_cpu_seconds: dict[str, float] = {}
+        with self._phase("decode+keypoints"):
+            prepared = self._prepare(items, progress)
+        with self._phase("duplicates"):
+            prepared, digests = self._drop_duplicates(prepared)
         groups: dict[tuple[str, str], list[_Prepared]] = defaultdict(list)
         for p in prepared:
             groups[(p.item.brand, p.item.product)].append(p)
         by_key = {(m.brand, m.product): i for i, m in enumerate(self.products)}
         added = 0
-        for key in sorted(groups):
+        # per product: align (keypoint matches, homographies), describe (embed the aligned references), read
+        # (OCR, one single-threaded reader per worker), statistics (comparisons, simulated listing photos)
+        for key in _progress(sorted(groups), progress, "products", unit="product"):
             entries = groups[key]
-            if key in by_key:
-                pid = by_key[key]
-                self.products[pid] = self._extend_product(self.products[pid], entries)
-            else:
-                self.products.append(self._fit_product(key[0], key[1], entries))
+            with self._phase("align"):
+                if key in by_key:
+                    pid = by_key[key]
+                    self.products[pid] = self._extend_product(self.products[pid], entries)
+                else:
+                    self.products.append(self._fit_product(key[0], key[1], entries))
             added += len(entries)
-        self._rebuild_search()
-        self.refit_default_calibration()
+        for m in self.products:
+            for r in m.refs:
+                if r.path in digests and not r.digest:
+                    r.digest, r.pixels = digests[r.path]
+        thin = [(k, n) for k, n in self.thin_products() if tuple(k.split("/", 1)) in groups]
+        if thin:
+            warnings.warn(f"{len(thin)} product(s) have fewer than {THIN_EVIDENCE} references to compare with, so "
+                          "their verdicts rest on thin evidence (add authentic photos): "
+                          + ", ".join(f"{k} ({n})" for k, n in thin[:10]) + (" ..." if len(thin) > 10 else ""),
+                          stacklevel=2)
+        for step in _progress(("search", "calibration"), progress, "search + calibration", unit="step"):
+            with self._phase(step):
+                if step == "search":
+                    self._rebuild_search()
+                else:
+                    self.refit_default_calibration()
         return added
+
+    def _drop_duplicates(self, prepared: list[_Prepared]) -> tuple[list[_Prepared], dict[str, tuple[str, str]]]:
+        """Keep each photo once: the same file bytes or the same decoded pixels as a reference already kept
+        (in this call or in the index) is a duplicate, listed in ``self.duplicates`` and named in a warning.
+        Of duplicates in one call the shortest path is kept (``ref.jpg`` before ``ref (1).jpg``).
+
+        Returns:
+            the photos kept (input order) and their ``{path: (file digest, pixel digest)}``.
+        """
+        known: dict[str, str] = {}
+        for m in self.products:
+            for r in m.refs:
+                for key in (r.digest, r.pixels, "path:" + r.path):
+                    if key and key != "path:":
+                        known.setdefault(key, r.path)
+        order = sorted(range(len(prepared)), key=lambda i: (len(str(prepared[i].item.path)), str(prepared[i].item.path)))
+        keep: list[int] = []
+        digests: dict[str, tuple[str, str]] = {}
+        dups: list[dict[str, str]] = []
+        for i in order:
+            path = str(prepared[i].item.path)
+            try:
+                fd = file_digest(path)
+            except OSError:
+                fd = ""
+            img = prepared[i].image
+            if max(img.shape[:2]) > self.config.localization.max_side:  # digests are of the max_side decode
+                img = load_image(path, max_side=self.config.localization.max_side)
+            px = pixel_digest(img)
+            keys = [k for k in (fd, px, "path:" + path) if k]
+            hit = next((known[k] for k in keys if k in known), None)
+            if hit is not None:
+                dups.append({"path": path, "duplicate_of": hit})
+                continue
+            for k in keys:
+                known[k] = path
+            keep.append(i)
+            digests[path] = (fd, px)
+        if dups:
+            self.duplicates.extend(dups)
+            warnings.warn(f"{len(dups)} duplicate reference photo(s) kept once (same bytes or same pixels): "
+                          + ", ".join(f"{d['path']} = {d['duplicate_of']}" for d in dups[:5])
+                          + (" ..." if len(dups) > 5 else ""), stacklevel=3)
+        return [prepared[i] for i in sorted(keep)], digests
+
+    def thin_products(self) -> list[tuple[str, int]]:
+        """Products with fewer than :data:`THIN_EVIDENCE` references compared: ``[("brand/product", n)]``."""
+        return [(m.key, len(m.bank)) for m in self.products if m.thin_evidence]
+
+    def relocate_references(self, folder: str | Path) -> None:
+        """Point the references at the folder they were moved to (same layout below it); save to keep it.
+
+        Raises:
+            DataError: ``folder`` is not a folder, or holds none of the references.
+        """
+        new = os.path.abspath(folder)
+        old = _saved_root(self)
+        if not os.path.isdir(new) or old is None:
+            raise DataError(f"cannot relocate the references to {folder}: " + ("not a folder" if old else
+                            "this index records no reference folder (rebuild it with `brandguard index build`)"))
+        moved = [(r, os.path.join(new, os.path.relpath(r.path, old))) for m in self.products for r in m.refs]
+        if moved and not any(os.path.exists(p) for _, p in moved):
+            raise DataError(f"{folder} holds none of this index's {len(moved)} references (e.g. "
+                            f"{os.path.relpath(moved[0][0].path, old)}); pass the folder the references were moved to")
+        for r, p in moved:
+            r.path = p
+        self.references_root = new
+        self.references_found = True
+
+    def reference_digests(self) -> set[str]:
+        """File and pixel digests of every reference (see :class:`RefRecord`), for recognising copies."""
+        return {d for m in self.products for r in m.refs for d in (r.digest, r.pixels) if d}
+
+    def fingerprint(self) -> str:
+        """``"sha256:..."`` of what decides a verdict: backbone weights, products and their references,
+        thresholds and calibration. Two runs with the same fingerprint score alike (used by ``--resume``)."""
+        content = {"weights": self.backbone_info.get("weights_digest"),
+                   "products": [[m.brand, m.product, [r.digest or os.path.basename(r.path) for r in m.refs]]
+                                for m in self.products],
+                   "thresholds": self.thresholds.to_dict(),
+                   "calibration": self.calibrator.to_dict() if self.calibrator else None,
+                   "brand_calibration": {b: c.to_dict() for b, c in sorted(self.brand_calibrators.items())}}
+        # numpy scalars as plain numbers: a built index and the same index saved and loaded agree
+        text = json.dumps(content, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+        return sha256_bytes(text.encode("utf-8", "surrogateescape"))
 
     def with_backbone(self, embedder: Embedder, checkpoint: str | None = None, progress: bool = False) -> ReferenceIndex:
         """A copy of this index whose references are embedded by another backbone (e.g. a fine-tuned one).
@@ -273,6 +450,7 @@ class ReferenceIndex:
             new._add_to_bank(nm, rows)
             products.append(nm)
         new.products = products
+        new._local = None  # its own keypoint search: never append to the original's
         new._rebuild_search()
         new.refit_default_calibration()
         return new
@@ -388,7 +566,9 @@ class ReferenceIndex:
                              global_vecs=np.zeros((0, 1), np.float32), loo_scores=np.zeros((0, len(CHANNELS))))
         ref_pos = {r.path: k for k, r in enumerate(refs)}
         model.anchor = ref_pos[str(entries[anchor].item.path)]
-        self._add_to_bank(model, [(ref_pos[str(entries[i].item.path)], entries[i].image, Hc) for i, Hc in aligned_entries])
+        with self._phase("statistics"):
+            self._add_to_bank(model, [(ref_pos[str(entries[i].item.path)], entries[i].image, Hc)
+                                      for i, Hc in aligned_entries])
         return model
 
     def _extend_product(self, model: ProductModel, entries: list[_Prepared]) -> ProductModel:
@@ -416,11 +596,13 @@ class ReferenceIndex:
                 room = max(0, loc.max_descriptors_per_product - len(model.kp_xy))
                 sel = np.flatnonzero(inside)[:room]
                 model.kp_desc = np.concatenate([model.kp_desc, e.kp.desc[sel].astype(np.float16)])
+                model.kp_start = -1  # re-entered into the keypoint search with its new keypoints
                 model.kp_xy = np.concatenate([model.kp_xy, cxy[sel].astype(np.float32)])
             else:
                 warnings.warn(f"reference {e.item.path} could not be aligned with {model.key}; kept for the "
                               "record but not compared against", stacklevel=4)
-        self._add_to_bank(model, new_bank)
+        with self._phase("statistics"):
+            self._add_to_bank(model, new_bank)
         return model
 
     def _add_to_bank(self, model: ProductModel, new: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
@@ -428,17 +610,20 @@ class ReferenceIndex:
         S = cfg.localization.canonical_size
         if new:
             crops, valids = zip(*(warp_to_canonical(img, H, S) for _, img, H in new))
-            g = self.embedder.embed_global(list(crops))
-            feats, occ = self.embedder.embed_local(np.stack(crops)) if self.embedder.has_local_head \
-                else ([None] * len(crops), [None] * len(crops))
-            views = ProductBank.from_views([make_view(c, v, cfg.compare.cell, f, o)
-                                            for c, v, f, o in zip(crops, valids, feats, occ)])
+            with self._phase("describe"):
+                g = self.embedder.embed_global(list(crops))
+                feats, occ = self.embedder.embed_local(np.stack(crops)) if self.embedder.has_local_head \
+                    else ([None] * len(crops), [None] * len(crops))
+                views = ProductBank.from_views([make_view(c, v, cfg.compare.cell, f, o)
+                                                for c, v, f, o in zip(crops, valids, feats, occ)])
             model.bank = model.bank.concat(views)
             model.global_vecs = np.concatenate([model.global_vecs, g]) if len(model.global_vecs) else g
             model.bank_refs = model.bank_refs + [r for r, _, _ in new]
-            if self.text_enabled:
-                reader = self.text_reader
-                model.ref_text = model.ref_text + [reader.read_lines(c) for c in crops]
+            if self.text_enabled and self.text_reader is not None:
+                from brandguard.text import read_lines_many
+
+                with self._phase("read"):
+                    model.ref_text = model.ref_text + read_lines_many(list(crops), cfg.runtime.workers)
         # bound the bank: keep the anchor, then the most diverse references (farthest-point on global vectors)
         cap = cfg.compare.max_references_per_product
         if len(model.bank) > cap:
@@ -462,49 +647,120 @@ class ReferenceIndex:
         model.stats, loo = fit_normal_stats(model.bank, cfg.compare.cell, cfg.compare.references_compared,
                                             cfg.compare.margin)
         model.text_lines = reference_lines(model.ref_text) if model.ref_text else []
+        # authentic variation under listing conditions: simulated listing photos of the new references,
+        # localised and compared like listing photos (the statistics in force until `calibrate`)
+        kept = set(model.bank_refs)
+        if model.evidence is not None:
+            model.evidence = model.evidence.keep_sources(kept)
+        if new and cfg.compare.simulated_views > 0:
+            with self._phase("simulated views"):
+                ev = self._simulate_evidence(model, [(r, img) for r, img, _ in new if r in kept])
+            model.evidence = ev if model.evidence is None else model.evidence.concat(ev)
+        if model.evidence is not None and (len(model.evidence.cross) or len(model.evidence.own)):
+            prior = AuthenticPrior.pool([(p.evidence, p.stats.region) for p in self.products
+                                         if p.evidence is not None and p.stats is not None and p is not model]
+                                        + [(model.evidence, model.stats.region)])
+            model.stats = authentic_stats(model.evidence, model.stats.region, prior)
+        model.loo_scores = self._loo_scores(model, loo)
+
+    def _loo_scores(self, model: ProductModel, loo: list[Any] | None = None) -> np.ndarray:
+        """Channel scores ``(n, len(CHANNELS))`` of each reference compared with the product's others under
+        its statistics in force, through the one comparison (``loo``: their distance maps, when at hand)."""
         scores = []
         if len(model.bank) >= 2:
-            for i, (d_s, d_c, d_l) in enumerate(loo):
-                occ = occlusion_cells(None if model.bank.occlusion is None else model.bank.occlusion[i],
-                                      model.bank.cell_valid.shape[1])
-                zs, zc, zl = anomaly_maps(d_s, d_c, model.stats, model.bank.cell_valid[i], d_l, occ)
-                mask = model.stats.region & model.bank.cell_valid[i]
-                text = own_text_distance(model.ref_text[i], model.text_lines) if model.ref_text else float("nan")
-                scores.append(channel_scores(zs, zc, mask, cfg.compare.top_fraction, text, zl))
-        model.loo_scores = np.asarray(scores, np.float64).reshape(-1, len(CHANNELS))
+            for i in range(len(model.bank)):
+                text = reference_text_details(model.ref_text[i], model.text_lines) if model.ref_text else None
+                res = compare(model.bank.view(i), model.bank, model.stats, self.config.compare, exclude=i,
+                              text_details=text, distances=None if loo is None else loo[i])
+                scores.append(res.channels)
+        return np.asarray(scores, np.float64).reshape(-1, len(CHANNELS))
+
+    def _simulate_evidence(self, model: ProductModel, rows: list[tuple[int, np.ndarray]]) -> AuthenticEvidence:
+        """Simulated listing photos of references ``(ref position, photo)``, localised on the product's
+        keypoints, warped and compared with the bank exactly like listing photos (see
+        :class:`~brandguard.mismatch.AuthenticEvidence`). Photos that would not be localised are left out."""
+        import zlib
+
+        from brandguard.listing_conditions import simulate_listing_photos
+
+        cfg, loc = self.config, self.config.localization
+        S, G = loc.canonical_size, loc.canonical_size // cfg.compare.cell
+        canon = Keypoints(model.kp_xy, model.kp_desc.astype(np.float32), np.zeros(len(model.kp_xy), np.float32))
+        seed = zlib.crc32(model.key.encode("utf-8"))
+        # a product with one or two references gets twice the photos: its spread is the least measured
+        views = cfg.compare.simulated_views * (2 if len(model.bank) < 3 else 1)
+        sims = [(r, photo) for r, img in rows
+                for photo in simulate_listing_photos(img, np.random.default_rng([seed, r]), views)]
+
+        def localise(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray] | None:
+            r, photo = item
+            kp = detect_keypoints(photo, loc.keypoint_side, loc.query_keypoints)
+            ia, ib = match_pair(kp, canon)
+            H, mask = estimate_homography(canon.xy[ib], kp.xy[ia], self._ransac_px(photo.shape))
+            if H is None or mask.sum() < self.thresholds.min_inliers or not homography_is_sane(H, S, photo.shape[:2]):
+                return None
+            crop, valid = warp_to_canonical(photo, H, S)
+            return r, crop, valid
+
+        with ThreadPoolExecutor(max(1, cfg.runtime.workers)) as ex:
+            found = [f for f in ex.map(localise, sims) if f is not None]
+        if not found:
+            return AuthenticEvidence.empty(G)
+        crops = np.stack([c for _, c, _ in found])
+        feats, occ = self.embedder.embed_local(crops) if self.embedder.has_local_head \
+            else ([None] * len(found), [None] * len(found))
+        cross, own = [], []
+        for (r, crop, valid), f, o in zip(found, feats, occ):
+            view = make_view(crop, valid, cfg.compare.cell, f, o)
+            row = model.bank_refs.index(r)
+            own.append((r, view.cell_valid, distance_maps(view, model.bank.select([row]), cfg.compare.cell)))
+            if len(model.bank) >= 2:
+                cross.append((r, view.cell_valid, distance_maps(view, model.bank, cfg.compare.cell, exclude=row,
+                                                                k=cfg.compare.references_compared)))
+        return AuthenticEvidence.from_comparisons(cross, own, G, scored_region(model.bank, cfg.compare.margin))
 
     # -------------------------------------------------------------- search structures
     def _refresh_tables(self) -> None:
         """Row -> product tables of the search structures (derived from ``products``)."""
-        self._local_pid = np.concatenate([np.full(len(m.kp_desc), i, np.int32) for i, m in enumerate(self.products)]) \
-            if self.products else np.zeros(0, np.int32)
-        self._local_xy = np.concatenate([m.kp_xy for m in self.products]) if self.products else np.zeros((0, 2), np.float32)
+        rows = len(self._local) if self._local is not None else 0
+        self._local_pid = np.full(rows, -1, np.int32)  # removed rows stay -1 (never returned by the search)
+        self._local_xy = np.zeros((rows, 2), np.float32)
+        for i, m in enumerate(self.products):
+            if m.kp_start >= 0:
+                self._local_pid[m.kp_start:m.kp_start + len(m.kp_xy)] = i
+                self._local_xy[m.kp_start:m.kp_start + len(m.kp_xy)] = m.kp_xy
         self._global_rows = [(i, r) for i, m in enumerate(self.products) for r in range(len(m.bank))]
         brands = sorted({m.brand for m in self.products})
         self._brand_id = np.array([brands.index(m.brand) for m in self.products], np.int32) if self.products \
             else np.zeros(0, np.int32)
 
-    def _rebuild_search(self) -> None:
-        """Rebuild the FAISS structures from the stored vectors (no image is read again)."""
+    def _rebuild_search(self, full: bool = False) -> None:
+        """Bring the search structures up to date with ``products`` (no image is read again).
+
+        The keypoint search (:class:`~brandguard.shortlist.KeypointSearch`) is updated incrementally: keypoints
+        of new or changed products are appended and encoded, those of removed or changed products dropped, so
+        adding a product costs the same whatever the catalogue size. ``full=True`` (or no search yet) builds it
+        anew from every product's keypoints, choosing exact or two-stage search by size.
+        """
         import faiss
 
-        self._refresh_tables()
-        X = np.concatenate([m.kp_desc.astype(np.float32) for m in self.products]) if self.products \
-            else np.zeros((0, 128), np.float32)
-        if len(X) >= _IVF_MIN:
-            nlist = int(min(1024, max(64, 2 * np.sqrt(len(X)))))
-            ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(128), 128, nlist, faiss.METRIC_INNER_PRODUCT)
-            rng = np.random.default_rng(0)
-            train = X if len(X) <= 100_000 else X[rng.choice(len(X), 100_000, replace=False)]
-            ivf.train(np.ascontiguousarray(train))
-            ivf.add(np.ascontiguousarray(X))
-            ivf.nprobe = _NPROBE
-            self._local = ivf
+        live = {m.kp_start for m in self.products if m.kp_start >= 0}
+        if full or self._local is None:
+            X = np.concatenate([m.kp_desc for m in self.products]) if self.products else np.zeros((0, 128), np.float16)
+            self._local = KeypointSearch.build(X)
+            start = 0
+            for m in self.products:
+                m.kp_start, start = (start if len(m.kp_desc) else -1), start + len(m.kp_desc)
         else:
-            flat = faiss.IndexFlatIP(128)
-            if len(X):
-                flat.add(np.ascontiguousarray(X))
-            self._local = flat
+            stale = [s for s in self._known_starts - live]  # products removed (or re-fitted) since the last update
+            if stale:
+                self._local.remove(np.concatenate([np.arange(s, s + self._known_sizes[s]) for s in stale]))
+            for m in self.products:
+                if m.kp_start < 0 and len(m.kp_desc):
+                    m.kp_start = int(self._local.add(m.kp_desc)[0])
+        self._known_sizes = {m.kp_start: len(m.kp_desc) for m in self.products if m.kp_start >= 0}
+        self._known_starts = set(self._known_sizes)
+        self._refresh_tables()
         dim = next((m.global_vecs.shape[1] for m in self.products if len(m.bank)), 1)
         gidx = faiss.IndexFlatIP(dim)
         for m in self.products:
@@ -513,14 +769,37 @@ class ReferenceIndex:
         self._global = gidx
 
     def refit_default_calibration(self) -> None:
-        """Cold-start calibration from the references' leave-one-out scores (replaced by `calibrate`)."""
-        if self.calibrator is not None and self.calibrator.source != "references-loo":
+        """The cold-start calibration, in force until ``calibrate`` replaces it.
+
+        With simulated listing photos (``compare.simulated_views`` > 0): the authentic statistics of every
+        product are refitted on its simulated photos, pooled across products (a product with few references
+        leans on what the others teach), and the scores of the simulated photos, each scored with statistics
+        that left out its own reference (cross-fitted), calibrate the fusion and the score. Without them: the
+        references' leave-one-out scores (studio photos against studio photos: too strict for listings).
+        """
+        if self.calibrator is not None and not is_cold_start(self.calibrator.source):
             return  # calibrated on separate authentic photos: keep it (recalibrate after large changes)
-        scores = np.concatenate([m.loo_scores for m in self.products]) if self.products else np.zeros((0, len(CHANNELS)))
-        self.fusion = ChannelFusion.fit(scores)
-        raws = self.fusion.fuse(scores) if len(scores) else np.zeros(0)
+        loo = np.concatenate([m.loo_scores for m in self.products]) if self.products else np.zeros((0, len(CHANNELS)))
+        sim, n_refs = self._refit_authentic_stats()
+        # the references' OCR readings, row for row with ``loo``: the text channel's misread rate
+        from brandguard.text import reference_reads
+
+        t = CHANNELS.index("text")
+        loo_reads = [r for m in self.products for r in (
+            reference_reads(m.ref_text, m.text_lines, m.loo_scores[:, t])
+            if m.text_lines and len(m.ref_text) == len(m.loo_scores) else [None] * len(m.loo_scores))]
+        if len(sim) >= 2:
+            text_only = np.full_like(loo, np.nan)
+            text_only[:, t] = loo[:, t]
+            self.fusion = ChannelFusion.fit(np.concatenate([sim, text_only]), [None] * len(sim) + loo_reads)
+            raws = self.fusion.fuse(sim)
+            source = f"cold-start (simulated listing photos from {n_refs} references)"
+        else:
+            self.fusion = ChannelFusion.fit(loo, loo_reads)
+            raws = self.fusion.fuse(loo, loo_reads) if len(loo) else np.zeros(0)
+            source = "references-loo"
         if np.size(raws) >= 2:
-            self.calibrator = ScoreCalibrator.fit(raws, source="references-loo")
+            self.calibrator = ScoreCalibrator.fit(raws, source=source)
             sc = self.config.scoring
             self.thresholds.review = 1.0 - sc.review_fpr
             self.thresholds.takedown = 1.0 - sc.takedown_fpr
@@ -533,6 +812,37 @@ class ReferenceIndex:
                 sims.append(gram.max(1))
         if sims:
             self.thresholds.allow_weak(float(np.quantile(np.concatenate(sims), 0.05)))
+
+    def _refit_authentic_stats(self) -> tuple[np.ndarray, int]:
+        """Refit every product's statistics on its simulated listing photos with the prior pooled over all
+        products; return the cross-fitted channel scores of those photos ``(n, len(CHANNELS))`` (text NaN) and
+        how many references they were simulated from."""
+        with_ev = [m for m in self.products if m.evidence is not None and m.stats is not None
+                   and (len(m.evidence.cross) or len(m.evidence.own))]
+        prior = AuthenticPrior.pool([(m.evidence, m.stats.region) for m in with_ev])  # type: ignore[misc]
+        multi = any(len(m.evidence.cross) for m in with_ev)  # type: ignore[union-attr]
+        scores: list[tuple[float, ...]] = []
+        n_refs = 0
+        settings = self.config.compare
+        for m in with_ev:
+            ev, region = m.evidence, m.stats.region
+            assert ev is not None
+            m.stats = authentic_stats(ev, region, prior)
+            m.loo_scores = self._loo_scores(m)  # the references' own scores under the statistics in force
+            cross = len(ev.cross) > 0
+            if multi and not cross:
+                continue  # a one-reference product's own comparisons are optimistic: not calibration material
+            maps, src, valid = (ev.cross, ev.cross_source, ev.cross_valid) if cross else (ev.own, ev.own_source, ev.own_valid)
+            n_refs += len(np.unique(src))
+            G = valid.shape[1]
+            for r in np.unique(src):
+                held_out = authentic_stats(ev, region, prior, leave_out=int(r))
+                for k in np.flatnonzero(src == r):
+                    view = AlignedView(np.zeros((0, 0), np.float32), np.zeros((0, 0), bool),
+                                       np.zeros((G, G, 3), np.float32), valid[k])
+                    d_l = maps[k, 2] if np.isfinite(maps[k, 2]).any() and held_out.mu_l is not None else None
+                    scores.append(compare(view, m.bank, held_out, settings, distances=(maps[k, 0], maps[k, 1], d_l)).channels)
+        return np.asarray(scores, np.float64).reshape(-1, len(CHANNELS)), n_refs
 
     @property
     def text_reader(self) -> Any:
@@ -635,10 +945,16 @@ class ReferenceIndex:
             **({"training": self.backbone_info["training"]} if self.backbone_info.get("training") else {}),
             "brands": len({m.brand for m in self.products}), "products": len(self.products),
             "references": n_refs, "references_compared": n_aligned, "skipped": len(self.skipped),
+            "duplicates_skipped": len(self.duplicates),
+            "references_root": _saved_root(self), "references_found": self.references_found,
+            "thin_products": [f"{k} ({n})" for k, n in self.thin_products()],
             "local_descriptors": int(self._local.ntotal) if self._local is not None else 0,
-            "local_index": type(self._local).__name__, "global_dim": int(self._global.d) if self._global is not None else 0,
+            "local_index": self._local.kind if self._local is not None else None, "global_dim": int(self._global.d) if self._global is not None else 0,
             "canonical_size": self.config.localization.canonical_size,
             "thresholds": self.thresholds.to_dict(),
+            # which calibration is in force: the cold start (simulated listing photos of the references) until
+            # `brandguard calibrate` replaces it with real authentic photos
+            "calibration_source": self.calibrator.source if self.calibrator else None,
             "calibration": {"source": self.calibrator.source, "n": self.calibrator.n,
                             "per_brand": {b: {"n": c.n, "review_raw": c.raw_at(self.thresholds.review),
                                               "takedown_raw": c.raw_at(self.thresholds.takedown)}
@@ -647,19 +963,25 @@ class ReferenceIndex:
                             "global_takedown_raw": self.calibrator.raw_at(self.thresholds.takedown)}
             if self.calibrator else None,
             "per_product": [{"brand": m.brand, "product": m.product, "references": len(m.refs),
-                             "compared": len(m.bank), "keypoints": len(m.kp_xy)} for m in self.products],
+                             "compared": len(m.bank), "keypoints": len(m.kp_xy), "thin": m.thin_evidence}
+                            for m in self.products],
         }
 
     def save(self, directory: str | Path) -> None:
-        """Write the index as one self-describing directory, atomically (see module docstring)."""
+        """Write the index as one self-describing directory, atomically (see module docstring).
+
+        Reference paths are stored relative to the reference folder, which is recorded twice: as an absolute
+        path and relative to ``directory``; :meth:`load` finds the references at either place, so an index
+        works from any working directory and after the index and its references were moved together.
+        """
         import faiss
         from safetensors.numpy import save as st_save
 
         tensors: dict[str, np.ndarray] = {}
         products_meta = []
+        root = _saved_root(self)
         for i, m in enumerate(self.products):
             p = f"p{i}."
-            tensors[p + "kp_desc"] = np.ascontiguousarray(m.kp_desc.astype(np.float16))
             tensors[p + "kp_xy"] = np.ascontiguousarray(m.kp_xy.astype(np.float32))
             tensors[p + "global"] = np.ascontiguousarray(m.global_vecs.astype(np.float32))
             tensors[p + "bank_structure"] = np.ascontiguousarray(m.bank.structure.astype(np.float16))
@@ -667,6 +989,8 @@ class ReferenceIndex:
             tensors[p + "bank_colors"] = np.ascontiguousarray(m.bank.colors.astype(np.float32))
             tensors[p + "bank_cell_valid"] = np.ascontiguousarray(m.bank.cell_valid.astype(np.uint8))
             tensors[p + "loo_scores"] = np.ascontiguousarray(m.loo_scores.astype(np.float64))
+            if m.evidence is not None:
+                tensors.update(_evidence_tensors(m.evidence, p))
             if m.bank.feats is not None and m.bank.occlusion is not None:
                 tensors[p + "bank_feats"] = np.ascontiguousarray(m.bank.feats.astype(np.float16))
                 tensors[p + "bank_occlusion"] = np.ascontiguousarray(m.bank.occlusion.astype(np.float16))
@@ -677,12 +1001,18 @@ class ReferenceIndex:
                 tensors[p + "region"] = np.ascontiguousarray(m.stats.region.astype(np.uint8))
             products_meta.append({"brand": m.brand, "product": m.product, "anchor": m.anchor,
                                   "bank_refs": m.bank_refs, "has_stats": m.stats is not None,
+                                  "kp_start": m.kp_start,
                                   "ref_text": m.ref_text, "text_lines": m.text_lines,
-                                  "refs": [r.__dict__ for r in m.refs]})
+                                  "refs": [{**r.__dict__, "path": _relative_to(r.path, root)} for r in m.refs]})
         files = {
             "arrays.safetensors": st_save(tensors),
-            "products.json": json.dumps({"products": products_meta, "skipped": self.skipped}).encode(),
-            "local.faiss": faiss.serialize_index(self._local).tobytes(),
+            "products.json": json.dumps({"products": products_meta, "skipped": self.skipped,
+                                         "duplicates": self.duplicates,
+                                         "references_root": None if root is None else {
+                                             "absolute": root,
+                                             "from_index": os.path.relpath(root, os.path.abspath(directory))},
+                                         }).encode(),
+            **self._local.to_files(),  # keypoints.faiss (codes) + keypoints.npy (memory-mapped at load)
             "global.faiss": faiss.serialize_index(self._global).tobytes(),
             "config.yaml": _yaml(self.config.to_dict()),
         }
@@ -705,6 +1035,9 @@ class ReferenceIndex:
     @classmethod
     def load(cls, directory: str | Path) -> ReferenceIndex:
         """Load and verify an index directory.
+
+        Warns when the reference folder is at neither recorded place (see :meth:`save`): verdicts do not need
+        it, reports show no reference photos until :meth:`relocate_references` is called.
 
         Raises:
             IndexCorruptError: missing or corrupt files.
@@ -729,12 +1062,18 @@ class ReferenceIndex:
             config = Config.from_dict(yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8")))
             meta = json.loads((directory / "products.json").read_text(encoding="utf-8"))
             tensors = st_load((directory / "arrays.safetensors").read_bytes())
+            local = KeypointSearch.from_files(directory)  # descriptors memory-mapped, codes in memory
         except (OSError, ValueError, DataError) as exc:
             raise IndexCorruptError(f"index {directory} could not be read ({exc}); rebuild it with "
                                     "`brandguard index build`") from exc
+        root_found, root_meta = _find_references_root(directory, meta.get("references_root"))
+        base = root_found or (root_meta or {}).get("absolute")
         products = []
         for i, pm in enumerate(meta["products"]):
             p = f"p{i}."
+            if base:
+                for r in pm["refs"]:
+                    r["path"] = os.path.normpath(os.path.join(base, r["path"]))
             stats = None
             if pm["has_stats"]:
                 stats = NormalStats(tensors[p + "mu_s"], tensors[p + "sigma_s"], tensors[p + "mu_c"],
@@ -742,9 +1081,10 @@ class ReferenceIndex:
                                     tensors.get(p + "mu_l"), tensors.get(p + "sigma_l"))
             products.append(ProductModel(
                 pm["brand"], pm["product"], [RefRecord(**r) for r in pm["refs"]], pm["anchor"], pm["bank_refs"],
-                tensors[p + "kp_desc"], tensors[p + "kp_xy"],
+                _kp_rows(local, pm.get("kp_start", -1), len(tensors[p + "kp_xy"])), tensors[p + "kp_xy"],
                 _load_bank(tensors, p, config.localization.canonical_size), stats, tensors[p + "global"],
-                tensors[p + "loo_scores"], pm.get("ref_text", []), pm.get("text_lines", [])))
+                tensors[p + "loo_scores"], pm.get("ref_text", []), pm.get("text_lines", []),
+                _load_evidence(tensors, p)))
         cal = ScoreCalibrator.from_dict(manifest["calibration"]) if manifest.get("calibration") else None
         index = cls.__new__(cls)
         index.config = config
@@ -754,16 +1094,27 @@ class ReferenceIndex:
         index.brand_calibrators = {b: ScoreCalibrator.from_dict(d) for b, d in manifest.get("brand_calibration", {}).items()}
         index.thresholds = Thresholds.from_dict(manifest["thresholds"])
         index.skipped = meta.get("skipped", [])
+        index.duplicates = meta.get("duplicates", [])
+        index.source = str(directory.resolve())
+        index.references_root = root_found or (root_meta or {}).get("absolute")
+        index.references_found = root_meta is None or root_found is not None
         index.fusion = ChannelFusion.from_dict(manifest["fusion"])
         index.text_enabled = bool(manifest.get("text_check", False))
         index._text_reader = None
         index._embedder = None
+        for m, pm in zip(products, meta["products"]):
+            m.kp_start = int(pm.get("kp_start", -1))
+        index._local = local
+        index._known_sizes = {m.kp_start: len(m.kp_xy) for m in products if m.kp_start >= 0}
+        index._known_starts = set(index._known_sizes)
         index._refresh_tables()
-        index._local = faiss.deserialize_index(np.frombuffer((directory / "local.faiss").read_bytes(), np.uint8))
         index._global = faiss.deserialize_index(np.frombuffer((directory / "global.faiss").read_bytes(), np.uint8))
-        if isinstance(index._local, faiss.IndexIVF):
-            index._local.nprobe = _NPROBE
         return index
+
+
+def is_cold_start(source: str) -> bool:
+    """Whether a calibration source is the index's own (built from its references), not ``calibrate``'s."""
+    return source == "references-loo" or source.startswith("cold-start")
 
 
 def _resolve_text_check(setting: str) -> bool:
@@ -773,23 +1124,16 @@ def _resolve_text_check(setting: str) -> bool:
         return text.available()
     if setting == "on":
         if not text.available():
-            raise ImportError('compare.text_check is on but the ocr extra is missing: pip install "brandguard[ocr]"')
+            from brandguard.errors import MissingExtraError
+
+            raise MissingExtraError('compare.text_check is on but the ocr extra is missing: pip install "brandguard[ocr]" '
+                                    "(or set compare.text_check: off)")
         return True
     if setting == "off":
         return False
-    raise DataError(f"compare.text_check must be auto, on or off, got {setting!r}")
+    from brandguard.errors import ConfigError
 
-
-def own_text_distance(lines: list[dict[str, Any]], reference: list[dict[str, Any]]) -> float:
-    """Text channel of a reference against its product's reference lines (leave-one-out statistics)."""
-    from brandguard.text import MIN_CONFIDENCE, _iou, text_distance
-
-    dists = []
-    for ref in reference:
-        same = [ln for ln in lines if _iou(ln["box"], ref["box"]) > 0.3 and ln["confidence"] >= MIN_CONFIDENCE]
-        if same:
-            dists.append(min(text_distance(ref["text"], ln["text"]) for ln in same))
-    return max(dists) if dists else float("nan")
+    raise ConfigError(f"compare.text_check must be auto, on or off, got {setting!r}")
 
 
 def _checkpoint_provenance(checkpoint: str | None) -> dict[str, Any]:
@@ -801,6 +1145,106 @@ def _checkpoint_provenance(checkpoint: str | None) -> dict[str, Any]:
     meta = checkpoint_metadata(checkpoint)
     keys = ("training_config_digest", "data_digest", "epoch", "format")
     return {"training": {k: meta[k] for k in keys if k in meta}} if meta else {}
+
+
+def _common_root(products: Sequence[ProductModel]) -> str | None:
+    """The deepest folder holding every (absolute) reference path, or None (no references, relative paths)."""
+    dirs = {os.path.dirname(r.path) for m in products for r in m.refs}
+    if not dirs or not all(os.path.isabs(d) for d in dirs):
+        return None
+    try:
+        return os.path.commonpath(sorted(dirs))
+    except ValueError:  # different drives
+        return None
+
+
+def _saved_root(index: ReferenceIndex) -> str | None:
+    """The folder a saved index records its references under: the reference folder it was built from (or
+    relocated to) when it holds every reference, else the deepest folder that does."""
+    root = index.references_root
+    paths = [r.path for m in index.products for r in m.refs]
+    if root and all(os.path.isabs(p) and not os.path.relpath(p, root).startswith("..") for p in paths):
+        return root
+    return _common_root(index.products)
+
+
+def _relative_to(path: str, root: str | None) -> str:
+    return path if root is None or not os.path.isabs(path) else os.path.relpath(path, root)
+
+
+def _find_references_root(directory: Path, meta: dict[str, str] | None) -> tuple[str | None, dict[str, str] | None]:
+    """Where the references of a saved index are now: the folder recorded at save, else the same folder
+    relative to the index (the two were moved together); warns when neither exists.
+
+    Returns:
+        ``(folder found or None, the record)``; ``(None, None)`` for an index saved without a record.
+    """
+    if not meta:
+        return None, None
+    candidates = [meta.get("absolute"), os.path.normpath(os.path.join(os.path.abspath(directory), meta["from_index"]))
+                  if meta.get("from_index") else None]
+    for c in candidates:
+        if c and os.path.isdir(c):
+            return c, meta
+    warnings.warn(f"the reference photos of index {directory} are not at {meta.get('absolute')} (where it was built) "
+                  f"nor at {candidates[1]} (beside the index): verdicts are unaffected, but reports show no "
+                  "reference photos and `calibrate` recognises references by content only; put the folder back "
+                  "or call index.relocate_references(new_folder)", stacklevel=3)
+    return None, meta
+
+
+def pixel_digest(image: np.ndarray) -> str:
+    """``"pixels:<sha256>"`` of a decoded image (its shape and its bytes): the same for two files that decode
+    to the same pixels (a copy, a re-saved PNG), whatever their names.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB as :func:`brandguard.images.load_image` returns it (with the index's
+            ``localization.max_side``).
+    """
+    arr = np.ascontiguousarray(image)
+    return "pixels:" + sha256_bytes(f"{arr.shape}{arr.dtype}".encode() + arr.tobytes())[7:]
+
+
+_EVIDENCE = ("cross", "cross_source", "cross_valid", "own", "own_source", "own_valid", "own_level")
+
+
+def _evidence_tensors(ev: AuthenticEvidence, p: str) -> dict[str, np.ndarray]:
+    """A product's simulated-listing evidence as named arrays (distance maps in float16, masks packed)."""
+    out = {}
+    for name in _EVIDENCE:
+        a = getattr(ev, name)
+        if name.endswith("_valid"):
+            a = np.packbits(a, axis=-1)
+        elif a.dtype.kind == "f" and name != "own_level":
+            a = a.astype(np.float16)
+        out[f"{p}ev_{name}"] = np.ascontiguousarray(a)
+    return out
+
+
+def _load_evidence(tensors: dict[str, np.ndarray], p: str) -> AuthenticEvidence | None:
+    """The evidence saved by :func:`_evidence_tensors`, or None (an index built without it)."""
+    if f"{p}ev_cross" not in tensors:
+        return None
+    fields_ = {}
+    for name in _EVIDENCE:
+        a = tensors[f"{p}ev_{name}"]
+        if name.endswith("_valid"):
+            G = tensors[f"{p}ev_{name.replace('_valid', '')}"].shape[-1]
+            a = np.unpackbits(a, axis=-1, count=G).astype(bool)
+        elif a.dtype == np.float16:
+            a = a.astype(np.float32)
+        fields_[name] = a
+    return AuthenticEvidence(**fields_)
+
+
+def _kp_rows(local: KeypointSearch, start: int, n: int) -> np.ndarray:
+    """A product's ``(n, 128)`` float16 keypoint descriptors: a view of the (memory-mapped) search store."""
+    if start < 0 or n == 0:
+        return np.zeros((0, 128), np.float16)
+    if start + n > len(local):
+        raise IndexCorruptError(f"keypoint rows {start}..{start + n} lie outside the keypoint store ({len(local)} "
+                                "rows); rebuild the index with `brandguard index build`")
+    return local.store[start:start + n]
 
 
 def _empty_bank() -> ProductBank:

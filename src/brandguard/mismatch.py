@@ -38,10 +38,14 @@ import numpy as np
 
 __all__ = [
     "CHANNELS",
+    "EVIDENCE_CHANNELS",
     "AlignedView",
+    "AuthenticEvidence",
+    "AuthenticPrior",
     "NormalStats",
     "ProductBank",
     "anomaly_maps",
+    "authentic_stats",
     "channel_scores",
     "closest_references",
     "distance_maps",
@@ -50,6 +54,7 @@ __all__ = [
     "learned_distance",
     "make_view",
     "occlusion_cells",
+    "scored_region",
     "top_mean",
     "upsample_to_photo",
 ]
@@ -314,15 +319,8 @@ def fit_normal_stats(bank: ProductBank, cell: int = 6, k: int = 0,
         ``(stats, loo)`` where ``loo[i]`` are reference i's ``(structure, colour, learned)`` distance maps.
     """
     n = len(bank)
+    region = scored_region(bank, margin)
     loo = [distance_maps(bank.view(i), bank, cell, exclude=i, k=k) for i in range(n)]
-    region = bank.cell_valid.mean(0) >= 0.5
-    if margin > 0:
-        if 2 * margin >= region.shape[0] - 1:
-            raise ValueError(f"margin of {margin} cells leaves nothing of a {region.shape[0]}-cell frame to score; "
-                             "use a smaller compare.margin")
-        inner = np.zeros_like(region)
-        inner[margin:-margin, margin:-margin] = True
-        region &= inner
     if n >= 2:
         mu_s, sd_s = _robust(np.stack([m[0] for m in loo]))
         mu_c, sd_c = _robust(np.stack([m[1] for m in loo]))
@@ -398,3 +396,228 @@ def upsample_to_photo(zmap: np.ndarray, H: np.ndarray, size: int, photo_shape: t
     big = cv2.resize(zmap, (size, size), interpolation=cv2.INTER_LINEAR)
     return cv2.warpPerspective(big, H, (photo_shape[1], photo_shape[0]), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Authentic variation under listing conditions (cold start), pooled across products
+
+#: channels whose distance maps the authentic evidence keeps: structure, colour, learned
+EVIDENCE_CHANNELS = 3
+#: a product's own spread counts as much as the pooled one at this many reference photos
+_SHRINK_SOURCES = 2.0
+#: a cell's own spread counts as much as its product's level at this many simulated photos
+_SHRINK_SAMPLES = 6.0
+#: what authentic variation looks like when no product of the index teaches anything (structure, colour,
+#: learned: median distance and spread of simulated listing photos of the demo references)
+_GENERIC_LEVEL = np.array([[0.45, 0.08, 0.25], [0.12, 0.06, 0.08]], np.float32)
+
+
+@dataclass
+class AuthenticEvidence:
+    """How simulated listing photos of a product's references depart from the product's other references.
+
+    Attributes:
+        cross: ``(m, 3, G, G)`` float32 distance maps (structure, colour, learned; NaN where not measured) of
+            simulated photos compared with the product's *other* references, as a listing photo would be
+            compared; ``m`` is 0 for a product with a single reference.
+        cross_source: ``(m,)`` int, the reference (position in ``ProductModel.refs``) each was simulated from.
+        cross_valid: ``(m, G, G)`` bool, the cells inside each simulated photo.
+        own: ``(k, 3, G, G)`` float32, simulated photos compared with the very reference they were made from
+            (listing conditions alone, without the differences between reference photos); kept whole only
+            for products without ``cross`` (``k`` = 0 otherwise).
+        own_source: ``(k,)`` int; own_valid: ``(k, G, G)`` bool, as for ``cross``.
+        own_level: ``(2, 3)`` float32, median over the product's cells of the per-cell median (row 0) and
+            spread (row 1) of the ``own`` maps: how much listing conditions alone move this product.
+    """
+
+    cross: np.ndarray
+    cross_source: np.ndarray
+    cross_valid: np.ndarray
+    own: np.ndarray
+    own_source: np.ndarray
+    own_valid: np.ndarray
+    own_level: np.ndarray
+
+    @property
+    def sources(self) -> int:
+        """How many distinct references the cross comparisons come from."""
+        return int(len(np.unique(self.cross_source)))
+
+    def keep_sources(self, refs: set[int]) -> AuthenticEvidence:
+        """The evidence of the references in ``refs`` only (a bank that dropped references drops theirs)."""
+        c = np.isin(self.cross_source, list(refs))
+        o = np.isin(self.own_source, list(refs))
+        return AuthenticEvidence(self.cross[c], self.cross_source[c], self.cross_valid[c], self.own[o],
+                                 self.own_source[o], self.own_valid[o], self.own_level)
+
+    def concat(self, other: AuthenticEvidence) -> AuthenticEvidence:
+        """Both evidences; ``own`` maps are dropped once there are cross comparisons (the level is kept)."""
+        cross = np.concatenate([self.cross, other.cross])
+        keep_own = len(cross) == 0
+        own = np.concatenate([self.own, other.own]) if keep_own else self.own[:0]
+        own_src = np.concatenate([self.own_source, other.own_source]) if keep_own else self.own_source[:0]
+        own_valid = np.concatenate([self.own_valid, other.own_valid]) if keep_own else self.own_valid[:0]
+        level = other.own_level if not np.isfinite(self.own_level).any() else (
+            self.own_level if not np.isfinite(other.own_level).any() else np.fmax(self.own_level, other.own_level))
+        return AuthenticEvidence(cross, np.concatenate([self.cross_source, other.cross_source]),
+                                 np.concatenate([self.cross_valid, other.cross_valid]), own, own_src, own_valid,
+                                 level.astype(np.float32))
+
+    @classmethod
+    def empty(cls, G: int) -> AuthenticEvidence:
+        z4, z3 = np.zeros((0, EVIDENCE_CHANNELS, G, G), np.float32), np.zeros((0, G, G), bool)
+        return cls(z4, np.zeros(0, np.int64), z3, z4.copy(), np.zeros(0, np.int64), z3.copy(),
+                   np.full((2, EVIDENCE_CHANNELS), np.nan, np.float32))
+
+    @classmethod
+    def from_comparisons(cls, cross: list[tuple[int, np.ndarray, DistanceStack]],
+                         own: list[tuple[int, np.ndarray, DistanceStack]], G: int,
+                         region: np.ndarray | None = None) -> AuthenticEvidence:
+        """Evidence from ``(source, cell_valid, (d_s, d_c, d_l))`` comparisons of simulated photos."""
+        def stack(rows: list[tuple[int, np.ndarray, DistanceStack]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            if not rows:
+                return (np.zeros((0, EVIDENCE_CHANNELS, G, G), np.float32), np.zeros(0, np.int64),
+                        np.zeros((0, G, G), bool))
+            maps = np.stack([np.stack([d[0], d[1], d[2] if d[2] is not None else np.full((G, G), np.nan)])
+                             for _, _, d in rows])
+            maps = maps.astype(np.float16).astype(np.float32)  # the precision an index stores them in
+            return maps, np.array([s for s, _, _ in rows], np.int64), np.stack([v for _, v, _ in rows])
+
+        c, cs, cv = stack(cross)
+        o, os_, ov = stack(own)
+        reg = np.ones((G, G), bool) if region is None else region
+        level = np.stack(_level(o, reg)) if len(o) else np.full((2, EVIDENCE_CHANNELS), np.nan, np.float32)
+        if len(c):
+            o, os_, ov = o[:0], os_[:0], ov[:0]
+        return cls(c, cs, cv, o, os_, ov, level.astype(np.float32))
+
+
+#: ``(structure, colour, learned)`` distance maps of one comparison (learned None without descriptors)
+DistanceStack = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+def _cellwise(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell median and spread (std; NaN with fewer than 3 samples) of ``(m, C, G, G)`` maps."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mu = np.nanmedian(maps, axis=0)
+        sd = np.nanstd(maps, axis=0) if len(maps) >= 3 else np.full(maps.shape[1:], np.nan)
+    return mu.astype(np.float32), sd.astype(np.float32)
+
+
+def _level(maps: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median over ``region`` cells of the per-cell median and spread, per channel: ``((C,), (C,))``."""
+    import warnings
+
+    mu, sd = _cellwise(maps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (np.array([np.nanmedian(m[region]) if region.any() else np.nan for m in mu], np.float32),
+                np.array([np.nanmedian(s[region]) if region.any() else np.nan for s in sd], np.float32))
+
+
+@dataclass
+class AuthenticPrior:
+    """What the products of an index teach about authentic variation under listing conditions.
+
+    Attributes:
+        level: ``(2, 3)`` median over products of their typical distance (row 0) and spread (row 1), per
+            channel (structure, colour, learned).
+        ratio: ``(2, 3)`` how much larger the distance and the spread to *other* references are than to the
+            reference a simulated photo was made from (median over products): turns a one-reference
+            product's own evidence into an estimate of its variation.
+        products: how many products it was pooled from (0: generic values).
+    """
+
+    level: np.ndarray
+    ratio: np.ndarray
+    products: int
+
+    @classmethod
+    def pool(cls, evidence: list[tuple[AuthenticEvidence, np.ndarray]]) -> AuthenticPrior:
+        """Pool ``(evidence, region)`` of every product; products with cross comparisons from at least two
+        references count. Generic values where none does."""
+        import warnings
+
+        levels, ratios = [], []
+        for ev, region in evidence:
+            if ev.sources < 2:
+                continue
+            mu, sd = _level(ev.cross, region)
+            levels.append(np.stack([mu, sd]))
+            ratios.append(np.stack([mu, sd]) / np.where(ev.own_level > 0, ev.own_level, np.nan))
+        if not levels:
+            return cls(_GENERIC_LEVEL.copy(), np.full((2, EVIDENCE_CHANNELS), 2.0, np.float32), 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            level = np.nanmedian(np.stack(levels), 0)
+            ratio = np.nanmedian(np.stack(ratios), 0)
+        level = np.where(np.isfinite(level), level, _GENERIC_LEVEL)
+        ratio = np.where(np.isfinite(ratio), np.maximum(ratio, 1.0), 2.0)
+        return cls(level.astype(np.float32), ratio.astype(np.float32), len(levels))
+
+
+def authentic_stats(evidence: AuthenticEvidence, region: np.ndarray, prior: AuthenticPrior,
+                    leave_out: int | None = None) -> NormalStats:
+    """Per-cell authentic statistics from simulated listing photos, shrunk towards the product's level and
+    the level towards the pooled prior (a product with few references leans on what the others teach).
+
+    Args:
+        evidence: the product's :class:`AuthenticEvidence`.
+        region: ``(G, G)`` bool, the product's scored cells.
+        prior: pooled over the index's products (:meth:`AuthenticPrior.pool`).
+        leave_out: a reference whose simulated photos are left out (cross-fitted calibration scores).
+
+    Returns:
+        :class:`NormalStats` (``mu_l``/``sigma_l`` None when no learned distances were measured).
+    """
+    if len(evidence.cross):
+        keep = evidence.cross_source != leave_out
+        maps, sources = evidence.cross[keep], len(np.unique(evidence.cross_source[keep]))
+        scale = np.ones((2, EVIDENCE_CHANNELS), np.float32)
+    else:  # one reference: its own listing variation, scaled by what the other products teach
+        keep = evidence.own_source != leave_out
+        maps, sources = evidence.own[keep], 0
+        scale = prior.ratio
+    G = region.shape[0]
+    if len(maps):
+        mu_c, sd_c = _cellwise(maps)
+        mu_c, sd_c = mu_c * scale[0][:, None, None], sd_c * scale[1][:, None, None]
+        lv_mu, lv_sd = _level(maps, region)
+        lv_mu, lv_sd = lv_mu * scale[0], lv_sd * scale[1]
+    else:
+        mu_c = sd_c = np.full((EVIDENCE_CHANNELS, G, G), np.nan, np.float32)
+        lv_mu = lv_sd = np.full(EVIDENCE_CHANNELS, np.nan, np.float32)
+    w = sources / (sources + _SHRINK_SOURCES)
+    lv_mu = np.where(np.isfinite(lv_mu), w * lv_mu + (1 - w) * prior.level[0], prior.level[0])
+    lv_sd = np.where(np.isfinite(lv_sd), w * lv_sd + (1 - w) * prior.level[1], prior.level[1])
+    v = len(maps) / (len(maps) + _SHRINK_SAMPLES)
+    out = []
+    for j in range(EVIDENCE_CHANNELS):
+        mu = np.where(np.isfinite(mu_c[j]), v * mu_c[j] + (1 - v) * lv_mu[j], lv_mu[j])
+        sd2 = np.where(np.isfinite(sd_c[j]), v * sd_c[j] ** 2 + (1 - v) * lv_sd[j] ** 2, lv_sd[j] ** 2)
+        sd = np.maximum(np.sqrt(sd2), max(0.5 * float(lv_sd[j]), 0.25 * float(lv_mu[j]), 1e-3))
+        out.append((cv2.GaussianBlur(mu.astype(np.float32), (3, 3), 0),
+                    cv2.GaussianBlur(sd.astype(np.float32), (3, 3), 0)))
+    learned = len(maps) > 0 and bool(np.isfinite(maps[:, 2]).any())
+    return NormalStats(out[0][0], out[0][1], out[1][0], out[1][1], region,
+                       out[2][0] if learned else None, out[2][1] if learned else None)
+
+
+def scored_region(bank: ProductBank, margin: int = 0) -> np.ndarray:
+    """``(G, G)`` bool, the cells the product covers in most references, less ``margin`` cells at each edge.
+
+    Raises:
+        ValueError: the margin leaves nothing to score.
+    """
+    region = bank.cell_valid.mean(0) >= 0.5
+    if margin > 0:
+        if 2 * margin >= region.shape[0] - 1:
+            raise ValueError(f"margin of {margin} cells leaves nothing of a {region.shape[0]}-cell frame to score; "
+                             "use a smaller compare.margin")
+        inner = np.zeros_like(region)
+        inner[margin:-margin, margin:-margin] = True
+        region &= inner
+    return region

@@ -3,7 +3,12 @@
 Rows follow the stable order of :func:`brandguard.images.list_images`; paths are relative to the folder.
 A photo that cannot be read becomes an ``error`` row and the run goes on. With ``resume=True`` an
 interrupted run continues where it stopped: rows already written are kept (a half-written last line is
-dropped) and each file ends up with exactly one row.
+dropped) and each file ends up with exactly one row. A results file that already holds rows is never
+replaced silently: without ``resume`` it takes ``overwrite=True``, and a run record (``<csv>.run.json``,
+written when the run starts) refuses to resume onto results of another folder or another index.
+
+Every cell is written by :func:`brandguard.csvcells.encode_cell`: safe to open in a spreadsheet, and any
+file name, whatever bytes it holds, round-trips through :func:`read_results`.
 
 Example:
     >>> import brandguard as bg
@@ -18,6 +23,7 @@ from __future__ import annotations
 import csv
 import heapq
 import json
+import math
 import os
 import time
 from collections import Counter
@@ -25,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from brandguard import __version__
+from brandguard.csvcells import decode_row, encode_row
 from brandguard.detector import Detector, Prediction
 from brandguard.errors import DataError
 from brandguard.images import list_images
 from brandguard.mismatch import CHANNELS
+from brandguard.storage import atomic_write_text
 
 __all__ = ["CSV_COLUMNS", "ScoreSummary", "read_results", "score_folder"]
 
@@ -64,12 +72,66 @@ class ScoreSummary:
 
 
 def read_results(csv_path: str | Path) -> list[dict[str, str]]:
-    """Rows of a results CSV (complete lines only)."""
+    """Rows of a results CSV (complete lines only), cells decoded (:func:`brandguard.csvcells.decode_cell`):
+    ``path`` is the file's name relative to the scored folder exactly as the filesystem holds it.
+
+    Raises:
+        DataError: the file is not a results CSV written by brandguard (not UTF-8 text).
+    """
     p = Path(csv_path)
     if not p.is_file():
         return []
-    with p.open("r", encoding="utf-8", newline="") as fh:
-        return [r for r in csv.DictReader(fh) if r.get("verdict")]
+    try:
+        with p.open("r", encoding="utf-8", newline="") as fh:
+            return [decode_row(r) for r in csv.DictReader(fh) if r.get("verdict")]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p} is not a brandguard results CSV (not UTF-8 text at byte {exc.start}); "
+                        "score into another file or pass --overwrite") from exc
+
+
+def _float(cell: str | None) -> float:
+    """A CSV number cell as a float; -inf when empty or not a number (ranks last)."""
+    try:
+        v = float(cell or "")
+    except ValueError:
+        return float("-inf")
+    return v if not math.isnan(v) else float("-inf")
+
+
+def _run_record_path(out: Path) -> Path:
+    return Path(str(out) + ".run.json")
+
+
+def _check_output(out: Path, resume: bool, overwrite: bool, identity: dict[str, str]) -> None:
+    """Refuse to throw away or mix results: see the module docstring."""
+    if out.is_dir():
+        raise DataError(f"results file {out} is a folder; pass a CSV file name such as {out / 'results.csv'}")
+    if resume and overwrite:
+        raise DataError("--resume continues the results file and --overwrite replaces it: pass one of them")
+    if not out.is_file() or overwrite:
+        return
+    if not resume:
+        n = len(read_results(out))
+        if n:
+            raise DataError(f"{out} already holds {n} result row(s) of an earlier run; pass --resume to continue "
+                            "it or --overwrite to replace it")
+        return
+    record = _run_record_path(out)
+    if not record.is_file():
+        return  # results of an older brandguard: nothing to compare with
+    try:
+        prev = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    theirs = {"listings": str(prev.get("listings_resolved", "")), "index": str(prev.get("index_fingerprint", ""))}
+    for key, what in (("listings", "folder"), ("index", "index")):
+        if theirs[key] and theirs[key] != identity[key]:
+            prev_index = prev.get("index_source") or theirs["index"][:19]
+            now_index = identity.get("index_source") or identity["index"][:19]
+            raise DataError(f"{out} holds results of another {what}: it was written for listings "
+                            f"{prev.get('listings_resolved')} with index {prev_index}, this run scores "
+                            f"{identity['listings']} with index {now_index}; score into another file or pass "
+                            "--overwrite to start over")
 
 
 def _trim_partial_line(path: Path) -> None:
@@ -82,23 +144,31 @@ def _trim_partial_line(path: Path) -> None:
 
 def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, *, report: str | Path | None = None,
                  resume: bool = False, batch_size: int | None = None, progress: bool = False,
-                 keep_predictions: bool = False, report_max_items: int = 300) -> ScoreSummary:
+                 keep_predictions: bool = False, report_max_items: int = 300,
+                 overwrite: bool = False) -> ScoreSummary:
     """Score every photo under ``listings`` and write ``out_csv`` (columns :data:`CSV_COLUMNS`).
 
     Args:
         listings: a folder (searched recursively) or a single photo.
         detector: a loaded :class:`Detector`.
         out_csv: results file; its run record (config, index, timings) goes to ``<out_csv>.run.json``.
-        report: optional HTML evidence page of the flagged photos.
+        report: optional HTML evidence report (:func:`brandguard.report.write_html_report`): a table of every
+            row and a card for each of the ``report_max_items`` highest-scored flagged photos; its images and
+            data go to ``<report stem>_files/`` beside it.
+        report_max_items: the most evidence cards (>= 0); the report's table lists every row regardless.
         resume: continue an interrupted run instead of starting over.
+        overwrite: replace ``out_csv`` when it already holds rows (otherwise refused).
         batch_size: photos per batch (default: the index's ``runtime.batch_size``).
         progress: show a progress bar.
         keep_predictions: return every Prediction in the summary (heatmaps included: memory grows).
 
     Raises:
-        DataError: ``listings`` does not exist or holds no photo.
+        DataError: ``listings`` does not exist or holds no photo; ``out_csv`` already holds rows and neither
+            ``resume`` nor ``overwrite`` is set; ``resume`` onto results of another folder or index.
     """
     root = Path(listings)
+    if isinstance(report_max_items, bool) or not isinstance(report_max_items, int) or report_max_items < 0:
+        raise DataError(f"report_max_items (--report-max) must be a whole number >= 0, got {report_max_items!r}")
     if not root.exists():
         raise DataError(f"listings folder {root} does not exist")
     files = [root] if root.is_file() else list_images(root)
@@ -106,6 +176,10 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
     if not files:
         raise DataError(f"no photos (.jpg/.jpeg/.png/.webp/.bmp/.tif/.gif) under {root}")
     out = Path(out_csv)
+    index_info = {k: v for k, v in detector.index.info().items() if k != "per_product"}
+    identity = {"listings": str(root.resolve()), "index": detector.index.fingerprint(),
+                "index_source": str(getattr(detector.index, "source", "") or "")}
+    _check_output(out, resume, overwrite, identity)
     out.parent.mkdir(parents=True, exist_ok=True)
     rel = [f.relative_to(base).as_posix() for f in files]
     done: dict[str, dict[str, str]] = {}
@@ -115,11 +189,20 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
             done.setdefault(r["path"], r)
     elif out.exists():
         out.unlink()
+
+    def record(status: str, **more: object) -> None:
+        run = {"brandguard_version": __version__, "status": status, "listings": str(root),
+               "listings_resolved": identity["listings"], "index_fingerprint": identity["index"],
+               "index_source": identity["index_source"], "files": len(files), **more, "index": index_info,
+               "config": detector.config.to_dict()}
+        atomic_write_text(_run_record_path(out), json.dumps(run, indent=2, default=str))
+
+    record("running", resumed=len(done))
     todo = [(f, r) for f, r in zip(files, rel) if r not in done]
     bs = int(batch_size or detector.config.runtime.batch_size)
     listed = set(rel)
     counts: Counter[str] = Counter(r["verdict"] for r in done.values() if r["path"] in listed)
-    flagged: list[tuple[float, int, Prediction]] = []
+    flagged: list[tuple[float, float, int, Prediction]] = []
     seq = 0
     kept: list[Prediction] = []
     bar = None
@@ -139,11 +222,14 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
             for (f, r), p in zip(chunk, preds):
                 row = p.to_row()
                 row["path"] = r
-                writer.writerow(row)
+                writer.writerow(encode_row(row))
                 counts[p.verdict] += 1
                 seq += 1
                 if report is not None and p.is_flagged:
-                    item = (p.score, -seq, p)  # seq breaks ties: Predictions never compare
+                    from brandguard.report.html import compact_prediction
+
+                    # the raw score ranks ties of the calibrated score, then seq: Predictions never compare
+                    item = (p.score, p.raw_score, -seq, compact_prediction(p))
                     if len(flagged) < report_max_items:
                         heapq.heappush(flagged, item)
                     else:
@@ -159,21 +245,21 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
         bar.close()
     report_path = None
     if report is not None:
-        from brandguard.report.html import write_html_report
+        from brandguard.report.html import compact_prediction, write_html_report
 
-        preds = [p for _, _, p in sorted(flagged, key=lambda t: (-t[0], t[1]))]
-        resumed_flagged = [str(base / r["path"]) for r in done.values() if r["verdict"] in ("suspicious", "counterfeit")]
-        if resumed_flagged:  # rows kept from an interrupted run: score them again for their evidence
-            preds += detector.predict_batch(resumed_flagged[:report_max_items])
-        others = [Prediction(str(base / r["path"]), r["verdict"], 0.0, error=r.get("error", ""))
-                  for r in read_results(out) if r["verdict"] in ("unknown", "error")][:60]
-        report_path = write_html_report(preds + others, report, max_items=report_max_items,
-                                        summary={"photos": len(files), **{k: v for k, v in sorted(counts.items())}})
-    run = {"brandguard_version": __version__, "listings": str(root), "files": len(files), "scored": len(todo),
-           "resumed": len(done), "seconds": round(seconds, 3), "counts": dict(counts),
-           "index": {k: v for k, v in detector.index.info().items() if k != "per_product"},
-           "config": detector.config.to_dict()}
-    Path(str(out) + ".run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
+        # the report's table and counts are the CSV's rows, so they agree with it by construction; cards go to
+        # the report_max_items highest-ranked flagged rows, this run's and those kept from an interrupted one
+        rows = read_results(out)
+        preds = [p for *_, p in sorted(flagged, key=lambda t: (-t[0], -t[1], -t[2]))]
+        ranked = sorted((r for r in rows if r["verdict"] in ("suspicious", "counterfeit")),
+                        key=lambda r: (-_float(r["score"]), -_float(r.get("raw_score", ""))))[:report_max_items]
+        again = [str(base / r["path"]) for r in ranked if r["path"] in done]
+        for start in range(0, len(again), bs):  # rows kept from an interrupted run: scored again for their evidence
+            preds += [compact_prediction(p) for p in detector.predict_batch(again[start:start + bs])]
+        report_path = write_html_report(preds, report, rows=rows, photo_root=base, index=detector.index,
+                                        max_items=report_max_items,
+                                        summary={"listings": str(root), "results": str(out)})
+    record("complete", scored=len(todo), resumed=len(done), seconds=round(seconds, 3), counts=dict(counts))
     return ScoreSummary(len(files), len(todo), len(done), dict(counts), seconds, out, report_path, kept)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -22,17 +23,59 @@ from typing import Any
 
 from brandguard.errors import IndexCorruptError
 
-__all__ = ["MANIFEST", "atomic_write_bytes", "sha256_bytes", "verify_directory", "write_directory"]
+__all__ = ["MANIFEST", "atomic_write_bytes", "atomic_write_text", "display_text", "file_digest", "sha256_bytes",
+           "verify_directory", "write_directory"]
 
 MANIFEST = "manifest.json"
+_SURROGATE_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def sha256_bytes(data: bytes) -> str:
+    """``"sha256:<hex>"`` of ``data``."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def file_digest(path: str | Path) -> str:
+    """``"sha256:<hex>"`` of a file's bytes, read in 1 MiB blocks.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _follow_umask(path: str | Path, directory: bool = False) -> None:
+    """Give a file made by ``tempfile`` (mode 0600 / 0700) the mode every other tool would: 0666 / 0777
+    less the umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def display_text(text: str) -> str:
+    """``text`` with the raw bytes of non-UTF-8 file names (surrogate escapes) written ``\\xHH``, so that it
+    can be written as UTF-8 (HTML reports, terminals); other characters are kept."""
+    return _SURROGATE_BYTE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02X}", text)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` as UTF-8 (see :func:`display_text` for file names that are not UTF-8), atomically."""
+    atomic_write_bytes(path, display_text(text).encode("utf-8", "backslashreplace"))
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The file gets the mode any other tool would give it (0666 less the umask), not ``tempfile``'s 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,6 +84,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _follow_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -67,6 +111,7 @@ def write_directory(target: str | Path, files: Mapping[str, bytes], manifest: Ma
         full = dict(manifest)
         full["files"] = checksums
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=False), encoding="utf-8")
+        _follow_umask(tmp, directory=True)
         old = None
         if target.exists():
             old = target.parent / f".{target.name}.old-{os.getpid()}"

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 from collections import Counter
@@ -30,8 +31,13 @@ __all__ = [
     "MIN_CONFIDENCE",
     "TextReader",
     "available",
+    "line_reads",
+    "misread_count",
     "normalise",
+    "read_lines_many",
     "reference_lines",
+    "reference_reads",
+    "set_reader_threads",
     "text_distance",
     "text_mismatch",
 ]
@@ -56,22 +62,39 @@ class TextReader:
         ImportError: the ``ocr`` extra is not installed; the message names it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         try:
             import os
 
             os.environ.setdefault("OMP_NUM_THREADS", "2")
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
-            raise ImportError('the wordmark check needs the ocr extra: pip install "brandguard[ocr]" '
-                              "(or set compare.text_check: off)") from exc
-        self._ocr = RapidOCR()
+            from brandguard.errors import MissingExtraError
+
+            raise MissingExtraError('the wordmark check needs the ocr extra: pip install "brandguard[ocr]" '
+                                    "(or set compare.text_check: off)") from exc
+        # threads: ONNX Runtime threads per model (None: its default, every core); several single-threaded
+        # readers side by side use the cores better than one reader's threads on these small models
+        self._ocr = RapidOCR(**({"intra_op_num_threads": int(threads), "inter_op_num_threads": 1} if threads else {}))
         self._lock = threading.Lock()
 
     def read_lines(self, image: np.ndarray) -> list[dict[str, Any]]:
-        """Detect and read the text lines of an RGB image: ``[{text, box: [x0, y0, x1, y1], confidence}]``."""
+        """Detect and read the text lines of an RGB image: ``[{text, box: [x0, y0, x1, y1], confidence}]``.
+
+        Text is detected at the image's own size (an aligned crop: the text that can become a reference line
+        is at least ``reference_lines``' ``min_height`` pixels high), not enlarged to RapidOCR's default 736
+        pixels on the short side, which cost three times as much; and lines are read as they stand, without
+        the upside-down classifier, as :meth:`recognise` reads them at scoring time.
+        """
+        img = np.ascontiguousarray(image[..., ::-1])
         with self._lock:
-            result, _ = self._ocr(np.ascontiguousarray(image[..., ::-1]))
+            det = self._ocr.text_det
+            saved = (det.limit_side_len, det.limit_type)
+            det.limit_side_len, det.limit_type = max(img.shape[:2]), "max"
+            try:
+                result, _ = self._ocr(img, use_cls=False)
+            finally:
+                det.limit_side_len, det.limit_type = saved
         lines = []
         for pts, text, conf in result or []:
             p = np.asarray(pts, np.float32)
@@ -89,10 +112,67 @@ class TextReader:
         return [(str(t), float(c)) for t, c in out]
 
 
+_READER_THREADS: int | None = None
+
+
+def set_reader_threads(threads: int | None) -> None:
+    """ONNX Runtime threads of :func:`shared_reader` from now on (None: ONNX Runtime's default, every core).
+
+    For processes that share a machine, such as the actors of the Ray runner (``brandguard.distributed``).
+    """
+    global _READER_THREADS
+    _READER_THREADS = None if threads is None else max(1, int(threads))
+    shared_reader.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def shared_reader() -> TextReader:
     """One reader per process (loading the models takes a second)."""
-    return TextReader()
+    return TextReader(threads=_READER_THREADS)
+
+
+@lru_cache(maxsize=2)
+def _reader_pool(workers: int) -> queue.SimpleQueue[TextReader]:
+    pool: queue.SimpleQueue[TextReader] = queue.SimpleQueue()
+    for _ in range(workers):
+        pool.put(TextReader(threads=1))
+    return pool
+
+
+def read_lines_many(images: Sequence[np.ndarray], workers: int = 1) -> list[list[dict[str, Any]]]:
+    """:meth:`TextReader.read_lines` of several RGB images, on ``workers`` cores, in input order.
+
+    Each worker thread takes a single-threaded reader of its own (ONNX Runtime releases the GIL), so the
+    images are read side by side; readers are kept for the next call (one set per process and ``workers``).
+
+    Args:
+        images: ``HxWx3`` uint8 RGB arrays (aligned crops).
+        workers: threads, one reader each (>= 1).
+
+    Returns:
+        per image, its lines ``[{text, box: [x0, y0, x1, y1], confidence}]``.
+
+    Raises:
+        MissingExtraError: the ``ocr`` extra is not installed.
+    """
+    if not images:
+        return []
+    workers = max(1, int(workers))
+    pool = _reader_pool(workers)
+
+    def read(image: np.ndarray) -> list[dict[str, Any]]:
+        reader = pool.get()
+        try:
+            return reader.read_lines(image)
+        finally:
+            pool.put(reader)
+
+    if workers == 1:
+        return [read(im) for im in images]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers, len(images))) as ex:
+        return list(ex.map(read, images))
 
 
 def normalise(text: str) -> str:
@@ -100,18 +180,73 @@ def normalise(text: str) -> str:
     return re.sub(r"[^0-9a-z]", "", text.lower())
 
 
-def text_distance(a: str, b: str) -> float:
-    """Levenshtein distance of the normalised texts divided by the longer length (0 = same, 1 = different)."""
-    a, b = normalise(a), normalise(b)
-    if not a and not b:
-        return 0.0
+def misread_count(expected: str, read: str) -> tuple[int, int]:
+    """``(wrong characters, length)`` of a reading: the Levenshtein distance of the normalised texts and
+    the longer normalised length (so ``wrong / length`` is :func:`text_distance`).
+
+    Example:
+        >>> misread_count("Adidas", "Adibas"), misread_count("Adidas", "Aidbas")
+        ((1, 6), (2, 6))
+    """
+    a, b = normalise(expected), normalise(read)
     prev = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         cur = [i]
         for j, cb in enumerate(b, 1):
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
         prev = cur
-    return prev[-1] / max(len(a), len(b))
+    return prev[-1], max(len(a), len(b))
+
+
+def text_distance(a: str, b: str) -> float:
+    """Levenshtein distance of the normalised texts divided by the longer length (0 = same, 1 = different)."""
+    wrong, length = misread_count(a, b)
+    return wrong / length if length else 0.0
+
+
+def line_reads(details: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
+    """The text channel's readings as ``(wrong characters, line length)`` per confidently read line, the
+    input of :class:`brandguard.calibration.MisreadModel`.
+
+    Args:
+        details: per reference line, ``{text or expected, read, distance, counted?}`` as in
+            :func:`text_mismatch` details or ``Prediction.text``; ``counted`` (else ``distance``) is the
+            distance the text channel kept: NaN (not read confidently) leaves the line out, 0 counts the
+            line as read right (a misread the structure channel did not confirm).
+    """
+    out = []
+    for d in details:
+        kept = float(d.get("counted", d.get("distance", float("nan"))))
+        if not np.isfinite(kept):
+            continue
+        wrong, length = misread_count(str(d.get("expected", d.get("text", ""))), str(d.get("read", "")))
+        if length:
+            out.append((wrong if kept > 0 else 0, length))
+    return out
+
+
+def reference_reads(ref_text: Sequence[Sequence[dict[str, Any]]], lines: Sequence[dict[str, Any]],
+                    kept: Sequence[float] | None = None) -> list[list[tuple[int, int]]]:
+    """How each reference reads its product's reference lines, as :func:`line_reads` pairs (the
+    references' share of the authentic misread rate).
+
+    Args:
+        ref_text: per reference, the lines read in it (``{text, box, confidence}``, canonical pixels).
+        lines: the product's reference lines (:func:`reference_lines`).
+        kept: per reference, the text channel its leave-one-out comparison kept (0: misreads the structure
+            channel did not confirm, which count as read right, as for a photo); None keeps every misread.
+    """
+    if not lines:
+        return [[] for _ in ref_text]
+    from brandguard.comparison import reference_text_details
+
+    out = []
+    for i, own in enumerate(ref_text):
+        reads = line_reads(reference_text_details(own, lines))
+        if kept is not None and i < len(kept) and np.isfinite(kept[i]) and kept[i] <= 0:
+            reads = [(0, length) for _, length in reads]
+        out.append(reads)
+    return out
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:

@@ -3,7 +3,9 @@
 Real logos (Simple Icons, CC0; see ``assets/LICENSE-simple-icons.md``) are placed on invented packaging
 (:func:`make_design`, :func:`render_package`), optionally altered the way counterfeiters alter them
 (:data:`EDITS`), and photographed into studio reference shots or hard marketplace listing photos
-(:func:`photograph`). :func:`make_demo_dataset` writes a whole labelled data set.
+(:func:`photograph`). :func:`make_demo_dataset` writes a whole labelled data set. Two photo models
+(:data:`PHOTO_MODELS`) take the photos: ``demo``, which designs are decided on, and ``studio-casual``
+(another photographer's packshots and casual phone listings), which is only read to check.
 
 This package has dependencies the core library does not need (matplotlib for its fonts, svg.path,
 albumentations, scikit-image's sample photos when present); the core never imports it.
@@ -25,19 +27,24 @@ from .dataset import DemoDataset, make_demo_dataset, make_validation_set, produc
 from .design import LogoSpec, MarkSpec, PackageDesign, TextSpec, make_design, render_package
 from .edits import EDITS, STRENGTHS, apply_edit
 from .photo import PHOTO_STYLES, photograph
+from .photo_models import PHOTO_MODELS, PhotoModel, Shot, get_photo_model
 
 __all__ = [
     "ARTWORK_POOLS",
     "EDITS",
+    "PHOTO_MODELS",
     "PHOTO_STYLES",
     "STRENGTHS",
     "DemoDataset",
     "LogoSpec",
     "MarkSpec",
     "PackageDesign",
+    "PhotoModel",
+    "Shot",
     "TextSpec",
     "apply_edit",
     "get_icon",
+    "get_photo_model",
     "list_brands",
     "make_demo_dataset",
     "make_design",

@@ -26,7 +26,7 @@ import io
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from .artwork import list_brands
 from .design import PackageDesign, make_design, render_package, stable_seed
 from .edits import EDITS
 from .photo import photograph
+from .photo_models import PhotoModel, get_photo_model
 
 __all__ = ["LABEL_COLUMNS", "SIZES", "DemoDataset", "make_demo_dataset", "make_validation_set"]
 
@@ -150,6 +151,10 @@ def make_demo_dataset(
     artwork: str = "demo",
     size: str = "full",
     progress: bool = False,
+    photo_model: str | PhotoModel = "demo",
+    per_edit: int | None = None,
+    unrelated: int | None = None,
+    authentic: int | None = None,
 ) -> DemoDataset:
     """Generate reference, listing and calibration photos with labels.
 
@@ -163,12 +168,21 @@ def make_demo_dataset(
             ``"small"`` (6 products, 4 references each, 4 listings per edit type, 12 authentic, 6 unrelated,
             12 calibration photos), for tests.
         progress: Show a progress bar (tqdm) on stderr.
+        photo_model: How the photos are taken (:data:`~brandguard.synth.PHOTO_MODELS`): ``"demo"`` (the
+            model designs are decided on; its output never changes for a given seed) or
+            ``"studio-casual"`` (white-sweep packshot references, casual phone listings; read only to
+            check). The products, edits and label counts are the same for every model; only the photos
+            (and, for ``studio-casual``, the number and style of references) differ.
+        per_edit: Counterfeit listings per edit type instead of the size's (half subtle, half gross).
+        unrelated: Unrelated-brand listings instead of the size's.
+        authentic: Authentic listings instead of the size's.
 
     Returns:
         A :class:`DemoDataset` with the paths written.
 
     Raises:
-        DataError: For an unknown ``artwork`` or ``size``, or an ``out_dir`` holding other data.
+        DataError: For an unknown ``artwork``, ``size`` or ``photo_model``, or an ``out_dir`` holding other
+            data.
 
     Example:
         >>> import tempfile
@@ -179,6 +193,13 @@ def make_demo_dataset(
     if size not in SIZES:
         raise DataError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     sz = SIZES[size]
+    for name, n in (("per_edit", per_edit), ("unrelated", unrelated), ("authentic", authentic)):
+        if n is not None and (not isinstance(n, int) or n < 0):
+            raise DataError(f"{name} must be a non-negative integer, got {n!r}")
+    sz = replace(sz, per_edit=sz.per_edit if per_edit is None else per_edit,
+                 unrelated=sz.unrelated if unrelated is None else unrelated,
+                 authentic=sz.authentic if authentic is None else authentic)
+    model = get_photo_model(photo_model)
     known, unknown = _products(artwork, seed, sz)
     root = Path(out_dir)
     _prepare(root)
@@ -186,7 +207,10 @@ def make_demo_dataset(
     for p in (refs_dir, listings_dir, calib_dir):
         p.mkdir(parents=True)
 
-    jobs = list(_plan(known, unknown, sz, seed, artwork))
+    n_refs = (sz.studio_refs, sz.listing_refs) if model.references is None else (model.references, 0)
+    jobs = list(_plan(known, unknown, sz, seed, artwork, n_refs))
+    # the demo model's seeds are those it always had, so its photos stay byte-identical
+    tag: tuple[str, ...] = () if model.name == "demo" else (model.name,)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -208,7 +232,7 @@ def make_demo_dataset(
         role, pidx, idx, style, edit, strength = job
         d = all_products[pidx]
         rng = np.random.default_rng(
-            stable_seed("photo", seed, artwork, size, role, pidx, idx, edit, strength)
+            stable_seed("photo", seed, artwork, size, role, pidx, idx, edit, strength, *tag)
         )
         if edit:
             edited = EDITS[edit](
@@ -219,7 +243,7 @@ def make_demo_dataset(
             pkg = render_package(edited, RENDER_SCALE)
         else:
             pkg = package_of(pidx)
-        img, _ = photograph(pkg, rng, style)
+        img, _ = model.photograph(pkg, rng, style)
         if role == "ref":
             folder = refs_dir / d.brand / d.product_slug
             folder.mkdir(parents=True, exist_ok=True)
@@ -276,6 +300,7 @@ def make_demo_dataset(
         "seed": seed,
         "artwork": artwork,
         "size": size,
+        "photo_model": model.name,
         "products": [{"brand": d.brand, "product": d.product_slug, "name": d.product} for d in known],
         "unrelated_brands": sorted({d.brand for d in unknown}),
         "counts": {
@@ -308,13 +333,18 @@ Job = tuple[str, int, int, str, str, str]  # role, product index, photo index, s
 
 
 def _plan(
-    known: list[PackageDesign], unknown: list[PackageDesign], sz: _Size, seed: int, artwork: str
+    known: list[PackageDesign], unknown: list[PackageDesign], sz: _Size, seed: int, artwork: str,
+    n_refs: tuple[int, int],
 ) -> Iterator[Job]:
-    """Every photo to take, in a fixed order. Product indices count known products first, then unknown ones."""
+    """Every photo to take, in a fixed order. Product indices count known products first, then unknown ones.
+
+    ``n_refs`` is ``(studio, listing-style)`` references per product.
+    """
     nk = len(known)
+    n_studio, n_listing = n_refs
     for p in range(nk):
-        for i in range(sz.studio_refs + sz.listing_refs):
-            yield ("ref", p, i, "studio" if i < sz.studio_refs else "listing", "", "")
+        for i in range(n_studio + n_listing):
+            yield ("ref", p, i, "studio" if i < n_studio else "listing", "", "")
     for p in range(nk):
         for i in range(sz.calibration_per_product):
             yield ("calib", p, i, "listing", "", "")

@@ -1,0 +1,161 @@
+"""The one comparison: an aligned view against its product's aligned references.
+
+Everything that is calibrated is computed by :func:`compare`, and everything that is scored too: the
+detector calls it for a listing photo, the index calls it for its authentic evidence (a reference left out
+of its own bank, a simulated listing photo of a reference, see :mod:`brandguard.listing_conditions`). So
+the authentic channel scores the calibration learns from are, by construction, what a listing photo gets.
+
+One call:
+
+1. distance maps of the view to the closest references (:func:`brandguard.mismatch.distance_maps`);
+2. standardised by the product's authentic statistics (:func:`brandguard.mismatch.anomaly_maps`), discounted
+   where the learned occlusion head sees something on top of the package;
+3. the text channel: the OCR distance of each of the product's reference lines, kept only where the
+   structure channel agrees that the strokes changed there (OCR misreads blurred but authentic print; a
+   misspelling also changes its strokes);
+4. channel scores (:data:`brandguard.mismatch.CHANNELS`) and a cell heatmap.
+
+Example:
+    >>> import numpy as np
+    >>> from brandguard.config import CompareConfig
+    >>> from brandguard.mismatch import ProductBank, fit_normal_stats, make_view
+    >>> views = [make_view(np.full((96, 96, 3), 100 + i, np.uint8), np.ones((96, 96), bool)) for i in range(3)]
+    >>> bank = ProductBank.from_views(views)
+    >>> stats, _ = fit_normal_stats(bank)
+    >>> c = compare(views[0], bank, stats, CompareConfig(), exclude=0)
+    >>> len(c.channels), c.heatmap.shape
+    (4, (16, 16))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from brandguard.config import CompareConfig
+from brandguard.mismatch import (
+    AlignedView,
+    NormalStats,
+    ProductBank,
+    anomaly_maps,
+    channel_scores,
+    distance_maps,
+    occlusion_cells,
+)
+
+__all__ = ["TEXT_SUPPORT", "Comparison", "DistanceMaps", "compare", "reference_text_details"]
+
+#: structure evidence (90th percentile of the structure heatmap in a line's box, standard deviations) a text
+#: misread needs before it counts: OCR misreads blurred but authentic print, a misspelling also changes strokes
+TEXT_SUPPORT = 4.0
+
+#: ``(structure, colour, learned)`` distance maps, each ``(G, G)`` float32 (learned None without descriptors)
+DistanceMaps = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`.
+
+    Attributes:
+        channels: one score per :data:`brandguard.mismatch.CHANNELS` (standard deviations above authentic
+            variation in the worst cells; text: OCR distance 0..1; NaN where not measured).
+        structure, colour: ``(G, G)`` float32 standardised departure per cell (0 = typical).
+        learned: the same for the learned channel, or None.
+        heatmap: ``(G, G)`` float32, the largest channel per cell, misread text lines painted in (in fused
+            units when a ``text_units`` function was given).
+        mask: ``(G, G)`` bool, the cells that were scored.
+        distances: the distance maps the departures were computed from.
+        text_details: per reference line ``{text, read, confidence, distance, box}`` after the structure gate.
+    """
+
+    channels: tuple[float, float, float, float]
+    structure: np.ndarray
+    colour: np.ndarray
+    learned: np.ndarray | None
+    heatmap: np.ndarray
+    mask: np.ndarray
+    distances: DistanceMaps
+    text_details: list[dict[str, Any]] = field(default_factory=list)
+
+
+def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: CompareConfig, *,
+            exclude: int | None = None, text_details: Sequence[dict[str, Any]] | None = None,
+            distances: DistanceMaps | None = None,
+            text_units: Callable[[float], float] | None = None) -> Comparison:
+    """Compare one aligned view with a product's references (see the module docstring).
+
+    Args:
+        view: the photo (or reference) in the product's canonical frame (:func:`brandguard.mismatch.make_view`).
+        bank: the product's aligned references.
+        stats: the product's authentic statistics.
+        settings: ``cell``, ``references_compared`` and ``top_fraction`` are used.
+        exclude: a bank row to leave out (a reference compared with the others, or a simulated photo of it).
+        text_details: the OCR reading of the product's reference lines in this view
+            (:func:`brandguard.text.text_mismatch` for a photo, :func:`reference_text_details` for a
+            reference): ``[{distance, box, ...}]`` with ``box`` in canonical pixels; None or empty: no text
+            channel (NaN).
+        distances: the distance maps of this very view and bank when the caller already computed them (the
+            index computes them once for its statistics); None computes them here.
+        text_units: maps a text distance to heatmap units (e.g. through the index's channel fusion); None
+            leaves misread lines out of the heatmap.
+
+    Returns:
+        A :class:`Comparison`.
+    """
+    cell = settings.cell
+    if distances is None:
+        distances = distance_maps(view, bank, cell, exclude=exclude, k=settings.references_compared)
+    d_s, d_c, d_l = distances
+    G = view.cell_valid.shape[0]
+    occ = occlusion_cells(view.occlusion, G)
+    z_s, z_c, z_l = anomaly_maps(d_s, d_c, stats, view.cell_valid, d_l, occ)
+    mask = stats.region & view.cell_valid
+    details = [dict(d) for d in (text_details or [])]
+    text = float("nan")
+    if details:
+        supported = []
+        for d in details:  # a misspelling also changes strokes: keep a misread only where structure agrees
+            x0, y0, x1, y1 = (int(v) // cell for v in d["box"])
+            box_z = z_s[y0:y1 + 1, x0:x1 + 1]
+            if box_z.size and float(np.quantile(box_z, 0.9)) < TEXT_SUPPORT and np.isfinite(d["distance"]):
+                d["distance"] = 0.0
+            supported.append(d["distance"])
+        finite = [v for v in supported if np.isfinite(v)]
+        text = max(finite) if finite else float("nan")
+    channels = channel_scores(z_s, z_c, mask, settings.top_fraction, text, z_l)
+    heat = np.maximum(z_s, z_c) if z_l is None else np.maximum(np.maximum(z_s, z_c), z_l)
+    if text_units is not None:
+        for d in details:  # a misread line lights up its box
+            if np.isfinite(d["distance"]) and d["distance"] > 0:
+                zt = float(text_units(float(d["distance"])))
+                x0, y0, x1, y1 = (int(v) // cell for v in d["box"])
+                heat[y0:y1 + 1, x0:x1 + 1] = np.maximum(heat[y0:y1 + 1, x0:x1 + 1], zt)
+    return Comparison(channels, z_s, z_c, z_l, heat.astype(np.float32), mask, distances, details)
+
+
+def reference_text_details(own: Sequence[dict[str, Any]], lines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How a reference's own OCR reading compares with its product's reference lines, in the form of
+    :func:`brandguard.text.text_mismatch` details (so that :func:`compare` treats it like a photo's).
+
+    Args:
+        own: the lines read in the aligned reference (``{text, box, confidence}``, canonical pixels).
+        lines: the product's reference lines (:func:`brandguard.text.reference_lines`).
+
+    Returns:
+        One entry per reference line that the reference reads confidently at the same place: the smallest
+        text distance among its readings there; lines it does not read are left out.
+    """
+    from brandguard.text import MIN_CONFIDENCE, _iou, text_distance
+
+    out = []
+    for ref in lines:
+        same = [ln for ln in own if _iou(ln["box"], ref["box"]) > 0.3 and ln["confidence"] >= MIN_CONFIDENCE]
+        if same:
+            best = min(same, key=lambda ln: text_distance(ref["text"], ln["text"]))
+            out.append({"text": ref["text"], "read": best["text"], "confidence": best["confidence"],
+                        "distance": text_distance(ref["text"], best["text"]), "box": list(ref["box"])})
+    return out
