@@ -173,7 +173,7 @@ def test_cli_calibrate_and_info(saved_index, tmp_path, small_dataset, capsys):
     assert '"takedown": 0.95' in capsys.readouterr().out
     assert main(["index", "info", str(idx)]) == 0
     out = capsys.readouterr().out
-    assert "calibration" in out and "'source': 'calibration'" in out
+    assert "calibration in force: calibrated on " in out and " authentic photos (calibration)" in out
 
 
 def _with_text(text: np.ndarray, seed: int = 0) -> np.ndarray:

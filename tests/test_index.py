@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from brandguard.detector import Detector
@@ -163,3 +164,47 @@ def test_cli_index_build_add_remove_info(small_dataset, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["brands"] == 1
     assert main(["index", "remove", str(idx), "--brand", "nope"]) == 2
     assert "known brands" in capsys.readouterr().err
+
+
+def test_many_products_added_and_removed_one_by_one_leave_verdicts_unchanged(saved_index, embedder, labels):
+    """A large catalogue grows and shrinks incrementally: distractor products (cheap: random RootSIFT-like
+    keypoints, no references) are appended to the keypoint search without re-encoding what is there, and
+    removing them gives back the same search and the same predictions."""
+    from brandguard.index import ProductModel, _empty_bank
+
+    index = ReferenceIndex.load(saved_index)
+    det = Detector(index, embedder)
+    photos = [str(i.path) for i in labels if i.label in ("authentic", "counterfeit")][:6]
+    before = det.predict_batch(photos)
+    rows, live = len(index._local), index._local.ntotal
+    rng = np.random.default_rng(3)
+    for d in range(400):
+        desc = rng.random((50, 128)).astype(np.float32) ** 3
+        desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+        index.products.append(ProductModel(f"distractor{d // 4}", f"p{d % 4}", [], 0, [], desc.astype(np.float16),
+                                           rng.uniform(0, 384, (50, 2)).astype(np.float32), _empty_bank(), None,
+                                           np.zeros((0, 1), np.float32), np.zeros((0, 4))))
+        if d % 100 == 99:
+            index._rebuild_search()
+    assert len(index._local) == rows + 400 * 50 and index._local.ntotal == live + 400 * 50  # appended, nothing redone
+    during = det.predict_batch(photos)
+    for d in range(100):
+        index.remove(f"distractor{d}")
+    assert index._local.ntotal == live and not any(m.brand.startswith("distractor") for m in index.products)
+    after = det.predict_batch(photos)
+    for a, b, c in zip(before, during, after):
+        assert (a.verdict, a.brand, a.product) == (b.verdict, b.brand, b.product) == (c.verdict, c.brand, c.product)
+        assert a.score == pytest.approx(c.score, abs=1e-9)
+
+
+def test_cold_start_calibration_is_named_and_its_evidence_survives_a_reload(small_index, saved_index):
+    info = small_index.info()
+    assert info["calibration_source"].startswith("cold-start (simulated listing photos from")
+    loaded = ReferenceIndex.load(saved_index)
+    assert loaded.info()["calibration_source"] == info["calibration_source"]
+    assert len(loaded.products) == len(small_index.products) > 0
+    for a, b in zip(small_index.products, loaded.products):
+        assert a.evidence is not None and b.evidence is not None and len(a.evidence.cross) > 0
+        np.testing.assert_array_equal(a.evidence.cross, b.evidence.cross)
+        np.testing.assert_array_equal(a.evidence.cross_valid, b.evidence.cross_valid)
+        np.testing.assert_array_equal(a.evidence.cross_source, b.evidence.cross_source)

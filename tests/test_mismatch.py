@@ -104,6 +104,11 @@ def test_a_one_reference_product_borrows_the_pooled_spread(rng):
     # not a zero or undefined spread: about what the other products teach
     assert np.all(np.isfinite(stats.sigma_s)) and float(np.median(stats.sigma_s)) > 0.1
     assert float(np.median(stats.mu_s)) == pytest.approx(0.5, rel=0.35)
+    # no simulated photo could be localised: the pooled values, never a zero or undefined spread
+    from brandguard.mismatch import AuthenticEvidence
+
+    none = authentic_stats(AuthenticEvidence.empty(S // CELL), region, prior)
+    assert float(np.median(none.sigma_s)) == pytest.approx(float(prior.level[1, 0]), rel=0.05)
     # nothing to pool from: generic values, still finite and positive
     alone = authentic_stats(one, region, AuthenticPrior.pool([(one, region)]))
     assert np.all(alone.sigma_s > 0) and np.all(np.isfinite(alone.mu_s))

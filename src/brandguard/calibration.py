@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from brandguard.errors import DataError
+
 __all__ = ["ChannelFusion", "MisreadModel", "ScoreCalibrator", "Thresholds", "format_score", "verdict_for"]
 
 _NORMAL = NormalDist()
@@ -77,12 +79,12 @@ class ScoreCalibrator:
         """Fit on authentic raw scores (non-finite ones are dropped).
 
         Raises:
-            ValueError: fewer than 2 finite scores.
+            DataError: fewer than 2 finite scores.
         """
         raw = np.asarray(authentic_raw, np.float64)
         raw = np.sort(raw[np.isfinite(raw)])
         if raw.size < 2:
-            raise ValueError(f"need at least 2 authentic scores to calibrate, got {raw.size}")
+            raise DataError(f"need at least 2 authentic scores to calibrate, got {raw.size}")
         knots = np.quantile(raw, np.linspace(0, 1, min(512, raw.size)))
         shape, scale, start = _fit_tail(raw, cls.TAIL_FRACTION, cls.TAIL_MIN, cls.MAX_SHAPE)
         return cls(knots=knots, tail_scale=scale, source=source, n=int(raw.size), tail_shape=shape,
@@ -175,7 +177,7 @@ def _fit_tail(raw: np.ndarray, fraction: float, least: int, max_shape: float) ->
         return fallback
     if m < _SHAPE_MIN:  # too few excesses to tell a heavy tail: exponential, by maximum likelihood
         return 0.0, float(max(exc.mean(), 1e-3)), u
-    from scipy.stats import genpareto
+    from scipy.stats import genpareto  # type: ignore[import-untyped]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -345,7 +347,7 @@ class MisreadModel:
 
     def line_log_tail(self, wrong: float, length: float) -> float:
         """log P(at least ``wrong`` misreads among ``length`` authentic characters) (0 for none wrong)."""
-        from scipy.special import betainc
+        from scipy.special import betainc  # type: ignore[import-untyped]
 
         k, L = float(wrong), float(max(length, wrong, 1.0))
         if k <= 0.0:
@@ -432,6 +434,9 @@ class ChannelFusion:
                 (:func:`brandguard.text.line_reads`); None (or a None row): the text channel's distance
                 stands for one line of typical length.
             extra_text_reads: more authentic readings for the misread rate only (e.g. the references').
+
+        Raises:
+            DataError: ``text_reads`` does not have one row per channel row.
         """
         raw = np.asarray(channel_scores, np.float64)
         if raw.ndim != 2 or len(raw) < 2:
@@ -451,7 +456,7 @@ class ChannelFusion:
             text = raw[:, cls.TEXT]
             rows = list(text_reads) if text_reads is not None else [None] * len(raw)
             if len(rows) != len(raw):
-                raise ValueError(f"text_reads has {len(rows)} rows for {len(raw)} channel rows")
+                raise DataError(f"text_reads has {len(rows)} rows for {len(raw)} channel rows")
             given = [r for r, t in zip(rows, text) if r is not None and np.isfinite(t)]
             fallback = np.array([t for r, t in zip(rows, text) if r is None and np.isfinite(t)])
             extra = [r for r in extra_text_reads if r]
@@ -505,6 +510,9 @@ class ChannelFusion:
         Returns:
             The largest channel evidence (a float for one photo, an array for a batch); 0 when no channel
             was measured.
+
+        Raises:
+            DataError: a batch's ``text_reads`` does not have one row per photo.
         """
         z = self.channel_z(channel_scores, text_reads)
         out = _combine(z, tie_break=not self.legacy)
@@ -603,5 +611,5 @@ def _read_rows(text_reads: Any, n: int, ndim: int) -> list[Any]:
         return [list(text_reads)]
     rows = list(text_reads)
     if len(rows) != n:
-        raise ValueError(f"text_reads has {len(rows)} rows for {n} photos")
+        raise DataError(f"text_reads has {len(rows)} rows for {n} photos")
     return rows

@@ -17,6 +17,10 @@ from typing import TextIO
 __all__ = ["build_parser", "main"]
 
 
+DEVICE_HELP = ("cpu, cuda, cuda:1 ... for the network (keypoints, RANSAC and the comparison run on the CPU); "
+               "default: the index's, auto = CUDA when available")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="brandguard", description="Catch counterfeit products in listing photos.")
     p.add_argument("--version", action="version", version=f"brandguard {_version()}")
@@ -24,10 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the whole job on bundled demo data (generate, index, score, report)")
     d.add_argument("--out", default="brandguard-demo", help="output folder (default: brandguard-demo)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="random seed of the generated photos (default 0)")
     d.add_argument("--artwork", choices=["demo", "heldout"], default="demo",
                    help="brand artwork pool; 'heldout' uses brands never used to tune brandguard")
-    d.add_argument("--size", choices=["full", "small"], default="full")
+    d.add_argument("--size", choices=["full", "small"], default="full",
+                   help="full: every brand of the pool, 420 listing photos; small: 6 products, 58 listing photos, a quick "
+                        "check (default: full)")
     d.add_argument("--photo-model", action="append", dest="photo_model", metavar="NAME",
                    help="photo model to generate the photos with (brandguard.synth.PHOTO_MODELS: demo, studio-casual); "
                         "repeat for several, the first is the main one (default: demo, then studio-casual)")
@@ -36,43 +42,47 @@ def build_parser() -> argparse.ArgumentParser:
                         "phone, collage, several units, studio on white, bottle), with figures per scene")
     d.add_argument("--finetune", action="store_true",
                    help="fine-tune on the references first (about 15 min on 2 CPU cores) and compare with pretrained")
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and cron jobs)")
 
     ix = sub.add_parser("index", help="build and maintain a reference index")
     isub = ix.add_subparsers(dest="index_command", required=True)
     b = isub.add_parser("build", help="index the authentic references REFS/<brand>/<product>/*.jpg (or a CSV)")
-    b.add_argument("refs")
+    b.add_argument("refs", help="reference folder REFS/<brand>/<product>/*.jpg, or a CSV manifest path,brand,product")
     b.add_argument("-o", "--out", required=True, help="index directory to write")
     b.add_argument("--config", help="YAML config (configs/default.yaml)")
     b.add_argument("--backbone", help="backbone name (brandguard.backbones.list_backbones())")
     b.add_argument("--checkpoint", help="local weights (.safetensors or an exported run directory)")
-    b.add_argument("--device")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--device", help=DEVICE_HELP)
+    b.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and cron jobs)")
     a = isub.add_parser("add", help="add reference photos to an index")
-    a.add_argument("index")
-    a.add_argument("refs")
-    a.add_argument("--no-progress", action="store_true")
+    a.add_argument("index", help="index directory to update in place")
+    a.add_argument("refs", help="folder REFS/<brand>/<product>/*.jpg (or a CSV manifest) of the new references")
+    a.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and cron jobs)")
     r = isub.add_parser("remove", help="remove a brand (or one of its products) from an index")
-    r.add_argument("index")
-    r.add_argument("--brand", required=True)
-    r.add_argument("--product")
+    r.add_argument("index", help="index directory to update in place")
+    r.add_argument("--brand", required=True, help="brand to remove (all its products unless --product)")
+    r.add_argument("--product", help="remove only this product of --brand")
     mv = isub.add_parser("relocate", help="point an index at the folder its references were moved to")
-    mv.add_argument("index")
+    mv.add_argument("index", help="index directory to update in place")
     mv.add_argument("folder", help="the reference folder's new place (same layout below it)")
     i = isub.add_parser("info", help="describe an index")
-    i.add_argument("index")
-    i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("index", help="index directory")
+    i.add_argument("--json", action="store_true", help="print every recorded field as JSON instead of the summary")
 
     s = sub.add_parser("score", help="score every photo under LISTINGS into a CSV (and an HTML report)")
-    s.add_argument("listings")
-    s.add_argument("--index", required=True)
-    s.add_argument("-o", "--out", required=True, help="results CSV")
+    s.add_argument("listings", help="folder of listing photos, scored recursively in a stable order (or one photo; "
+                                    "with --ray also an s3://... folder or a .txt list)")
+    s.add_argument("--index", required=True, help="index directory (brandguard index build)")
+    s.add_argument("-o", "--out", required=True,
+                   help="results CSV (one row per photo; the run record goes to OUT.run.json); with --ray also a "
+                        ".parquet folder")
     s.add_argument("--report", help="HTML evidence report: a table of every photo, evidence cards of the flagged "
-                                    "ones (images and data in <report stem>_files/ beside it)")
+                                    "ones (images and data in <report stem>_files/ beside it: keep them together)")
     s.add_argument("--report-max", type=int, default=300, metavar="N",
                    help="evidence cards for the N highest-scored flagged photos (default 300; the table lists all)")
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the index's, auto)")
+    s.add_argument("--batch-size", type=int, metavar="N",
+                   help="photos per network batch and per flushed group of rows (default: the index's config, 32)")
+    s.add_argument("--device", help=DEVICE_HELP)
     s.add_argument("--resume", action="store_true", help="continue an interrupted run")
     s.add_argument("--overwrite", action="store_true", help="replace results already in --out (refused otherwise)")
     s.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
@@ -81,22 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "s3://... or gs://... folder or a .txt list of paths/URIs, and -o a .csv or a .parquet folder")
     s.add_argument("--ray-actors", type=int, metavar="N", help="with --ray: at most N actors (default: CPUs / threads)")
     s.add_argument("--ray-threads", type=int, default=1, metavar="N", help="with --ray: CPU threads per actor (default 1)")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and cron jobs)")
 
     e = sub.add_parser("evaluate", help="score a labelled folder and report its figures")
     e.add_argument("labels", help="LISTINGS/labels.csv")
-    e.add_argument("--index", required=True)
+    e.add_argument("--index", required=True, help="index directory (brandguard index build)")
     e.add_argument("-o", "--out", help="metrics JSON")
     e.add_argument("--results", help="also keep the per-photo results CSV here")
     e.add_argument("--plots", help="write ROC, score histograms and per-type bars (PNG) here")
     e.add_argument("--allow-missing", action="store_true",
                    help="leave out labelled paths that name no file (with a warning) instead of refusing")
     e.add_argument("--overwrite", action="store_true", help="replace results already in --results")
-    e.add_argument("--device")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--device", help=DEVICE_HELP)
+    e.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and cron jobs)")
 
     c = sub.add_parser("calibrate", help="set thresholds from authentic photos (not references) at a target FPR")
-    c.add_argument("index")
+    c.add_argument("index", help="index directory; the calibration is saved into it")
     c.add_argument("--authentic", required=True,
                    help="a folder of authentic photos, or a labels.csv (its authentic rows; counterfeit and "
                         "unrelated rows, if any, only report the expected rates)")
@@ -106,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of authentic photos allowed to fall under the unknown-product rule (default 0.01)")
     c.add_argument("--min-brand-photos", type=int, default=30,
                    help="authentic photos a brand needs for its own calibration (else the global one)")
-    c.add_argument("--device")
+    c.add_argument("--device", help=DEVICE_HELP)
 
     t = sub.add_parser("train", help="fine-tune the backbone on reference photos (metric learning, counterfeit-style "
                                      "edits as hard negatives); exports RUN_DIR/best")
@@ -122,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     t.add_argument("--force", action="store_true", help="export even if the guard finds the model worse")
     t.add_argument("--device", help="cpu, cuda ... (default auto)")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and cron jobs)")
     return p
 
 
@@ -147,19 +157,94 @@ def _version() -> str:
     return __version__
 
 
+def _index_summary(info: dict) -> list[str]:
+    """Readable lines of :meth:`ReferenceIndex.info` (plus ``text_check`` and ``size_bytes``) for `index info`."""
+    from brandguard.index import THIN_EVIDENCE, is_cold_start
+
+    lines = [f"index format {info.get('format')}, written by brandguard {info.get('brandguard_version')}"
+             + (f", {_size(info['size_bytes'])} on disk" if info.get("size_bytes") is not None else "")]
+    lines.append(f"references: {info['references']} of {info['products']} products, {info['brands']} brands "
+                 f"({info['references_compared']} aligned and compared"
+                 + (f"; {info['skipped']} unreadable skipped" if info.get("skipped") else "")
+                 + (f"; {info['duplicates_skipped']} duplicates kept once" if info.get("duplicates_skipped") else "")
+                 + ")")
+    root = info.get("references_root")
+    lines.append(f"reference folder: {root if root else 'not recorded'}"
+                 + ("" if info.get("references_found", True) else
+                    "  [not found: verdicts are unaffected, reports show no reference photos; "
+                    "`brandguard index relocate` points the index at its new place]"))
+    lines.append(f"backbone: {info['backbone']} (weights {str(info.get('weights_digest'))[:19]}"
+                 + (f", checkpoint {info['checkpoint']}" if info.get("checkpoint") else "") + ")")
+    kind = info.get("local_index")
+    n_desc = info.get("local_descriptors", 0)
+    lines.append("keypoint search: " + {
+        "flat": "exact (flat FAISS index)",
+        "ivfpq": "two-stage (FAISS IVF-PQ shortlist, exact re-ranking from the memory-mapped float16 store)",
+    }.get(str(kind), str(kind)) + f", {n_desc:,} reference keypoints")
+    text = info.get("text_check")
+    lines.append("text check (OCR of the wordmark): " + ("unknown" if text is None else "on" if text else "off"))
+    cal = info.get("calibration")
+    if not cal:
+        lines.append("calibration in force: none (run `brandguard calibrate IDX --authentic PHOTOS`)")
+    else:
+        src = str(cal.get("source"))
+        lines.append(f"calibration in force: {_calibration_text(src, cal.get('n'))}")
+        th = info.get("thresholds") or {}
+        n_cal = cal.get("n") or 0
+        if n_cal and th and 1 - th["takedown"] < 1 / n_cal and not is_cold_start(src):
+            below = [f"{name} {100 * (1 - th[name]):.3g}%" for name in ("review", "takedown") if 1 - th[name] < 1 / n_cal]
+            lines.append(f"  note: {n_cal} photos measure shares down to about 1/{n_cal} = {100 / n_cal:.2g}%; "
+                         f"{' and '.join(below)} are extrapolated by the fitted tail: calibrate on more authentic "
+                         "photos to measure them")
+        own = {b: c["n"] for b, c in (cal.get("per_brand") or {}).items()}
+        lines.append("brands with their own calibration: "
+                     + (", ".join(f"{b} ({n} photos)" for b, n in own.items()) if own else "none (all brands share one)"))
+    th = info.get("thresholds") or {}
+    if th:
+        lines.append(f"verdicts: suspicious from score {th['review']:.6g} (flags {100 * (1 - th['review']):.3g}% of "
+                     f"authentic photos), counterfeit from {th['takedown']:.6g} ({100 * (1 - th['takedown']):.3g}%)")
+        rule = f"unknown product: fewer than {th['min_inliers']} verified keypoint matches"
+        if th.get("weak_similarity") is not None:
+            rule += (f", unless at least {th['weak_inliers']} and the aligned photo is at least "
+                     f"{th['weak_similarity']:.3f} similar to a reference (weak match)")
+        lines.append(rule)
+    thin = info.get("thin_products") or []
+    lines.append(f"products with fewer than {THIN_EVIDENCE} references (thin evidence): "
+                 + (", ".join(thin) if thin else "none"))
+    return lines
+
+
+def _calibration_text(source: str, n: int | None) -> str:
+    """Which calibration is in force, in words: the cold start (and what it was made of) or ``calibrate``'s."""
+    from brandguard.index import is_cold_start
+
+    if is_cold_start(source):
+        how = ("cold start, " + source.removeprefix("cold-start").strip(" ()") if source.startswith("cold-start")
+               else "cold start, the references' leave-one-out scores")
+        return how + "; run `brandguard calibrate` with your own authentic photos before acting on verdicts"
+    return f"calibrated on {n} authentic photos ({source})"
+
+
+def _size(n: float) -> str:
+    """Bytes as B / KB / MB / GB (powers of 1000)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
 def _print_info(info: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    for k, v in info.items():
-        if k == "per_product":
-            print("products:")
-            for row in v:
-                print(f"  {row['brand']}/{row['product']}: {row['references']} references "
-                      f"({row['compared']} compared), {row['keypoints']} keypoints"
-                      + ("  [thin evidence: add authentic photos]" if row.get("thin") else ""))
-        else:
-            print(f"{k}: {v}")
+    for line in _index_summary(info):
+        print(line)
+    print("products:")
+    for row in info.get("per_product", []):
+        print(f"  {row['brand']}/{row['product']}: {row['references']} references "
+              f"({row['compared']} compared), {row['keypoints']} keypoints"
+              + ("  [thin evidence: add authentic photos]" if row.get("thin") else ""))
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -269,7 +354,8 @@ def _run(args: argparse.Namespace) -> int:
             index.save(args.index)
             print(f"removed {n} product(s) -> {args.index}")
         else:
-            _print_info(index.info(), args.json)
+            size = sum(f.stat().st_size for f in Path(args.index).rglob("*") if f.is_file())
+            _print_info({**index.info(), "text_check": index.text_enabled, "size_bytes": size}, args.json)
         return 0
     if args.command == "score":
         from brandguard.detector import Detector
@@ -290,7 +376,8 @@ def _run(args: argparse.Namespace) -> int:
             summary = score_folder(args.listings, det, args.out, report=args.report, resume=args.resume,
                                    overwrite=args.overwrite, progress=progress, report_max_items=args.report_max)
             if det.index.calibrator is not None:
-                print(f"calibration in force: {det.index.calibrator.source}")
+                cal = det.index.calibrator
+                print(f"calibration in force: {_calibration_text(cal.source, cal.n)}")
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary.counts.items()))
         print(f"{summary.total} photos ({summary.resumed} from an earlier run) -> {summary.out_csv} [{counts}] "
               f"at {summary.images_per_second:.1f} img/s")

@@ -656,7 +656,7 @@ class ReferenceIndex:
             with self._phase("simulated views"):
                 ev = self._simulate_evidence(model, [(r, img) for r, img, _ in new if r in kept])
             model.evidence = ev if model.evidence is None else model.evidence.concat(ev)
-        if model.evidence is not None and (len(model.evidence.cross) or len(model.evidence.own)):
+        if model.evidence is not None:  # no simulated photo localised: the pooled prior, never studio-only LOO
             prior = AuthenticPrior.pool([(p.evidence, p.stats.region) for p in self.products
                                          if p.evidence is not None and p.stats is not None and p is not model]
                                         + [(model.evidence, model.stats.region)])
@@ -817,8 +817,7 @@ class ReferenceIndex:
         """Refit every product's statistics on its simulated listing photos with the prior pooled over all
         products; return the cross-fitted channel scores of those photos ``(n, len(CHANNELS))`` (text NaN) and
         how many references they were simulated from."""
-        with_ev = [m for m in self.products if m.evidence is not None and m.stats is not None
-                   and (len(m.evidence.cross) or len(m.evidence.own))]
+        with_ev = [m for m in self.products if m.evidence is not None and m.stats is not None]
         prior = AuthenticPrior.pool([(m.evidence, m.stats.region) for m in with_ev])  # type: ignore[misc]
         multi = any(len(m.evidence.cross) for m in with_ev)  # type: ignore[union-attr]
         scores: list[tuple[float, ...]] = []

@@ -90,20 +90,21 @@ def _glare_and_cover(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Sometimes glare (a soft bright spot) and sometimes something on top of the package (a finger, a
     sticker: a soft-edged blob of another colour), near the middle of the frame where the product is."""
     h, w = img.shape[:2]
-    out = img.astype(np.float32)
+    out: np.ndarray = img.astype(np.float32)
     side = math.sqrt(h * w)
     if rng.random() < 0.25:
-        m = np.zeros((h, w), np.float32)
-        c = (int(w * rng.uniform(0.3, 0.7)), int(h * rng.uniform(0.3, 0.7)))
+        m: np.ndarray = np.zeros((h, w), np.float32)
+        centre = (int(w * rng.uniform(0.3, 0.7)), int(h * rng.uniform(0.3, 0.7)))
         r = side * rng.uniform(0.05, 0.12)
-        cv2.ellipse(m, c, (int(r), int(r * rng.uniform(0.3, 0.8))), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+        cv2.ellipse(m, centre, (int(r), int(r * rng.uniform(0.3, 0.8))), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
         m = cv2.GaussianBlur(m, (0, 0), max(1.0, r / 3))
         out = out + (255 - out) * m[..., None] * rng.uniform(0.35, 0.7)
     if rng.random() < 0.2:
         m = np.zeros((h, w), np.float32)
         c = np.array([w * rng.uniform(0.25, 0.75), h * rng.uniform(0.25, 0.75)])
         r = side * rng.uniform(0.05, 0.13)
-        pts = c + np.stack([np.cos(a := np.sort(rng.uniform(0, 2 * np.pi, 7))), np.sin(a)], 1) * r * rng.uniform(0.5, 1.3, (7, 1))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, 7))
+        pts = c + np.stack([np.cos(ang), np.sin(ang)], 1) * r * rng.uniform(0.5, 1.3, (7, 1))
         cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1.0)
         m = cv2.GaussianBlur(m, (0, 0), 1.5)
         colour = rng.uniform(40, 235, 3).astype(np.float32)

@@ -15,7 +15,9 @@ place shows the same part of the package in all of them. Two channels are compar
   package (a finger, a price sticker, glare): every channel's departure is discounted there.
 
 Each channel keeps, per cell, the distance to the *closest* authentic reference, then standardises it by
-how much the references differ from each other there (leave-one-out statistics). The result is a heatmap
+how much authentic listing photos depart there: learnt from simulated listing photos of the references
+(:class:`AuthenticEvidence`, :func:`authentic_stats`, pooled across products by :class:`AuthenticPrior`), or
+from the references compared with each other (leave-one-out, :func:`fit_normal_stats`) without them. The result is a heatmap
 of where the photo departs from every authentic reference (in standard deviations) and one score per
 channel: the mean of its highest cells. A few cells along the edge of the frame are not scored
 (``compare.margin``): alignment is never exact there, so the scene behind the package shows in some photos
