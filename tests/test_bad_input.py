@@ -434,3 +434,139 @@ def test_outputs_follow_the_umask(tiny, tmp_path):
     assert {(p.stat().st_mode & 0o777) for p in (tmp_path / "idx").iterdir()} == {0o644}
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "c.yaml").stat().st_mode & 0o777 == 0o644
+
+
+# ------------------------------------------------------ 10: outputs, resume records, odd listings (A2)
+def test_index_build_never_deletes_a_folder_and_keeps_an_index_without_overwrite(tmp_path, capsys):
+    import re
+
+    from brandguard.storage import MANIFEST, write_directory
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.docx").write_bytes(b"years of work")
+    with pytest.raises(DataError, match="never replaces it"):
+        write_directory(user, {"a.json": b"{}"}, {"format": 1})
+    assert (user / "thesis.docx").read_bytes() == b"years of work" and not (user / MANIFEST).exists()
+    idx = tmp_path / "idx"
+    write_directory(idx, {"a.json": b"{}"}, {"format": 1})
+    write_directory(idx, {"a.json": b"[]"}, {"format": 1})  # its own directory: replaced (index add/calibrate)
+    assert (idx / "a.json").read_bytes() == b"[]"
+    refs = tmp_path / "refs"  # never read: the output is refused before any work
+    refs.mkdir()
+    for out, want in ((user, "holds other files"), (idx, "already holds an index.*--overwrite"),
+                      (tmp_path / "mine" / "thesis.docx", "is a file"), (Path("/proc/brandguard-idx"), "cannot be written")):
+        code, err = _cli(["index", "build", str(refs), "-o", str(out)], capsys)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert re.search(want, err), err
+    assert (user / "thesis.docx").read_bytes() == b"years of work" and (idx / "a.json").read_bytes() == b"[]"
+
+
+def test_batch_size_below_one_is_refused(detector, tmp_path, capsys):
+    folder = _labelled_folder(tmp_path)
+    for bad in (0, -2):
+        with pytest.raises(DataError, match="batch size.*>= 1"):
+            score_folder(folder, detector, tmp_path / "r.csv", batch_size=bad)
+        code, err = _cli(["score", str(folder), "--index", str(tmp_path / "no-index"), "-o", str(tmp_path / "r.csv"),
+                          "--batch-size", str(bad)], capsys)
+        assert code == 2 and "--batch-size" in err and err.count("\n") == 1
+        with pytest.raises(ConfigError, match="runtime.batch_size"):
+            Config().with_overrides({"runtime.batch_size": bad})
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_resume_is_refused_when_the_run_cannot_be_checked(detector, tmp_path):
+    from brandguard.scoring import CSV_COLUMNS
+
+    folder = _labelled_folder(tmp_path)
+    out = tmp_path / "r.csv"
+    row = ",".join(["a.jpg", "authentic", "0.1"] + [""] * (len(CSV_COLUMNS) - 3))
+    out.write_text(",".join(CSV_COLUMNS) + "\n" + row + "\n")
+    before = out.read_bytes()
+    with pytest.raises(DataError, match="run record .* is missing.*--overwrite"):
+        score_folder(folder, detector, out, resume=True)
+    Path(str(out) + ".run.json").write_text("{not json")
+    with pytest.raises(DataError, match="unreadable.*--overwrite"):
+        score_folder(folder, detector, out, resume=True)
+    out.write_text("name,price\nshoe,12\n")
+    with pytest.raises(DataError, match="not a brandguard results CSV.*--overwrite"):
+        score_folder(folder, detector, out, resume=True)
+    assert out.read_text() == "name,price\nshoe,12\n" and before  # nothing written or mixed
+
+
+def test_resume_onto_an_index_rebuilt_with_other_settings_is_refused(det_clean, tiny, small_dataset, tmp_path):
+    import copy
+
+    folder = tmp_path / "l"
+    folder.mkdir()
+    shutil.copy(_listing_photos(small_dataset, *tiny["p"], n=1)[0], folder / "a.jpg")
+    out = tmp_path / "r.csv"
+    score_folder(folder, det_clean, out)
+    other = copy.copy(tiny["idx_clean"])  # the same references, rebuilt with the text check on
+    other.config = other.config.with_overrides({"compare.text_check": "on"})
+    assert other.fingerprint() != tiny["idx_clean"].fingerprint()
+    runtime_only = copy.copy(tiny["idx_clean"])
+    runtime_only.config = runtime_only.config.with_overrides({"runtime.batch_size": 3})
+    assert runtime_only.fingerprint() == tiny["idx_clean"].fingerprint()  # batch size never changes verdicts
+    with pytest.raises(DataError, match=r"another index.*compare\.text_check: 'off' -> 'on'"):
+        score_folder(folder, Detector(other, det_clean.index.embedder), out, resume=True)
+
+
+def test_evaluate_refuses_labelled_photos_outside_its_folder_before_scoring(tmp_path):
+    from brandguard.evaluation import evaluate_folder
+
+    folder = _labelled_folder(tmp_path)
+    (tmp_path / "other").mkdir()
+    shutil.copy(folder / "a.jpg", tmp_path / "other" / "x.jpg")
+    (folder / "labels.csv").write_text("path,label\na.jpg,authentic\n../other/x.jpg,counterfeit\n")
+    with pytest.raises(DataError, match=r"1 file\(s\) that scoring its folder .* does not reach.*x\.jpg"):
+        evaluate_folder(folder / "labels.csv", object())  # type: ignore[arg-type]
+
+
+def test_outputs_and_listings_are_checked_before_any_work(tmp_path, capsys):
+    from brandguard.scoring import check_score_inputs
+
+    folder = _labelled_folder(tmp_path)
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    cases = [({"out_csv": tmp_path / "r.csv", "report": tmp_path}, "report .* is a folder"),
+             ({"out_csv": note / "r.csv"}, "cannot be written"),
+             ({"out_csv": tmp_path / "r.csv", "report": folder / "a.jpg"}, "not a brandguard report.*--overwrite"),
+             ({"listings": folder / "labels.csv", "out_csv": tmp_path / "r.csv"}, "does not exist"),
+             ({"listings": note, "out_csv": tmp_path / "r.csv"}, "neither a folder nor a photo")]
+    if Path("/proc/self").is_dir():
+        cases += [({"out_csv": Path("/proc/x.csv")}, "cannot be written"),
+                  ({"out_csv": tmp_path / "r.csv", "report": Path("/proc/r.html")}, "cannot be written")]
+    photo = (folder / "a.jpg").read_bytes()
+    for kw, want in cases:
+        with pytest.raises(DataError, match=want):
+            check_score_inputs(**{"listings": folder, **kw})
+    assert (folder / "a.jpg").read_bytes() == photo
+    check_score_inputs(folder, tmp_path / "r.csv", report=folder / "a.jpg", overwrite=True)  # asked for
+    check_score_inputs(folder / "a.jpg", tmp_path / "new" / "r.csv", report=tmp_path / "new" / "r.html")
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    code, err = _cli(["score", str(note), "--index", str(tmp_path / "no-index"), "-o", str(tmp_path / "r.csv")], capsys)
+    assert code == 2 and "neither a folder nor a photo" in err and err.count("\n") == 1
+
+
+def test_listings_never_leave_the_folder_and_odd_entries_get_error_rows(det_clean, tmp_path):
+    from brandguard.images import list_images
+
+    outside = tmp_path / "outside"
+    folder = outside / "L"
+    (folder / "weird").mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(outside / "out.jpg")
+    os.symlink("..", folder / "weird" / "loop")
+    os.symlink("../..", folder / "weird" / "up")
+    os.symlink("nothere.jpg", folder / "dangling.jpg")
+    os.mkfifo(folder / "fifo.jpg")
+    (folder / "sub.jpg").mkdir()
+    names = [p.relative_to(folder).as_posix() for p in list_images(folder)]
+    assert names == ["dangling.jpg", "fifo.jpg", "sub.jpg"]
+    summary = score_folder(folder, det_clean, tmp_path / "r.csv")  # a FIFO is never opened: this returns
+    rows = {r["path"]: r for r in read_results(tmp_path / "r.csv")}
+    assert summary.total == 3 and set(rows) == set(names)
+    assert {r["verdict"] for r in rows.values()} == {"error"}
+    assert "dangling symbolic link" in rows["dangling.jpg"]["error"]
+    assert "not a regular file" in rows["fifo.jpg"]["error"]
+    assert "is a directory" in rows["sub.jpg"]["error"]

@@ -77,6 +77,7 @@ def test_resume_after_interruption_yields_exactly_one_row_per_file(detector, lis
     # simulate a run killed after some rows, in the middle of writing a line
     lines = full.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:7]) + lines[7][:10])
+    shutil.copy(str(full) + ".run.json", str(out) + ".run.json")  # a run record is written when a run starts
     summary = score_folder(listing_copy, detector, out, resume=True, batch_size=4)
     rows = read_results(out)
     assert [r["path"] for r in rows] == [r["path"] for r in expected]

@@ -48,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     isub = ix.add_subparsers(dest="index_command", required=True)
     b = isub.add_parser("build", help="index the authentic references REFS/<brand>/<product>/*.jpg (or a CSV)")
     b.add_argument("refs", help="reference folder REFS/<brand>/<product>/*.jpg, or a CSV manifest path,brand,product")
-    b.add_argument("-o", "--out", required=True, help="index directory to write")
+    b.add_argument("-o", "--out", required=True, help="index directory to write (a new or empty folder)")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace the index already in --out (its calibration included); other folders are never "
+                        "replaced")
     b.add_argument("--config", help="YAML config (configs/default.yaml)")
     b.add_argument("--backbone", help="backbone name (brandguard.backbones.list_backbones())")
     b.add_argument("--checkpoint", help="local weights (.safetensors or an exported run directory)")
@@ -302,6 +305,22 @@ def _check_device(device: str | None) -> None:
         resolve_device(device)
 
 
+def _check_index_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before building, an ``index build -o`` that cannot be written or would replace something:
+    an existing index takes ``--overwrite``, any other non-empty folder is never replaced."""
+    from brandguard.errors import DataError
+    from brandguard.storage import MANIFEST, check_output_path
+
+    check_output_path(out, "index folder", folder=True)
+    if out.is_dir() and (out / MANIFEST).is_file():
+        if not overwrite:
+            raise DataError(f"{out} already holds an index (its calibration included); pass --overwrite to replace "
+                            "it, or another -o folder")
+    elif out.is_dir() and any(out.iterdir()):
+        raise DataError(f"{out} is a folder that holds other files: brandguard never replaces it; pass a new or "
+                        "empty folder to -o")
+
+
 def _run(args: argparse.Namespace) -> int:
     progress = not getattr(args, "no_progress", False)
     _check_device(getattr(args, "device", None))
@@ -330,6 +349,7 @@ def _run(args: argparse.Namespace) -> int:
             over = {k: v for k, v in {"backbone.name": backbone, "backbone.checkpoint": args.checkpoint,
                                       "runtime.device": args.device}.items() if v}
             cfg = cfg.with_overrides(over) if over else cfg
+            _check_index_out(Path(args.out), args.overwrite)
             index = ReferenceIndex.build(args.refs, cfg, progress=progress)
             index.save(args.out)
             info = index.info()
@@ -361,6 +381,10 @@ def _run(args: argparse.Namespace) -> int:
         from brandguard.detector import Detector
         from brandguard.scoring import score_folder
 
+        if args.batch_size is not None and args.batch_size < 1:
+            from brandguard.errors import DataError
+
+            raise DataError(f"--batch-size must be a whole number >= 1, got {args.batch_size}")
         if args.ray is not None:
             from brandguard.distributed import score_ray
             from brandguard.errors import DataError
@@ -372,6 +396,10 @@ def _run(args: argparse.Namespace) -> int:
                                 threads_per_actor=args.ray_threads, batch_size=args.batch_size, device=args.device,
                                 resume=args.resume, overwrite=args.overwrite, progress=progress)
         else:
+            from brandguard.scoring import check_score_inputs
+
+            check_score_inputs(args.listings, args.out, report=args.report, overwrite=args.overwrite,
+                               batch_size=args.batch_size)
             det = Detector.load(args.index, device=args.device, batch_size=args.batch_size)
             summary = score_folder(args.listings, det, args.out, report=args.report, resume=args.resume,
                                    overwrite=args.overwrite, progress=progress, report_max_items=args.report_max)
@@ -391,6 +419,13 @@ def _run(args: argparse.Namespace) -> int:
 
         labels = Path(args.labels)
         labels = labels / "labels.csv" if labels.is_dir() else labels
+        from brandguard.storage import check_output_path
+
+        for path, what in ((args.out, "metrics file"), (args.results, "results file")):
+            if path:
+                check_output_path(path, what)
+        if args.plots:
+            check_output_path(args.plots, "plots folder", folder=True)
         det = Detector.load(args.index, device=args.device)
         metrics = evaluate_folder(labels, det, results_csv=args.results, plots_dir=args.plots, progress=progress,
                                   allow_missing=args.allow_missing, overwrite=args.overwrite)

@@ -140,6 +140,10 @@ class RuntimeConfig:
     batch_size: int = 32
     workers: int = 2
 
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"runtime.batch_size (--batch-size) must be a whole number >= 1, got {self.batch_size!r}")
+
 
 @dataclass(frozen=True)
 class Config:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brandguard.errors import DataError
+from brandguard.images import list_images
 from brandguard.references import LABELS, LabelledItem, read_labels
 from brandguard.storage import atomic_write_text
 
@@ -56,7 +58,7 @@ def join_results(results: Sequence[dict[str, str]], results_root: str | Path, la
 
 def _join(results: Sequence[dict[str, str]], results_root: str | Path, items: Sequence[LabelledItem]) -> list[dict[str, Any]]:
     root = Path(results_root).resolve()
-    by_path = {str((root / r["path"]).resolve()): r for r in results}
+    by_path = {os.path.realpath(root / r["path"]): r for r in results}  # never raises on a link loop
     out = []
     for item in items:
         r = by_path.get(str(item.path), {})
@@ -310,16 +312,31 @@ def evaluate_folder(labels_csv: str | Path, detector: Detector, *, results_csv: 
     items = read_labels(labels, missing="warn" if allow_missing else "error")  # before any photo is scored
     if not items:
         raise DataError(f"{labels} lists no photo to evaluate")
+    listed = {os.path.realpath(p) for p in list_images(labels.parent)}  # realpath: never raises on a link loop
+    _refuse_unscored([i for i in items if str(i.path) not in listed], labels, "before scoring")
     with tempfile.TemporaryDirectory(prefix="brandguard-eval-") as tmp:
         out_csv = Path(results_csv) if results_csv is not None else Path(tmp) / "results.csv"
         score_folder(labels.parent, detector, out_csv, progress=progress, overwrite=overwrite)
         rows = _join(read_results(out_csv), labels.parent, items)
+    _refuse_unscored([i for i, r in zip(items, rows) if r["verdict"] == "missing"], labels, "after scoring")
     metrics = evaluate_rows(rows, fprs=fprs)
     if plots_dir is not None:
         from brandguard.report.plots import write_plots
 
         metrics["plots"] = [str(p) for p in write_plots(rows, metrics, plots_dir)]
     return metrics
+
+
+def _refuse_unscored(unscored: Sequence[LabelledItem], labels: Path, when: str) -> None:
+    """Refuse labelled photos that the scoring of the labels folder does not reach (never counted silently
+    as ``missing``): outside the folder (``../other/x.jpg``), hidden, reached only through a link that leaves
+    the folder, or not named like a photo."""
+    if not unscored:
+        return
+    shown = ", ".join(str(i.path) for i in unscored[:3]) + (" ..." if len(unscored) > 3 else "")
+    raise DataError(f"{labels} labels {len(unscored)} file(s) that scoring its folder {labels.parent} does not "
+                    f"reach ({when}): {shown}; evaluate scores the photos inside the labels file's folder (not "
+                    "hidden, named .jpg/.jpeg/.png/.webp/.bmp/.tif/.gif): move them into it or fix their paths")
 
 
 # ----------------------------------------------------------------------------------------------- table

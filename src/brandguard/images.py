@@ -19,6 +19,7 @@ import io
 import os
 import pathlib
 import re
+import stat
 import warnings
 from collections.abc import Iterator
 from typing import IO, TypeAlias
@@ -168,8 +169,12 @@ def list_images(root: str | os.PathLike[str], *, recursive: bool = True) -> list
 
     Files are kept when :func:`is_image_path` accepts them. Hidden files and folders (names starting
     with ``.``, such as ``.DS_Store`` or macOS ``._IMG.jpg`` resource forks) are skipped. Symbolic
-    links to folders are followed, once each. A subfolder that cannot be read is skipped with a
-    warning naming it, so one bad folder does not stop a batch.
+    links to folders are followed once each, and only when their target lies inside ``root``: the
+    listing never leaves the folder (``loop -> ..``). Every entry named like an image is listed, even
+    when it is not a readable regular file (a dangling link, a FIFO, a folder named ``x.jpg``), so
+    that a caller gives it an ``error`` row instead of losing it; :func:`load_image` says why without
+    opening it. A subfolder that cannot be read is skipped with a warning naming it, so one bad folder
+    does not stop a batch.
 
     Args:
         root: The folder to search.
@@ -215,6 +220,19 @@ def list_images(root: str | os.PathLike[str], *, recursive: bool = True) -> list
 def _load_path(path: str | os.PathLike[str], *, max_side: int | None, max_pixels: int) -> np.ndarray:
     label = os.fsdecode(path)
     file_path = pathlib.Path(label)
+    try:
+        kind = os.stat(file_path).st_mode
+    except FileNotFoundError as exc:
+        if os.path.islink(file_path):
+            raise ImageLoadError("dangling symbolic link (its target does not exist); "
+                                 f"{_EXPECTED} file", source=label) from exc
+        raise ImageLoadError(f"file not found; {_EXPECTED} file", source=label) from exc
+    except OSError as exc:  # a symlink loop, a permission error on a folder above...
+        raise ImageLoadError(f"cannot read file ({exc.strerror or exc}); {_EXPECTED}", source=label) from exc
+    if stat.S_ISDIR(kind):
+        raise ImageLoadError(f"is a directory; {_EXPECTED} file", source=label)
+    if not stat.S_ISREG(kind):  # never open a FIFO (it blocks), a socket or a device
+        raise ImageLoadError(f"not a regular file (a FIFO, socket or device); {_EXPECTED} file", source=label)
     try:
         with open(file_path, "rb") as stream:
             if os.fstat(stream.fileno()).st_size == 0:
@@ -512,10 +530,16 @@ def _looks_like_text(head: bytes) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+def _inside(path: str, root: str) -> bool:
+    """Whether resolved ``path`` is ``root`` or below it (both resolved)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _walk_images(root: pathlib.Path, *, recursive: bool) -> Iterator[pathlib.PurePosixPath]:
     """Yield paths relative to ``root`` of image files, skipping hidden and unreadable entries."""
     seen_dirs: set[tuple[int, int]] = set()
     pending: list[tuple[pathlib.Path, pathlib.PurePosixPath]] = [(root, pathlib.PurePosixPath())]
+    real_root = os.path.realpath(root)
     while pending:
         folder, relative = pending.pop()
         try:
@@ -533,10 +557,15 @@ def _walk_images(root: pathlib.Path, *, recursive: bool) -> Iterator[pathlib.Pur
                 continue
             try:
                 is_dir = entry.is_dir()
-                is_file = not is_dir and entry.is_file()
+                is_link = entry.is_symlink()
             except OSError:
-                continue
+                is_dir, is_link = False, True
+            if is_dir and is_link and not _inside(os.path.realpath(folder / entry.name), real_root):
+                continue  # never leave the listings folder through a link (``loop -> ..``)
             if is_dir and recursive:
                 pending.append((folder / entry.name, relative / entry.name))
-            elif is_file and is_image_path(entry.name):
+            if is_image_path(entry.name):
+                # anything named like a photo gets listed, so it gets a row: a regular file is scored, a
+                # dangling link, a FIFO or a folder named ``x.jpg`` becomes an error row saying why
+                # (:func:`load_image` never opens what is not a regular file)
                 yield relative / entry.name

@@ -405,9 +405,11 @@ class ReferenceIndex:
         return {d for m in self.products for r in m.refs for d in (r.digest, r.pixels) if d}
 
     def fingerprint(self) -> str:
-        """``"sha256:..."`` of what decides a verdict: backbone weights, products and their references,
-        thresholds and calibration. Two runs with the same fingerprint score alike (used by ``--resume``)."""
-        content = {"weights": self.backbone_info.get("weights_digest"),
+        """``"sha256:..."`` of what decides a verdict: backbone weights, products and their references, the
+        configuration (all but ``runtime``: device and batch size do not change verdicts), thresholds and
+        calibration. Two runs with the same fingerprint score alike (used by ``--resume``)."""
+        config = {k: v for k, v in self.config.to_dict().items() if k != "runtime"}
+        content = {"weights": self.backbone_info.get("weights_digest"), "config": config,
                    "products": [[m.brand, m.product, [r.digest or os.path.basename(r.path) for r in m.refs]]
                                 for m in self.products],
                    "thresholds": self.thresholds.to_dict(),
@@ -825,7 +827,8 @@ class ReferenceIndex:
         settings = self.config.compare
         for m in with_ev:
             ev, region = m.evidence, m.stats.region
-            assert ev is not None
+            if ev is None:  # filtered above; keeps type checkers informed without an assert
+                continue
             m.stats = authentic_stats(ev, region, prior)
             m.loo_scores = self._loo_scores(m)  # the references' own scores under the statistics in force
             cross = len(ev.cross) > 0

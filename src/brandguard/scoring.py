@@ -34,11 +34,11 @@ from brandguard import __version__
 from brandguard.csvcells import decode_row, encode_row
 from brandguard.detector import Detector, Prediction
 from brandguard.errors import DataError
-from brandguard.images import list_images
+from brandguard.images import is_image_path, list_images
 from brandguard.mismatch import CHANNELS
-from brandguard.storage import atomic_write_text
+from brandguard.storage import atomic_write_text, check_output_path
 
-__all__ = ["CSV_COLUMNS", "ScoreSummary", "read_results", "score_folder"]
+__all__ = ["CSV_COLUMNS", "ScoreSummary", "check_score_inputs", "read_results", "score_folder"]
 
 #: the columns of shared/DESIGN.md, then the evidence a reviewer needs: the uncalibrated fused score, each
 #: comparison channel by name (``brandguard.mismatch.CHANNELS``), how many product instances were compared,
@@ -116,22 +116,99 @@ def _check_output(out: Path, resume: bool, overwrite: bool, identity: dict[str, 
             raise DataError(f"{out} already holds {n} result row(s) of an earlier run; pass --resume to continue "
                             "it or --overwrite to replace it")
         return
+    _check_header(out)
+    n = len(read_results(out))
     record = _run_record_path(out)
     if not record.is_file():
-        return  # results of an older brandguard: nothing to compare with
+        if n:
+            raise DataError(f"cannot resume {out}: its run record {record} is missing, so the {n} row(s) in it "
+                            "cannot be checked against this folder and index; pass --overwrite to start over")
+        return
     try:
         prev = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
+        if not isinstance(prev, dict) or not prev.get("index_fingerprint") or not prev.get("listings_resolved"):
+            raise ValueError("not a brandguard run record")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot resume {out}: its run record {record} is unreadable ({exc}); pass --overwrite "
+                        "to start over") from exc
     theirs = {"listings": str(prev.get("listings_resolved", "")), "index": str(prev.get("index_fingerprint", ""))}
     for key, what in (("listings", "folder"), ("index", "index")):
-        if theirs[key] and theirs[key] != identity[key]:
-            prev_index = prev.get("index_source") or theirs["index"][:19]
-            now_index = identity.get("index_source") or identity["index"][:19]
+        if theirs[key] != identity[key]:
+            prev_index = f"{prev.get('index_source') or '?'} ({theirs['index'][:19]}...)"
+            now_index = f"{identity.get('index_source') or '?'} ({identity['index'][:19]}...)"
+            changed = _config_changes(prev.get("config"), identity.get("config"))
             raise DataError(f"{out} holds results of another {what}: it was written for listings "
                             f"{prev.get('listings_resolved')} with index {prev_index}, this run scores "
-                            f"{identity['listings']} with index {now_index}; score into another file or pass "
-                            "--overwrite to start over")
+                            f"{identity['listings']} with index {now_index}"
+                            + (f" (settings changed: {', '.join(changed)})" if key == "index" and changed else "")
+                            + "; score into another file or pass --overwrite to start over")
+
+
+def _check_header(out: Path) -> None:
+    """Refuse to resume into a CSV whose first line is not brandguard's header (:data:`CSV_COLUMNS`)."""
+    try:
+        with out.open("r", encoding="utf-8", newline="") as fh:
+            header = next(csv.reader(fh), None)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{out} is not a brandguard results CSV (not UTF-8 text at byte {exc.start}); "
+                        "score into another file or pass --overwrite") from exc
+    if header is not None and tuple(header) != CSV_COLUMNS:
+        raise DataError(f"cannot resume {out}: it is not a brandguard results CSV (its header is "
+                        f"{','.join(header)[:80]!r}); score into another file or pass --overwrite to start over")
+
+
+def _config_changes(before: object, after: object) -> list[str]:
+    """Dotted keys (``compare.text_check``...) whose value differs between two config dicts, runtime left out."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return []
+    out = []
+    for section in sorted(set(before) | set(after)):
+        if section == "runtime":
+            continue
+        a, b = before.get(section), after.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{section}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(section)
+    return out
+
+
+def _is_brandguard_report(path: Path) -> bool:
+    """Whether ``path`` is a page written by :func:`brandguard.report.write_html_report`."""
+    try:
+        with path.open("rb") as fh:
+            page = fh.read(16 << 20)
+    except OSError:
+        return False
+    return page.lstrip().lower().startswith(b"<!doctype html>") and b'/rows.js"></script>' in page
+
+
+def check_score_inputs(listings: str | Path, out_csv: str | Path, *, report: str | Path | None = None,
+                       overwrite: bool = False, batch_size: int | None = None) -> None:
+    """Check what :func:`score_folder` is given before any work (the CLI calls it before loading the index).
+
+    Raises:
+        DataError: ``listings`` does not exist or is neither a folder nor a photo; ``batch_size`` is not a
+            whole number >= 1; ``out_csv`` or ``report`` cannot be written (a folder, a folder that cannot be
+            created or written); ``report`` names an existing file that is not a brandguard report (replaced
+            only with ``overwrite``).
+    """
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise DataError(f"batch size (--batch-size) must be a whole number >= 1, got {batch_size!r}")
+    root = Path(listings)
+    if not root.exists():
+        raise DataError(f"listings folder {root} does not exist")
+    if not root.is_dir() and not (root.is_file() and is_image_path(root)):
+        raise DataError(f"listings {root} is neither a folder nor a photo "
+                        "(.jpg/.jpeg/.png/.webp/.bmp/.tif/.gif); pass the folder of listing photos")
+    check_output_path(out_csv, "results file")
+    if report is not None:
+        rp = check_output_path(report, "report")
+        if rp.exists() and not overwrite and not _is_brandguard_report(rp):
+            raise DataError(f"report {rp} exists and is not a brandguard report; pass another report name, or "
+                            "--overwrite to replace it")
 
 
 def _trim_partial_line(path: Path) -> None:
@@ -169,8 +246,7 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
     root = Path(listings)
     if isinstance(report_max_items, bool) or not isinstance(report_max_items, int) or report_max_items < 0:
         raise DataError(f"report_max_items (--report-max) must be a whole number >= 0, got {report_max_items!r}")
-    if not root.exists():
-        raise DataError(f"listings folder {root} does not exist")
+    check_score_inputs(root, out_csv, report=report, overwrite=overwrite, batch_size=batch_size)
     files = [root] if root.is_file() else list_images(root)
     base = root.parent if root.is_file() else root
     if not files:
@@ -178,7 +254,8 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
     out = Path(out_csv)
     index_info = {k: v for k, v in detector.index.info().items() if k != "per_product"}
     identity = {"listings": str(root.resolve()), "index": detector.index.fingerprint(),
-                "index_source": str(getattr(detector.index, "source", "") or "")}
+                "index_source": str(getattr(detector.index, "source", "") or ""),
+                "config": detector.config.to_dict()}
     _check_output(out, resume, overwrite, identity)
     out.parent.mkdir(parents=True, exist_ok=True)
     rel = [f.relative_to(base).as_posix() for f in files]
@@ -199,7 +276,9 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
 
     record("running", resumed=len(done))
     todo = [(f, r) for f, r in zip(files, rel) if r not in done]
-    bs = int(batch_size or detector.config.runtime.batch_size)
+    bs = batch_size if batch_size is not None else detector.config.runtime.batch_size
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise DataError(f"batch size must be a whole number >= 1, got {bs!r}")
     listed = set(rel)
     counts: Counter[str] = Counter(r["verdict"] for r in done.values() if r["path"] in listed)
     flagged: list[tuple[float, float, int, Prediction]] = []

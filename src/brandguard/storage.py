@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from brandguard.errors import IndexCorruptError
+from brandguard.errors import DataError, IndexCorruptError
 
-__all__ = ["MANIFEST", "atomic_write_bytes", "atomic_write_text", "display_text", "file_digest", "sha256_bytes",
-           "verify_directory", "write_directory"]
+__all__ = ["MANIFEST", "atomic_write_bytes", "atomic_write_text", "check_output_path", "display_text", "file_digest",
+           "sha256_bytes", "verify_directory", "write_directory"]
 
 MANIFEST = "manifest.json"
 _SURROGATE_BYTE = re.compile("[\udc80-\udcff]")
@@ -96,12 +96,19 @@ def write_directory(target: str | Path, files: Mapping[str, bytes], manifest: Ma
     """Write ``files`` plus a manifest (with a checksum of every file) as directory ``target``, atomically.
 
     The whole directory is written under a temporary name beside ``target`` and renamed into place, so a
-    reader sees either the old index or the new one, never a mix.
+    reader sees either the old index or the new one, never a mix. An existing ``target`` is replaced only
+    when it is empty or a brandguard directory (it holds a manifest): other folders are never deleted.
+
+    Raises:
+        DataError: ``target`` is a file, a symlink, or a non-empty folder without a manifest.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory")
+        raise DataError(f"{target} exists and is not a brandguard directory; pass a new folder name")
+    if target.is_dir() and not (target / MANIFEST).is_file() and any(target.iterdir()):
+        raise DataError(f"{target} is a folder that holds other files (no {MANIFEST}): brandguard never "
+                        "replaces it; pass a new or empty folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         checksums = {}
@@ -124,6 +131,43 @@ def write_directory(target: str | Path, files: Mapping[str, bytes], manifest: Ma
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_path(path: str | Path, what: str, *, folder: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written: a file (``folder=False``) must not name a
+    folder, and the nearest existing folder above it must accept new files (probed with a temporary file
+    that is removed at once; nothing else is created).
+
+    Args:
+        path: the output file or folder.
+        what: what it is, for the message (``"results file"``, ``"report"``...).
+        folder: ``path`` is a folder to write (an index), not a file.
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        DataError: ``path`` names a folder (file outputs), a file (folder outputs), or its folder cannot be
+            created or written.
+    """
+    p = Path(path)
+    if not folder and p.is_dir():
+        raise DataError(f"{what} {p} is a folder; pass a file name")
+    if folder and p.exists() and not p.is_dir():
+        raise DataError(f"{what} {p} is a file, not a folder; pass a folder name")
+    parent = Path(os.path.abspath(p)).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"{what} {p} cannot be written: {parent} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".brandguard-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DataError(f"{what} {p} cannot be written: {parent} does not accept new files "
+                        f"({exc.strerror or type(exc).__name__})") from exc
+    return p
 
 
 def verify_directory(target: str | Path) -> dict[str, Any]:
