@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-import brandguard.comparison as comparison
 import brandguard.detector as detector_mod
 import brandguard.index as index_mod
+from brandguard import comparison
 from brandguard.config import Config
 from brandguard.localization import Alignment, warp_to_canonical
 from brandguard.mismatch import CHANNELS, ProductBank, fit_normal_stats, make_view

@@ -42,8 +42,8 @@ def test_two_stage_search_agrees_with_exact_search(data, two_stage):
     np.testing.assert_allclose(s2[same, 0], s1[same, 0], atol=1e-3)  # re-ranked scores are exact (fp16 store)
 
 
-def test_add_and_remove_keep_row_ids(data, two_stage):
-    x, q = data
+def test_add_and_remove_keep_row_ids(data):
+    x, _ = data
     ks = KeypointSearch.build(x[:2000], kind="flat")
     removed = ks.remove(np.arange(0, 100))
     assert removed == 100 and ks.ntotal == 1900

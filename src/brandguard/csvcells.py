@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["FORMULA_STARTS", "decode_cell", "encode_cell", "encode_row", "decode_row"]
+__all__ = ["FORMULA_STARTS", "decode_cell", "decode_row", "encode_cell", "encode_row"]
 
 #: first characters a spreadsheet may evaluate as a formula (OWASP); a leading quote is escaped too
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -87,8 +87,7 @@ def decode_cell(cell: str) -> str:
         the original text; bytes that are not UTF-8 come back as surrogate escapes, so the result opens
         the same file on this system.
     """
-    if cell.startswith("'"):
-        cell = cell[1:]
+    cell = cell.removeprefix("'")
     if "\\" not in cell:
         return cell
     parts: list[bytes] = []

@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 
 from brandguard.calibration import format_score, verdict_for
+from brandguard.comparison import compare
 from brandguard.config import Config
 from brandguard.embedding import Embedder
 from brandguard.errors import ImageLoadError
 from brandguard.images import ImageSource, load_image
 from brandguard.index import ReferenceIndex
 from brandguard.localization import Keypoints, canonical_to_image_corners, detect_keypoints, warp_to_canonical
-from brandguard.comparison import compare
 from brandguard.mismatch import CHANNELS, make_view, upsample_to_photo
 
 __all__ = ["VERDICTS", "Detector", "Match", "Prediction", "build_index", "load", "predict"]

@@ -73,8 +73,8 @@ from brandguard.mismatch import (
     make_view,
     scored_region,
 )
-from brandguard.shortlist import KeypointSearch
 from brandguard.references import ReferenceItem, read_references
+from brandguard.shortlist import KeypointSearch
 from brandguard.storage import file_digest, sha256_bytes, verify_directory, write_directory
 from brandguard.text import reference_lines
 

@@ -443,7 +443,7 @@ class AuthenticEvidence:
     @property
     def sources(self) -> int:
         """How many distinct references the cross comparisons come from."""
-        return int(len(np.unique(self.cross_source)))
+        return len(np.unique(self.cross_source))
 
     def keep_sources(self, refs: set[int]) -> AuthenticEvidence:
         """The evidence of the references in ``refs`` only (a bank that dropped references drops theirs)."""

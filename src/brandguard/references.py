@@ -178,8 +178,7 @@ def read_csv_text(path: Path, what: str = "CSV file") -> str:
             return data.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise DataError(f"{what} {path} starts like UTF-16 but is not ({exc.reason}); save it as UTF-8") from exc
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
+    data = data.removeprefix(codecs.BOM_UTF8)
     if b"\x00" in data[:4096]:
         raise DataError(f"{what} {path} holds NUL bytes: UTF-16 without a byte-order mark, or not text; save it "
                         "as UTF-8 (in Excel: CSV UTF-8)")
