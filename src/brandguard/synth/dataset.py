@@ -25,7 +25,7 @@ import csv
 import io
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -118,10 +118,10 @@ def _save_jpeg(img: np.ndarray, path: Path) -> None:
     tmp.replace(path)
 
 
-def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, str]], extra: Sequence[str] = ()) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(LABEL_COLUMNS), lineterminator="\n")
+        w = csv.DictWriter(fh, fieldnames=[*LABEL_COLUMNS, *extra], lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)
@@ -278,17 +278,7 @@ def make_demo_dataset(
     if bar is not None:
         bar.close()
 
-    # listings in a shuffled order, so names say nothing about labels
-    order = np.random.default_rng(stable_seed("shuffle", seed, artwork, size)).permutation(len(listing_rows))
-    width = max(4, len(str(len(listing_rows))))
-    rows = []
-    for k, j in enumerate(order, start=1):
-        data, row = listing_rows[int(j)]
-        name = f"l_{k:0{width}d}.jpg"
-        tmp = listings_dir / (name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(listings_dir / name)
-        rows.append({**row, "path": name})
+    rows = _write_shuffled(listing_rows, listings_dir, "l", stable_seed("shuffle", seed, artwork, size))
     _write_csv(listings_dir / "labels.csv", rows)
     _write_csv(calib_dir / "labels.csv", calib_rows)
 
@@ -321,6 +311,23 @@ def make_demo_dataset(
         calibration_csv=calib_dir / "labels.csv",
         n_listings=len(rows),
     )
+
+
+def _write_shuffled(listing_rows: list[tuple[bytes, dict[str, str]]], listings_dir: Path, prefix: str,
+                    seed: int) -> list[dict[str, str]]:
+    """Write encoded listing photos in a seeded shuffled order (so names say nothing about labels), each
+    atomically, as ``<prefix>_NNNN.jpg``; returns their label rows with ``path`` set."""
+    order = np.random.default_rng(seed).permutation(len(listing_rows))
+    width = max(4, len(str(len(listing_rows))))
+    rows = []
+    for k, j in enumerate(order, start=1):
+        data, row = listing_rows[int(j)]
+        name = f"{prefix}_{k:0{width}d}.jpg"
+        tmp = listings_dir / (name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(listings_dir / name)
+        rows.append({**row, "path": name})
+    return rows
 
 
 def _encode(img: np.ndarray) -> bytes:

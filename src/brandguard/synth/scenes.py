@@ -29,9 +29,7 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -43,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import DataError
+from .dataset import _encode, _write_csv, _write_shuffled
 from .design import render_package, stable_seed
 from .edits import EDITS
 from .photo import _background, _camera, _lighting, photograph, quad_area
@@ -387,7 +386,7 @@ def make_scene_dataset(out_dir: str | Path, *, seed: int = 0, artwork: str = "de
     Raises:
         DataError: For an unknown scene, artwork or size, or an ``out_dir`` holding other data.
     """
-    from .dataset import LABEL_COLUMNS, RENDER_SCALE, SIZES, _products, make_demo_dataset
+    from .dataset import RENDER_SCALE, SIZES, _products, make_demo_dataset
 
     scenes = tuple(scenes)
     bad = [s for s in scenes if s not in SCENES]
@@ -435,31 +434,15 @@ def make_scene_dataset(out_dir: str | Path, *, seed: int = 0, artwork: str = "de
                                                 strength))
         hi = face(pidx, PHONE_RENDER_SCALE, edited) if scene == "phone" else None
         img, _ = scene_photo(face(pidx, RENDER_SCALE, edited), rng, scene, package_hi=hi)
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=92, optimize=False, progressive=False)
-        rows.append((buf.getvalue(), {"label": label, "brand": d.brand, "product": d.product_slug,
+        rows.append((_encode(img), {"label": label, "brand": d.brand, "product": d.product_slug,
                                       "manipulation": edit or ("unrelated" if label == "unrelated" else "none"),
                                       "strength": strength, "scene": scene}))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    order = np.random.default_rng(stable_seed("scene-shuffle", seed, artwork, size)).permutation(len(rows))
-    width = max(4, len(str(len(rows))))
-    out_rows = []
-    for k, j in enumerate(order, start=1):
-        data, row = rows[int(j)]
-        name = f"s_{k:0{width}d}.jpg"
-        tmp = base.listings_dir / (name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(base.listings_dir / name)
-        out_rows.append({"path": name, **row})
-    tmp_csv = base.labels_csv.with_name("labels.csv.tmp")
-    with open(tmp_csv, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=[*LABEL_COLUMNS, "scene"], lineterminator="\n")
-        w.writeheader()
-        w.writerows(out_rows)
-    tmp_csv.replace(base.labels_csv)
+    out_rows = _write_shuffled(rows, base.listings_dir, "s", stable_seed("scene-shuffle", seed, artwork, size))
+    _write_csv(base.labels_csv, out_rows, extra=("scene",))
     meta_path = Path(base.root) / "dataset.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     counts: dict[str, int] = {}
