@@ -55,7 +55,7 @@ def tiny(small_dataset, embedder, tmp_path_factory):
     shutil.copytree(p_dir, clean / p_dir.parent.name / p_dir.name)
     dup = base / "refs_dup"
     shutil.copytree(clean, dup)
-    first = sorted((dup / p_dir.parent.name / p_dir.name).glob("*.jpg"))[0]
+    first = min((dup / p_dir.parent.name / p_dir.name).glob("*.jpg"))
     shutil.copy(first, first.with_name(first.stem + " (1).jpg"))  # the same bytes under another name
     second = sorted((dup / p_dir.parent.name / p_dir.name).glob("*.jpg"))[2]
     from brandguard.images import load_image
@@ -67,7 +67,7 @@ def tiny(small_dataset, embedder, tmp_path_factory):
     shutil.copytree(clean, thin)
     solo_dir = thin / "thinbrand" / "solo"
     solo_dir.mkdir(parents=True)
-    shutil.copy(sorted(q_dir.glob("*.jpg"))[0], solo_dir / LATIN1)
+    shutil.copy(min(q_dir.glob("*.jpg")), solo_dir / LATIN1)
 
     cfg = Config().with_overrides({"compare.text_check": "off"})
     idx_clean = ReferenceIndex.build(clean, cfg, embedder=embedder)

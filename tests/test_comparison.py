@@ -114,3 +114,97 @@ def test_products_with_one_or_two_references_get_sane_verdicts(small_dataset, em
         assert max(p.score for p in pg) > 0.9, (key, [p.score for p in pg])  # no longer 0.000
         checked += 1
     assert checked == 2
+
+
+# --- seller overlays and other editions -------------------------------------------------------------------
+_FRAME = 384  # the canonical frame's side, so that the comparison cells and blocks have their real sizes
+
+
+def _printed(rng: np.random.Generator) -> np.ndarray:
+    """A printed card (coloured band, logo, lines of text, barcode) as a camera sees it."""
+    import cv2
+
+    img = np.full((192, 192, 3), 232, np.uint8)
+    img[:, :40] = (30, 90, 160)
+    cv2.circle(img, (110, 60), 26, (200, 30, 40), -1)
+    cv2.putText(img, "BRAND", (60, 120), cv2.FONT_HERSHEY_DUPLEX, 1.2, (20, 20, 20), 2)
+    cv2.putText(img, "fresh taste 1L", (60, 150), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 1)
+    for x in range(120, 170, 4):
+        img[160:182, x:x + 2] = 10
+    return _camera(cv2.resize(img, (_FRAME, _FRAME), interpolation=cv2.INTER_LINEAR), rng)
+
+
+def _camera(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A fraction of a pixel of misalignment, exposure, blur and noise."""
+    import cv2
+
+    M = np.float32([[1, 0, rng.uniform(-0.8, 0.8)], [0, 1, rng.uniform(-0.8, 0.8)]])
+    out = cv2.warpAffine(img.astype(np.float32), M, img.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
+    out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.6, 1.2)) * rng.uniform(0.9, 1.1)
+    return np.clip(out + rng.normal(0, 4.0, img.shape), 0, 255).astype(np.uint8)
+
+
+def _watermark(img: np.ndarray) -> np.ndarray:
+    """A shop name tiled diagonally over the whole photo, half transparent, as sellers do."""
+    import cv2
+
+    layer = np.zeros(img.shape[:2], np.uint8)
+    for y in range(-_FRAME, 2 * _FRAME, 60):
+        for x in range(-_FRAME, 2 * _FRAME, 200):
+            cv2.putText(layer, "@shop.example", (x + y // 2, y), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2)
+    a = (layer.astype(np.float32) / 255.0 * 0.45)[..., None]
+    return np.clip(img * (1 - a) + 255 * a, 0, 255).astype(np.uint8)
+
+
+def _extra_mark(img: np.ndarray) -> np.ndarray:
+    """A badge printed on the package (about 4% of its face)."""
+    import cv2
+
+    out = img.copy()
+    cv2.circle(out, (280, 180), 40, (250, 200, 20), -1)
+    cv2.putText(out, "NEW", (248, 192), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (160, 20, 20), 3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def printed_bank() -> tuple[ProductBank, object]:
+    rng = np.random.default_rng(7)
+    bank = ProductBank.from_views([make_view(_printed(rng), np.ones((_FRAME, _FRAME), bool), CELL) for _ in range(4)])
+    return bank, fit_normal_stats(bank, CELL, k=0, margin=3)[0]
+
+
+def _compare_printed(printed_bank, crop: np.ndarray) -> comparison.Comparison:
+    bank, stats = printed_bank
+    settings = Config().compare.__class__(margin=3, references_compared=0, cell=CELL)
+    return comparison.compare(make_view(crop, np.ones(crop.shape[:2], bool), CELL), bank, stats, settings)
+
+
+def test_a_tiled_watermark_does_not_flag_but_a_printed_extra_mark_does(printed_bank):
+    rng = np.random.default_rng(11)
+    clean = _compare_printed(printed_bank, _printed(rng))
+    marked = _compare_printed(printed_bank, _watermark(_printed(rng)))
+    mark = _compare_printed(printed_bank, _extra_mark(_printed(rng)))
+    mark_under_watermark = _compare_printed(printed_bank, _watermark(_extra_mark(_printed(rng))))
+    assert marked.overlay > 0 and comparison.OVERLAY_NOTE in marked.notes
+    assert clean.overlay == 0 and mark.overlay == 0
+    # the tiled text alone stays within authentic variation (the demo's authentic 95th percentile is 9) ...
+    assert marked.channels[0] < 10.0
+    # ... while a mark printed on the package stands out, with or without the watermark over it
+    assert max(mark.channels[:2]) > 3 * max(marked.channels[:2])
+    assert max(mark_under_watermark.channels[:2]) > 3 * max(marked.channels[:2])
+    assert not clean.differs_widely and not mark.differs_widely
+
+
+def test_a_package_printed_differently_everywhere_is_taken_for_another_edition(printed_bank):
+    import cv2
+
+    rng = np.random.default_rng(12)
+    other = np.full((192, 192, 3), 232, np.uint8)  # the same brand's other product: another layout, other print
+    other[:, 150:] = (30, 90, 160)
+    for k, y in enumerate(range(20, 180, 22)):
+        cv2.putText(other, ["LIMITED", "summer", "edition", "NEW", "taste", "2025", "gift", "inside"][k], (8, y + 14),
+                    cv2.FONT_HERSHEY_TRIPLEX, 0.9, (120, 20, 90), 2)
+    res = _compare_printed(printed_bank, _camera(cv2.resize(other, (_FRAME, _FRAME)), rng))
+    edit = _compare_printed(printed_bank, _extra_mark(_printed(rng)))
+    assert res.differs_widely and comparison.EDITION_NOTE in res.notes
+    assert not edit.differs_widely and comparison.EDITION_NOTE not in edit.notes

@@ -36,12 +36,21 @@ def test_saved_index_is_self_describing(saved_index: Path):
 
 
 def test_reloaded_index_gives_identical_predictions(saved_index, detector, embedder, labels):
+    """A loaded index reads banks from its memory-mapped arrays only for the products photos matched, keeps
+    at most ``runtime.cached_products`` of them, and predicts exactly as the index it was saved from."""
     paths = [str(i.path) for i in labels[:12]]
     before = detector.predict_batch(paths)
-    after = Detector(ReferenceIndex.load(saved_index), embedder).predict_batch(paths)
+    loaded = ReferenceIndex.load(saved_index)
+    loaded.config = loaded.config.with_overrides({"runtime.cached_products": 2})
+    store = loaded.products[0]._store
+    store._cap = 2
+    assert store.reads == 0 and all("bank" not in m.__dict__ for m in loaded.products)  # nothing read at load
+    after = Detector(loaded, embedder).predict_batch(paths)
     for a, b in zip(before, after):
         assert (a.verdict, a.brand, a.product, a.reference) == (b.verdict, b.brand, b.product, b.reference)
         assert a.score == pytest.approx(b.score, abs=1e-9) and a.raw_score == pytest.approx(b.raw_score, abs=1e-9)
+    matched = {(p.brand, p.product) for p in after if p.brand}
+    assert len(matched) > 2 and store.reads >= len(matched) and len(store) <= 2  # read on demand, cache bounded
 
 
 def test_corrupted_index_is_refused(saved_index, tmp_path):

@@ -31,15 +31,80 @@ def test_reference_lines_keep_what_most_references_read_alike():
     assert [normalise(k["text"]) for k in strict] == ["edgeearbuds"]
 
 
-def _word(text: str) -> np.ndarray:
+def _word(text: str, cover: tuple[int, int] | None = None, sticker: tuple[int, str] | None = None) -> np.ndarray:
+    """``text`` rendered on a white crop; ``cover=(i, j)``: a grey block over letters i..j-1 (a finger);
+    ``sticker=(i, price)``: a pink price sticker from letter i on, wider than the rest of the word."""
     from pathlib import Path
 
     import matplotlib
 
-    font = ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans-Bold.ttf"), 48)
+    path = str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans-Bold.ttf")
+    font = ImageFont.truetype(path, 48)
     img = Image.new("RGB", (384, 384), "white")
-    ImageDraw.Draw(img).text((60, 100), text, fill="black", font=font)
+    draw = ImageDraw.Draw(img)
+    draw.text((60, 100), text, fill="black", font=font)
+    if cover is not None:
+        x0, x1 = (60 + draw.textlength(text[:i], font=font) for i in cover)
+        draw.rectangle([x0, 95, x1 + 6, 170], fill=(128, 128, 128))
+    if sticker is not None:
+        x0 = 60 + draw.textlength(text[:sticker[0]], font=font)
+        draw.rectangle([x0, 92, x0 + 120, 160], fill=(250, 170, 170))
+        draw.text((x0 + 8, 100), sticker[1], fill="black", font=ImageFont.truetype(path, 40))
     return np.asarray(img)
+
+
+def test_misspelt_count_tells_a_covered_span_from_misspelt_letters():
+    from brandguard.text import line_reads, misspelt_count, misspelt_distance
+
+    # letters replaced by look-alike letters, swapped, or added: misspelt, among the characters read
+    assert misspelt_count("Adidas", "Adibas") == (1, 6)
+    assert misspelt_count("Reebok", "Reeobk") == (2, 6)
+    assert misspelt_count("Garmin", "Garrnin") == (2, 6)
+    assert misspelt_count("Prime Eau de Parfum", "PrimeEaudeParfum") == (0, 16)
+    # a covered span reads short or as a sticker's figures: unread, neither wrong nor read
+    assert misspelt_count("Reebok", "Reeb") == (0, 4)
+    assert misspelt_count("Reebok", "Reeb38") == (0, 4)
+    assert misspelt_count("Reebok", "Reebx8") == (0, 4)  # a run that holds a figure is covered as a whole
+    assert misspelt_count("NIKON", "65.0N") == (0, 0)  # mostly covered: the line is unread
+    assert np.isnan(misspelt_distance("NIKON", "65.0N")) and misspelt_distance("JBL", "JDL") == pytest.approx(1 / 3)
+    # the misread model's input: a mostly covered line is left out, a partly covered one counts what was read
+    assert line_reads([{"expected": "NIKON", "read": "65.0N", "counted": 0.8},
+                       {"expected": "Reebok", "read": "Reeb38", "counted": 0.33},
+                       {"expected": "Adidas", "read": "Aidbas", "counted": 0.33}]) == [(0, 4), (3, 6)]
+
+
+def test_a_covered_wordmark_is_not_a_takedown_but_a_misspelt_one_is():
+    # the OCR reads a wordmark whose last three letters are under a finger, or under a price sticker, short
+    # or with figures: an authentic listing photo, not evidence of a misspelling; three look-alike letters
+    # in the same word, read confidently at full length, stay a takedown
+    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    from brandguard.calibration import ChannelFusion, ScoreCalibrator, Thresholds, verdict_for
+    from brandguard.text import line_reads, shared_reader, text_distance, text_mismatch
+
+    reader = shared_reader()
+    lines = reference_lines([reader.read_lines(_word("Garmin")) for _ in range(2)])
+    assert lines and normalise(lines[0]["text"]) == "garmin"
+    rng = np.random.default_rng(0)
+    n = 80  # authentic photos reading their lines right, with typical structure and colour channels
+    authentic = np.c_[rng.gamma(2, 1, n), rng.gamma(2, 0.2, n), np.zeros(n), np.full(n, np.nan)]
+    reads = [[(0, 6), (0, 14)]] * n
+    fusion = ChannelFusion.fit(authentic, reads)
+    cal = ScoreCalibrator.fit(fusion.fuse(authentic, reads))
+
+    def verdict(crop: np.ndarray) -> tuple[str, list]:
+        channel, details = text_mismatch(crop, lines, reader)
+        channels = np.median(authentic, 0)
+        channels[2] = channel
+        return verdict_for(cal.score(fusion.fuse(channels, line_reads(details))), Thresholds()), details
+
+    for covered in (_word("Garmin", cover=(3, 6)), _word("Garmin", sticker=(3, "38.4"))):
+        got, details = verdict(covered)
+        assert details and normalise(details[0]["read"]) != "garmin"  # the OCR did misread it
+        assert text_distance("Garmin", details[0]["read"]) >= 0.5  # 3 or more edits, counted as such before
+        assert got == "authentic", details
+    got, details = verdict(_word("Gcrmlh"))  # three look-alike letters
+    assert text_distance("Garmin", details[0]["read"]) >= 0.5
+    assert got == "counterfeit", details
 
 
 def test_ocr_reads_a_misspelt_wordmark():
@@ -85,3 +150,55 @@ def test_text_check_is_on_when_the_ocr_extra_is_installed_unless_switched_off():
     assert _resolve_text_check("off") is False
     with pytest.raises(DataError, match="auto, on or off"):
         _resolve_text_check("maybe")
+
+
+def test_a_confident_letter_swap_in_a_line_the_references_read_alike_needs_less_structure_evidence():
+    # a wordmark every reference reads alike and confidently; a stylised logo they read two ways ("UBL", "JBL")
+    from brandguard import comparison
+    from brandguard.config import Config
+    from brandguard.mismatch import CHANNELS, ProductBank, fit_normal_stats, make_view
+    from brandguard.text import confident_swap
+
+    def line(text, conf=0.99):
+        return {"text": text, "box": [20, 30, 70, 60], "confidence": conf}
+
+    alike = reference_lines([[line("Reebok")] for _ in range(4)])
+    two_ways = reference_lines([[line("UBL", 0.93)], [line("JBL", 0.91)], [line("UBL", 0.95)], [line("UBL", 0.94)]])
+    assert alike[0]["consistent"] and not two_ways[0]["consistent"]
+    assert normalise(two_ways[0]["text"]) == "ubl"  # the majority reading is still the reference line
+
+    def detail(ref, read, conf=0.99):
+        return {"text": ref["text"], "read": read, "confidence": conf, "consistent": ref["consistent"],
+                "distance": 1 / 6, "box": ref["box"]}
+
+    assert confident_swap(detail(alike[0], "Reebox"))
+    assert not confident_swap(detail(alike[0], "Reebox", conf=0.92))  # read, but not surely
+    assert not confident_swap(detail(alike[0], "Reebk"))  # a letter short: blur or a covered span
+    assert not confident_swap(detail(alike[0], "Reebok"))  # read right
+    assert not confident_swap(detail(two_ways[0], "JBL"))
+
+    S, cell, rng = 96, 6, np.random.default_rng(7)
+
+    def package(amp: float = 0.0) -> np.ndarray:
+        yy, xx = np.mgrid[0:S, 0:S]
+        img = np.stack([120 + 60 * np.sin(xx / 9.0), 90 + 50 * np.cos(yy / 7.0), 160 + 0 * xx], -1).astype(np.float32)
+        img[30:60, 20:70] = (230, 40, 40)
+        img[32:58, 22:68] += np.where((np.arange(46) // 3 % 2 == 0)[None, :, None], -amp, amp)  # faint strokes
+        return np.clip(img + rng.normal(0, 2.0, img.shape), 0, 255).astype(np.uint8)
+
+    bank = ProductBank.from_views([make_view(package(), np.ones((S, S), bool), cell) for _ in range(4)])
+    stats, _ = fit_normal_stats(bank, cell)
+    text = CHANNELS.index("text")
+    for amp in np.linspace(0.3, 2.4, 15):  # a photo whose strokes changed only a little in the line's box
+        view = make_view(package(amp), np.ones((S, S), bool), cell)
+        swap = comparison.compare(view, bank, stats, Config().compare, text_details=[detail(alike[0], "Reebox")])
+        x0, y0, x1, y1 = (v // cell for v in (20, 30, 70, 60))
+        box_z = float(np.quantile(swap.structure[y0:y1 + 1, x0:x1 + 1], 0.9))
+        if comparison.SWAP_SUPPORT + 0.2 <= box_z < comparison.TEXT_SUPPORT - 0.2:
+            break
+    else:
+        pytest.fail("no photo with weak structure evidence in the line's box")
+    assert swap.channels[text] == pytest.approx(1 / 6)  # the confident swap counts
+    unsure = comparison.compare(view, bank, stats, Config().compare,
+                                text_details=[detail(two_ways[0], "JBL"), detail(alike[0], "Reebox", conf=0.92)])
+    assert unsure.channels[text] == 0.0  # read two ways by the references, or read unsurely: structure gate

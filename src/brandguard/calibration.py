@@ -282,10 +282,11 @@ def _decades(log_tail: np.ndarray) -> np.ndarray:
 class MisreadModel:
     """How often OCR misreads authentic print, per character, and how rare a reading is under that rate.
 
-    A reference line of ``L`` characters read with ``k`` wrong characters (Levenshtein edits, see
-    :func:`brandguard.text.misread_count`) is as rare among authentic photos as ``k`` or more misreads in
-    ``L`` independent characters that each misread with the fitted rate (a binomial tail). The rate is
-    pooled over every authentic reading (references and calibration photos) with a pessimistic prior
+    A reference line read over ``L`` characters with ``k`` misspelt ones (see
+    :func:`brandguard.text.misspelt_count`: letters read as other letters; a covered span, read short or
+    as a sticker's figures, is unread and counts in neither) is as rare among authentic photos as ``k`` or
+    more misreads in ``L`` independent characters that each misread with the fitted rate (a binomial tail).
+    The rate is pooled over every authentic reading (references and calibration photos) with a pessimistic prior
     (``PRIOR_MISREADS`` misreads in ``PRIOR_CHARS`` characters), so evidence no longer depends on how many
     calibration photos there were: a wordmark with two or three wrong letters is millions of times rarer
     than an authentic reading, one wrong letter is a few in a thousand. A photo reads several lines: its

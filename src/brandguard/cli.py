@@ -245,8 +245,10 @@ def _print_info(info: dict, as_json: bool) -> None:
         print(line)
     print("products:")
     for row in info.get("per_product", []):
+        views = row.get("views") or []
         print(f"  {row['brand']}/{row['product']}: {row['references']} references "
               f"({row['compared']} compared), {row['keypoints']} keypoints"
+              + (f", {len(views)} views ({'+'.join(map(str, views))} references)" if len(views) > 1 else "")
               + ("  [thin evidence: add authentic photos]" if row.get("thin") else ""))
 
 

@@ -9,10 +9,15 @@ One call:
 
 1. distance maps of the view to the closest references (:func:`brandguard.mismatch.distance_maps`);
 2. standardised by the product's authentic statistics (:func:`brandguard.mismatch.anomaly_maps`), discounted
-   where the learned occlusion head sees something on top of the package;
-3. the text channel: the OCR distance of each of the product's reference lines, kept only where the
-   structure channel agrees that the strokes changed there (OCR misreads blurred but authentic print; a
-   misspelling also changes its strokes);
+   where the learned occlusion head sees something on top of the package, and, where thin structure changes
+   cover the whole package (a seller's watermark tiled over the photo), scaled down to what stands out of
+   them (:func:`brandguard.mismatch.discount_overlay`); the share of the package whose print changed is kept
+   (``Comparison.changed``: another edition or product rather than a counterfeit edit when it is large);
+3. the text channel: the share of misspelt characters in each of the product's reference lines as the OCR
+   reads them (:func:`brandguard.text.misspelt_count`: a span covered by a finger or a sticker is unread,
+   not misspelt), kept only where the structure channel agrees that the strokes changed there (OCR misreads
+   blurred but authentic print; a misspelling also changes its strokes), less so for a confident letter swap
+   in a line every reference reads alike (:func:`brandguard.text.confident_swap`);
 4. channel scores (:data:`brandguard.mismatch.CHANNELS`) and a cell heatmap.
 
 Example:
@@ -41,16 +46,29 @@ from brandguard.mismatch import (
     NormalStats,
     ProductBank,
     anomaly_maps,
+    changed_share,
     channel_scores,
+    discount_overlay,
     distance_maps,
     occlusion_cells,
 )
 
-__all__ = ["TEXT_SUPPORT", "Comparison", "DistanceMaps", "compare", "reference_text_details"]
+__all__ = ["EDITION_NOTE", "EDITION_SHARE", "OVERLAY_NOTE", "SWAP_SUPPORT", "TEXT_SUPPORT", "Comparison",
+           "DistanceMaps", "compare", "reference_text_details"]
 
 #: structure evidence (90th percentile of the structure heatmap in a line's box, standard deviations) a text
 #: misread needs before it counts: OCR misreads blurred but authentic print, a misspelling also changes strokes
 TEXT_SUPPORT = 4.0
+
+#: the weaker structure evidence a confident, full-length letter swap in a line the references read alike
+#: needs (:func:`brandguard.text.confident_swap`): the OCR evidence is strong, some stroke change still
+SWAP_SUPPORT = 2.0
+
+#: share of the package whose print changed from which another edition or product (a flavour, a promotional
+#: edition) is likelier than a counterfeit edit (see ``Comparison.differs_widely``)
+EDITION_SHARE = 0.5
+EDITION_NOTE = "differs in large areas: another edition or product?"
+OVERLAY_NOTE = "text or marks over the whole photo (a seller's watermark?) discounted"
 
 #: ``(structure, colour, learned)`` distance maps, each ``(G, G)`` float32 (learned None without descriptors)
 DistanceMaps = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
@@ -70,6 +88,12 @@ class Comparison:
         mask: ``(G, G)`` bool, the cells that were scored.
         distances: the distance maps the departures were computed from.
         text_details: per reference line ``{text, read, confidence, distance, box}`` after the structure gate.
+        overlay: the level (standard deviations) of text or marks tiled over the whole photo, by which the
+            structure map was scaled down (:func:`brandguard.mismatch.discount_overlay`); 0.0 when none was seen.
+        changed: share (0..1) of the compared region whose print changed (structure above
+            :data:`brandguard.mismatch.CHANGED_Z`, before the overlay discount: it only ever lowers a verdict,
+            see :attr:`differs_widely`).
+        notes: what a reviewer should know about this comparison (:data:`OVERLAY_NOTE`, :data:`EDITION_NOTE`).
     """
 
     channels: tuple[float, float, float, float]
@@ -80,6 +104,16 @@ class Comparison:
     mask: np.ndarray
     distances: DistanceMaps
     text_details: list[dict[str, Any]] = field(default_factory=list)
+    overlay: float = 0.0
+    changed: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def differs_widely(self) -> bool:
+        """Whether the print differs from every reference over so large an area (:data:`EDITION_SHARE` of the
+        package) that another edition or product is likelier than a counterfeit edit: a verdict resting on
+        it should go to a person (``suspicious``), not to a takedown."""
+        return self.changed >= EDITION_SHARE
 
 
 def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: CompareConfig, *,
@@ -114,14 +148,24 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
     occ = occlusion_cells(view.occlusion, G)
     z_s, z_c, z_l = anomaly_maps(d_s, d_c, stats, view.cell_valid, d_l, occ)
     mask = stats.region & view.cell_valid
+    changed = changed_share(z_s, mask)  # print that differs: another edition or product?
+    z_s, overlay = discount_overlay(z_s, mask)  # text tiled over the whole photo: only what stands out counts
+    notes = []
+    if overlay > 0:
+        notes.append(OVERLAY_NOTE)
+    if changed >= EDITION_SHARE:
+        notes.append(EDITION_NOTE)
     details = [dict(d) for d in (text_details or [])]
     text = float("nan")
     if details:
+        from brandguard.text import confident_swap
+
         supported = []
         for d in details:  # a misspelling also changes strokes: keep a misread only where structure agrees
             x0, y0, x1, y1 = (int(v) // cell for v in d["box"])
             box_z = z_s[y0:y1 + 1, x0:x1 + 1]
-            if box_z.size and float(np.quantile(box_z, 0.9)) < TEXT_SUPPORT and np.isfinite(d["distance"]):
+            need = SWAP_SUPPORT if confident_swap(d) else TEXT_SUPPORT  # a sure misspelling needs less
+            if box_z.size and float(np.quantile(box_z, 0.9)) < need and np.isfinite(d["distance"]):
                 d["distance"] = 0.0
             supported.append(d["distance"])
         finite = [v for v in supported if np.isfinite(v)]
@@ -134,7 +178,8 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
                 zt = float(text_units(float(d["distance"])))
                 x0, y0, x1, y1 = (int(v) // cell for v in d["box"])
                 heat[y0:y1 + 1, x0:x1 + 1] = np.maximum(heat[y0:y1 + 1, x0:x1 + 1], zt)
-    return Comparison(channels, z_s, z_c, z_l, heat.astype(np.float32), mask, distances, details)
+    return Comparison(channels, z_s, z_c, z_l, heat.astype(np.float32), mask, distances, details,
+                      overlay=overlay, changed=changed, notes=tuple(notes))
 
 
 def reference_text_details(own: Sequence[dict[str, Any]], lines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -147,15 +192,18 @@ def reference_text_details(own: Sequence[dict[str, Any]], lines: Sequence[dict[s
 
     Returns:
         One entry per reference line that the reference reads confidently at the same place: the smallest
-        text distance among its readings there; lines it does not read are left out.
+        misspelling distance (:func:`brandguard.text.misspelt_distance`) among its readings there; lines it
+        does not read (or reads mostly covered) are left out.
     """
-    from brandguard.text import MIN_CONFIDENCE, _iou, text_distance
+    from brandguard.text import MIN_CONFIDENCE, _iou, misspelt_distance
 
     out = []
     for ref in lines:
-        same = [ln for ln in own if _iou(ln["box"], ref["box"]) > 0.3 and ln["confidence"] >= MIN_CONFIDENCE]
+        same = [(misspelt_distance(ref["text"], ln["text"]), ln) for ln in own
+                if _iou(ln["box"], ref["box"]) > 0.3 and ln["confidence"] >= MIN_CONFIDENCE]
+        same = [(d, ln) for d, ln in same if np.isfinite(d)]  # a mostly covered reading reads nothing
         if same:
-            best = min(same, key=lambda ln: text_distance(ref["text"], ln["text"]))
+            dist, best = min(same, key=lambda t: t[0])
             out.append({"text": ref["text"], "read": best["text"], "confidence": best["confidence"],
-                        "distance": text_distance(ref["text"], best["text"]), "box": list(ref["box"])})
+                        "distance": dist, "box": list(ref["box"])})
     return out

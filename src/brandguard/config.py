@@ -54,6 +54,23 @@ class LocalizationConfig:
         min_inliers: fewer geometrically consistent matches than this means "unknown product".
         canonical_size: side (pixels) of the square frame every product is compared in (large enough to
             show letters).
+        full_side: photos larger than ``max_side`` are also kept at full resolution, up to this long side
+            (pixels), and the product's aligned crop is taken from that copy (reduced without aliasing to
+            about 1.5 ``canonical_size``), so a product is compared at the same detail whether it fills a
+            640-px photo or a fifth of a 4000-px one. Decompression-bomb limits still apply.
+        max_instances: instances of known products localised per photo (several units side by side,
+            collage cells): after each verified instance, the photo keypoints inside it are set aside and
+            the rest verified again, while enough remain. The photo's answer is its worst instance.
+        min_product_side: a product whose outline measures fewer full-resolution pixels than this (square
+            root of its area) is too small to judge: its crop is upsampled more than 4 times (at 96 px a
+            cell of the 6-px comparison grid covers 1.5 photo pixels: no stroke detail), so a
+            ``counterfeit`` verdict is lowered to ``suspicious`` with the note ``product only N px: too
+            small to judge``, and such photos are left out of ``calibrate``. Measured on the scene set's
+            thumbnail and small-product photos (products of 112-290 px, JPEG q 35-55): authentic ones
+            showed no raised raw score (the highest 1.7 decades, at 193 px), so the rule starts below them.
+        unknown_product_side: below this many pixels (upsampled more than 8 times) the product is far too
+            small to compare: it is not compared and the verdict is ``unknown``, with the note
+            ``<brand>/<product> found but only N px: far too small to compare``.
     """
 
     max_side: int = 640
@@ -66,6 +83,10 @@ class LocalizationConfig:
     ransac_threshold: float = 4.0
     min_inliers: int = 36
     canonical_size: int = 384
+    full_side: int = 4096
+    max_instances: int = 4
+    min_product_side: int = 96
+    unknown_product_side: int = 48
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,10 @@ class CompareConfig:
             colour cast, blur, noise, JPEG; :mod:`brandguard.listing_conditions`) and compared like listing
             photos: the authentic variation and the calibration in force until ``calibrate`` runs. 0: the
             references' leave-one-out comparisons instead (studio photos: far too strict for listings).
+        support_margin: a photo is compared only inside the convex hull of its inlier keypoints grown by
+            this many canonical pixels (:func:`brandguard.localization.support_mask`): beyond its matches a
+            homography extrapolates (a label curving away on a bottle, the other face of a carton, a hand).
+            0: compare the whole frame.
     """
 
     max_references_per_product: int = 16
@@ -99,6 +124,7 @@ class CompareConfig:
     margin: int = 3
     text_check: str = "auto"
     simulated_views: int = 3
+    support_margin: int = 48
 
     def __post_init__(self) -> None:
         if not isinstance(self.margin, int) or self.margin < 0:
@@ -133,16 +159,23 @@ class RuntimeConfig:
             ``bf16`` or ``fp16``.
         batch_size: photos embedded per forward pass.
         workers: threads for decoding and keypoint detection.
+        cached_products: products whose comparison banks and statistics a loaded index keeps in memory at
+            most (least recently matched are dropped first; the rest stay in the memory-mapped
+            ``arrays.safetensors``, see :mod:`brandguard.arraystore`). About 3 MB each.
     """
 
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 32
     workers: int = 2
+    cached_products: int = 128
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"runtime.batch_size (--batch-size) must be a whole number >= 1, got {self.batch_size!r}")
+        if isinstance(self.cached_products, bool) or not isinstance(self.cached_products, int) \
+                or self.cached_products < 1:
+            raise ConfigError(f"runtime.cached_products must be a whole number >= 1, got {self.cached_products!r}")
 
 
 @dataclass(frozen=True)

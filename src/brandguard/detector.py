@@ -2,15 +2,23 @@
 
 Follow one photo through :meth:`Detector.predict_batch`:
 
-1. :func:`brandguard.images.load_image` decodes it (RGB, EXIF orientation, size limits);
-2. :func:`brandguard.localization.detect_keypoints` finds its RootSIFT keypoints;
-3. :meth:`ReferenceIndex.localize` matches them (FAISS) to the products' keypoints and verifies the best
-   candidates with a RANSAC homography: no verified product means ``unknown``;
-4. the photo is warped into the matched product's canonical frame and embedded (global vector + patch
-   features) by :class:`brandguard.embedding.Embedder`, all photos of a batch in one forward pass;
+1. :func:`brandguard.images.load_photo` decodes it (RGB, EXIF orientation, size limits): a working copy
+   (long side <= ``localization.max_side``) and, for a larger photo, its full resolution
+   (<= ``localization.full_side``);
+2. :func:`brandguard.localization.detect_keypoints` finds the working copy's RootSIFT keypoints;
+3. :meth:`ReferenceIndex.localize_instances` matches them (FAISS) to the products' keypoints and verifies
+   the best candidates with a RANSAC homography, then looks for further instances (several units, collage
+   cells) among the keypoints left: no verified product means ``unknown``. In a photo larger than the
+   working copy, :meth:`ReferenceIndex.refine_alignment` re-estimates each homography on keypoints of the
+   product's region at full resolution;
+4. each instance is cut from the full-resolution photo into its product's canonical frame
+   (:func:`brandguard.localization.crop_canonical`: the same detail whatever the photo's size) and embedded
+   (global vector + patch features) by :class:`brandguard.embedding.Embedder`, a batch in one forward pass;
 5. :func:`brandguard.comparison.compare` compares it cell by cell with the product's aligned references
    (the very function the index's authentic statistics come from): heatmap and channel scores;
-6. :mod:`brandguard.calibration` turns the raw score into a 0..1 score and a verdict.
+6. :mod:`brandguard.calibration` turns the raw score into a 0..1 score and a verdict; the photo's answer is
+   its worst instance, and a product too small to judge (``localization.min_product_side``) gets a note
+   and no takedown.
 
 Example:
     >>> import brandguard as bg
@@ -22,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,9 +45,16 @@ from brandguard.comparison import compare
 from brandguard.config import Config
 from brandguard.embedding import Embedder
 from brandguard.errors import ImageLoadError
-from brandguard.images import ImageSource, load_image
+from brandguard.images import ImageSource, load_image, load_photo
 from brandguard.index import ReferenceIndex
-from brandguard.localization import Keypoints, canonical_to_image_corners, detect_keypoints, warp_to_canonical
+from brandguard.localization import (
+    Keypoints,
+    canonical_to_image_corners,
+    crop_canonical,
+    support_mask,
+    detect_keypoints,
+    product_side,
+)
 from brandguard.mismatch import CHANNELS, make_view, upsample_to_photo
 
 __all__ = ["VERDICTS", "Detector", "Match", "Prediction", "build_index", "load", "predict"]
@@ -95,6 +111,9 @@ class Prediction:
             read), ``read`` (what the photo reads there), ``confidence`` (0..1), ``distance`` (text distance
             0..1, NaN when not read confidently) and ``counted`` (the distance the text channel kept: 0 when the
             structure channel saw no changed strokes there); empty when the check did not run.
+        product_side: the size of the reported product in full-resolution pixels of the photo (square root of
+            the area of its outline; the aligned crop is ``localization.canonical_size`` pixels a side, so a
+            smaller product is upsampled); 0.0 when none was found.
     """
 
     source: str
@@ -114,6 +133,7 @@ class Prediction:
     notes: tuple[str, ...] = ()
     instances: int = 0
     text: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+    product_side: float = 0.0
 
     @property
     def is_flagged(self) -> bool:
@@ -135,6 +155,12 @@ class Prediction:
         row["instances"] = str(self.instances)
         row["note"] = "; ".join(self.notes)
         return row
+
+
+def _full(prepared: Any) -> np.ndarray:
+    """The full-resolution photo of a prepared ``(working copy, keypoints[, full])`` (the working copy when
+    the caller prepared none)."""
+    return prepared[2] if len(prepared) > 2 else prepared[0]
 
 
 def _source_name(src: Any) -> str:
@@ -207,20 +233,22 @@ class Detector:
             raise ValueError(f"on_error must be 'record' or 'raise', got {on_error!r}")
         loc = self.config.localization
 
-        def prepare(src: ImageSource) -> tuple[np.ndarray, Keypoints] | ImageLoadError:
+        def prepare(src: ImageSource) -> tuple[np.ndarray, Keypoints, np.ndarray] | ImageLoadError:
             try:
-                img = load_image(src, max_side=loc.max_side)
+                photo = load_photo(src, max_side=loc.max_side, full_side=max(loc.full_side, loc.max_side))
             except ImageLoadError as exc:
                 return exc
-            return img, detect_keypoints(img, loc.keypoint_side, loc.query_keypoints)
+            return photo.image, detect_keypoints(photo.image, loc.keypoint_side, loc.query_keypoints), photo.full
 
         with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
             prepared = list(ex.map(prepare, images))
         return self._score_prepared([_source_name(s) for s in images], prepared, on_error)
 
     def _score_prepared(self, names: list[str], prepared: list[Any], on_error: str) -> list[Prediction]:
+        """Score decoded photos: ``prepared[i]`` is ``(working copy, keypoints[, full resolution])`` or the
+        :class:`ImageLoadError` that stopped it (see :meth:`predict_batch`)."""
         index, cfg = self.index, self.config
-        S = cfg.localization.canonical_size
+        loc = cfg.localization
         results: list[Prediction | None] = [None] * len(prepared)
         ok = []
         for i, p in enumerate(prepared):
@@ -230,30 +258,123 @@ class Detector:
                 results[i] = Prediction(names[i], "error", 0.0, error=p.reason)
             else:
                 ok.append(i)
-        aligns = index.localize([prepared[i][1] for i in ok], [prepared[i][0].shape for i in ok])
-        weak = self._weak_matches([(i, best) for i, (acc, best) in zip(ok, aligns) if acc is None and best is not None
+        aligns = index.localize_instances([prepared[i][1] for i in ok], [prepared[i][0].shape for i in ok],
+                                          max(1, loc.max_instances))
+        aligns = [self._refine(prepared[i], acc, best) for i, (acc, best) in zip(ok, aligns)]
+        aligns = self._search_full_resolution(ok, aligns, prepared)
+        weak = self._weak_matches([(i, best) for i, (acc, best) in zip(ok, aligns) if not acc and best is not None
                                    and index.thresholds.is_weak(best.inliers, best.sane)], prepared)
-        to_compare, unknown = [], []
+        # every instance of a known product large enough to compare: (photo, alignment, side in full pixels)
+        to_compare: list[tuple[int, Any, float]] = []
+        tiny: dict[int, tuple[Any, float]] = {}  # photos whose every instance is far too small
+        unknown = []
         for i, (acc, best) in zip(ok, aligns):
-            acc = acc if acc is not None else weak.get(i)
-            (to_compare if acc is not None else unknown).append((i, acc, best))
+            found = acc or ([weak[i]] if i in weak else [])
+            if not found:
+                unknown.append((i, best))
+                continue
+            sides = [self._product_side(prepared[i], a) for a in found]
+            big = [(i, a, side) for a, side in zip(found, sides) if side >= loc.unknown_product_side]
+            to_compare.extend(big)
+            if not big:
+                tiny[i] = (found[0], sides[0])
         emb = index.embedder
         if to_compare:
-            crops, valids = zip(*(warp_to_canonical(prepared[i][0], a.H, S) for i, a, _ in to_compare))
+            crops, valids = zip(*(crop_canonical(prepared[i][0], _full(prepared[i]), a.H, loc.canonical_size)
+                                  for i, a, _ in to_compare))
             gvec = emb.embed_global(list(crops))
             feats, occ = emb.embed_local(np.stack(crops)) if emb.has_local_head \
                 else ([None] * len(crops), [None] * len(crops))
-            for k, (i, a, _) in enumerate(to_compare):
-                results[i] = self._compare(names[i], prepared[i][0], a, gvec[k], crops[k], valids[k], feats[k], occ[k])
+            per_photo: dict[int, list[tuple[Prediction, float]]] = {}
+            for k, (i, a, side) in enumerate(to_compare):
+                keep = support_mask(a.support, loc.canonical_size, cfg.compare.support_margin)
+                valid = valids[k] if keep is None else valids[k] & keep  # what the alignment vouches for
+                p = self._compare(names[i], prepared[i][0], a, gvec[k], crops[k], valid, feats[k], occ[k])
+                per_photo.setdefault(i, []).append((p, side))
+            for i, instances in per_photo.items():
+                results[i] = self._worst_instance(instances)
+        for i, (a, side) in tiny.items():
+            m = index.products[a.product_id]
+            results[i] = Prediction(names[i], "unknown", 0.0, inliers=a.inliers, product_side=side,
+                                    quad=canonical_to_image_corners(a.H, loc.canonical_size),
+                                    notes=(f"{m.key} found but only {side:.0f} px: far too small to compare",))
         if unknown:
-            gv = emb.embed_global([prepared[i][0] for i, _, _ in unknown])
+            gv = emb.embed_global([prepared[i][0] for i, _ in unknown])
             near = index.search_global(gv, k=3)
-            for (i, _, best), hits in zip(unknown, near):
+            for (i, best), hits in zip(unknown, near):
                 matches = tuple(self._match(pid, row, sim) for pid, row, sim in hits)
                 results[i] = Prediction(names[i], "unknown", 0.0, brand="", product="",
                                         similarity=float(np.clip(hits[0][2], 0, 1)) if hits else 0.0,
                                         reference="", matches=matches, inliers=best.inliers if best else 0)
         return [r for r in results if r is not None]
+
+    def _refine(self, prepared: Any, found: list[Any], best: Any) -> tuple[list[Any], Any]:
+        """Alignments of a photo larger than the working size re-estimated at full resolution (see
+        :meth:`ReferenceIndex.refine_alignment`); a candidate that did not pass on the working copy is
+        accepted when its refined alignment does."""
+        img, full = prepared[0], _full(prepared)
+        if full is img:
+            return found, best
+        found = [self.index.refine_alignment(a, img, full) for a in found]
+        if not found and best is not None and best.inliers >= 8:
+            best = self.index.refine_alignment(best, img, full)
+            if best.sane and best.inliers >= self.index.thresholds.min_inliers:
+                found = [best]
+        return found, best
+
+    def _search_full_resolution(self, ok: list[int], aligns: list[Any], prepared: list[Any]) -> list[Any]:
+        """A second search for photos where the working copy found no product but the full resolution is
+        at least 1.5 times larger (a product small in a large photo has too few keypoints on the working
+        copy): keypoints detected again at twice ``keypoint_side`` (twice as many), in working-copy pixels."""
+        loc = self.config.localization
+        again = [k for k, (i, (acc, _)) in enumerate(zip(ok, aligns))
+                 if not acc and _full(prepared[i]) is not prepared[i][0]
+                 and max(_full(prepared[i]).shape[:2]) >= 1.5 * max(prepared[i][0].shape[:2])]
+        if not again:
+            return aligns
+        kps, shapes = [], []
+        for k in again:
+            img, full = prepared[ok[k]][0], _full(prepared[ok[k]])
+            kp = detect_keypoints(full, 2 * loc.keypoint_side, 2 * loc.query_keypoints)
+            sx, sy = full.shape[1] / img.shape[1], full.shape[0] / img.shape[0]
+            kp.xy = ((kp.xy + 0.5) / np.array([sx, sy], np.float32) - 0.5).astype(np.float32)
+            kps.append(kp)
+            shapes.append(img.shape)
+        out = list(aligns)
+        for k, (acc, best) in zip(again, self.index.localize_instances(kps, shapes, max(1, loc.max_instances))):
+            acc, best = self._refine(prepared[ok[k]], acc, best)
+            old_best = aligns[k][1]
+            if acc or (best is not None and (old_best is None or best.inliers > old_best.inliers)):
+                out[k] = (acc, best)
+        return out
+
+    def _product_side(self, prepared: Any, a: Any) -> float:
+        """The product's size in full-resolution pixels (square root of its outline's area)."""
+        img, full = prepared[0], _full(prepared)
+        return product_side(a.H, self.config.localization.canonical_size,
+                            (full.shape[1] / img.shape[1], full.shape[0] / img.shape[0]))
+
+    def _worst_instance(self, instances: list[tuple[Prediction, float]]) -> Prediction:
+        """One prediction of a photo's compared instances ``(prediction, side in full pixels)``: the worst
+        (highest raw score) of those large enough to judge (of all when none is), its verdict lowered when
+        its product is too small to judge, the heatmap the maximum over every instance."""
+        loc = self.config.localization
+        judged = [(p, side) for p, side in instances if side >= loc.min_product_side] or instances
+        p, side = max(judged, key=lambda ps: (ps[0].raw_score if ps[0].channels else -np.inf))
+        notes = list(p.notes)
+        verdict = p.verdict
+        if side < loc.min_product_side:
+            notes.append(f"product only {side:.0f} px: too small to judge")
+            if verdict == "counterfeit":
+                verdict = "suspicious"
+        heat = p.heatmap
+        maps = [q.heatmap for q, _ in instances if q.heatmap is not None]
+        if len(maps) > 1:
+            heat = np.maximum.reduce(maps)
+        if len(instances) > 1:
+            notes.append(f"{len(instances)} instances compared; the worst is reported")
+        return dataclasses.replace(p, verdict=verdict, heatmap=heat, notes=tuple(notes), instances=len(instances),
+                                   product_side=side)
 
     def _weak_matches(self, candidates: list[tuple[int, Any]], prepared: list[Any]) -> dict[int, Any]:
         """The weak keypoint matches (see :class:`~brandguard.calibration.Thresholds`) whose aligned photo looks
@@ -261,7 +382,7 @@ class Detector:
         if not candidates:
             return {}
         S = self.config.localization.canonical_size
-        crops = [warp_to_canonical(prepared[i][0], a.H, S)[0] for i, a in candidates]
+        crops = [crop_canonical(prepared[i][0], _full(prepared[i]), a.H, S)[0] for i, a in candidates]
         g = self.index.embedder.embed_global(crops)
         out = {}
         for (i, a), v in zip(candidates, g):
@@ -319,7 +440,9 @@ class Detector:
             q = float(np.quantile(inl, unknown_fpr))
             index.thresholds.min_inliers = int(max(min_inliers_floor,
                                                    min(self.config.localization.min_inliers, np.floor(0.5 * q))))
-        used = [p for p in readable if len(p.channels) == len(CHANNELS) and p.inliers >= index.thresholds.min_inliers]
+        # a product too small to judge is no measure of authentic variation (upsampled blur)
+        used = [p for p in readable if len(p.channels) == len(CHANNELS) and p.inliers >= index.thresholds.min_inliers
+                and p.product_side >= self.config.localization.min_product_side]
         if used:
             # a weak match counts when the aligned photo is as similar to the product as 95% of authentic ones
             index.thresholds.allow_weak(float(np.quantile([p.similarity for p in used], weak_quantile)),
@@ -398,7 +521,10 @@ class Detector:
         """The verdict ``p`` would get under the current calibration (without scoring the photo again)."""
         if len(p.channels) != len(CHANNELS) or not self.index.thresholds.accepts(p.inliers, p.similarity):
             return "unknown"
-        return self._judge(p.brand, p.channels, p.text)[2]
+        verdict = self._judge(p.brand, p.channels, p.text)[2]
+        if verdict == "counterfeit" and p.product_side < self.config.localization.min_product_side:
+            return "suspicious"  # too small to judge (see _worst_instance)
+        return verdict
 
     def _judge(self, brand: str, channels: Sequence[float],
                text: Sequence[dict[str, Any]] = ()) -> tuple[float, float, str]:
@@ -434,6 +560,8 @@ class Detector:
                       text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
         channels = res.channels
         raw, score, verdict = self._judge(m.brand, channels, res.text_details)
+        if res.differs_widely and verdict == "counterfeit":  # another edition or product? a person decides
+            verdict = "suspicious"
         sims = m.global_vecs @ g
         order = np.argsort(-sims, kind="stable")
         matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])
@@ -443,7 +571,7 @@ class Detector:
                           similarity=matches[0].similarity, reference=matches[0].reference, matches=matches,
                           inliers=a.inliers, channels=channels, heatmap=heat,
                           quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size), instances=1,
-                          notes=(m.evidence_note,) if m.evidence_note else (),
+                          notes=((m.evidence_note,) if m.evidence_note else ()) + res.notes,
                           text=tuple({"expected": d["text"], "read": d["read"], "confidence": float(d["confidence"]),
                                       "distance": float(d["distance"]), "counted": float(g["distance"])}
                                      for d, g in zip(text_details, res.text_details)))

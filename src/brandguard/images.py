@@ -22,6 +22,7 @@ import re
 import stat
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, TypeAlias
 
 import numpy as np
@@ -34,9 +35,11 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MIN_IMAGE_SIDE",
     "ImageSource",
+    "Photo",
     "is_image_path",
     "list_images",
     "load_image",
+    "load_photo",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -144,6 +147,72 @@ def load_image(
         f"unsupported input type {type(source).__name__}; expected a file path, encoded image bytes, "
         "a PIL.Image.Image or a numpy array"
     )
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo as brandguard uses it: a working copy to find the product on, and the full resolution to
+    take the product's crop from.
+
+    Attributes:
+        image: ``(h, w, 3)`` uint8 RGB working copy, long side <= ``max_side``: exactly what
+            ``load_image(source, max_side=max_side)`` returns. Keypoints, homographies, heatmaps and
+            quads are in its pixels.
+        full: ``(H, W, 3)`` uint8 RGB at full resolution (long side <= ``full_side``); the very same array
+            as ``image`` when the photo is not larger than ``max_side``.
+    """
+
+    image: np.ndarray
+    full: np.ndarray
+
+    @property
+    def scale(self) -> float:
+        """Full-resolution pixels per working-copy pixel along the long side (1.0 when they are one)."""
+        return max(self.full.shape[:2]) / max(self.image.shape[:2])
+
+
+def load_photo(
+    source: ImageSource,
+    *,
+    max_side: int,
+    full_side: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Photo:
+    """Load a photo twice over: a working copy (long side <= ``max_side``) and its full resolution.
+
+    The full resolution is decoded first (bounded by ``full_side`` and, before decoding, by
+    ``max_pixels``, the decompression-bomb guard). A photo not larger than ``max_side`` is decoded once and
+    both fields hold the same array; a larger one gets its working copy decoded as :func:`load_image` does
+    (JPEG at reduced scale), so keypoints and localisation are the same as from ``load_image``.
+
+    Args:
+        source: as for :func:`load_image`.
+        max_side: long side (pixels) of the working copy.
+        full_side: long side (pixels) the full resolution is capped at (>= ``max_side``).
+        max_pixels: refuse images whose declared ``width * height`` is larger.
+
+    Returns:
+        a :class:`Photo`.
+
+    Raises:
+        ImageLoadError: as :func:`load_image`.
+        ValueError: ``max_side``, ``full_side`` or ``max_pixels`` is not a positive integer, or
+            ``full_side < max_side``.
+
+    Example:
+        >>> import numpy as np
+        >>> p = load_photo(np.zeros((100, 2000, 3), np.uint8), max_side=640, full_side=4096)
+        >>> p.image.shape, p.full.shape, round(p.scale, 3)
+        ((32, 640, 3), (100, 2000, 3), 3.125)
+    """
+    _check_positive_int("max_side", max_side, minimum=MIN_IMAGE_SIDE, allow_none=False)
+    _check_positive_int("full_side", full_side, minimum=MIN_IMAGE_SIDE, allow_none=False)
+    if full_side < max_side:
+        raise ValueError(f"full_side must be >= max_side, got {full_side} < {max_side}")
+    full = load_image(source, max_side=full_side, max_pixels=max_pixels)
+    if max(full.shape[:2]) <= max_side:
+        return Photo(full, full)
+    return Photo(load_image(source, max_side=max_side, max_pixels=max_pixels), full)
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:

@@ -1,9 +1,12 @@
 """The reference index: authentic references of every product, ready for retrieval and comparison.
 
-For each product (``brand/product``) it keeps:
+For each product (``brand/product``) it keeps one :class:`ProductModel` per **view**: a connected group of its
+references that align with each other (another face of a carton, a catalogue image that aligns with none of
+the hand-held photos: :mod:`brandguard.reference_views`). References are ordered by content digest, so nothing
+depends on file names. Each view keeps:
 
 * a **canonical frame**: a square frame cut around the product in one reference (the *anchor*), into
-  which every other reference is aligned by a RANSAC homography;
+  which every other reference of the view is aligned by a RANSAC homography;
 * the RootSIFT **keypoints** of its references in that frame (bounded per product), searched with FAISS
   to find which product a photo shows and where;
 * a **patch bank**: patch features and colours of each aligned reference (bounded per product), with
@@ -44,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from brandguard import __version__
+from brandguard.arraystore import ArrayStore, LazyField, TensorView
 from brandguard.backbones import spec_to_dict
 from brandguard.calibration import ChannelFusion, ScoreCalibrator, Thresholds
 from brandguard.comparison import compare, reference_text_details
@@ -54,10 +58,15 @@ from brandguard.images import load_image
 from brandguard.localization import (
     Alignment,
     Keypoints,
+    canonical_to_image_corners,
+    crop_canonical,
+    support_mask,
     detect_keypoints,
     estimate_homography,
     homography_is_sane,
     match_pair,
+    points_in_quad,
+    resize_transform,
     warp_to_canonical,
 )
 from brandguard.mismatch import (
@@ -80,7 +89,13 @@ from brandguard.text import reference_lines
 
 __all__ = ["INDEX_FORMAT", "THIN_EVIDENCE", "ProductModel", "RefRecord", "ReferenceIndex", "pixel_digest"]
 
-INDEX_FORMAT = 3
+#: 4: a product's references are grouped into views (``ProductModel.view``); a format-3 index loads as one
+#: view per product (what it was: references that did not align with its anchor are not compared against)
+INDEX_FORMAT = 4
+READABLE_FORMATS = (3, 4)
+#: a view with fewer keypoints repeated across its references than this is topped up with the other keypoints
+#: inside the region the repeated ones cover (see ``ReferenceIndex._fit_view``)
+VIEW_KEYPOINTS = 1000
 #: a product with fewer references than this to compare with is built with a warning and its verdicts carry
 #: a "thin evidence" note (the spread of authentic photos is barely measured)
 THIN_EVIDENCE = 3
@@ -126,21 +141,36 @@ class ProductModel:
     #: row of this product's first keypoint in the keypoint search store (-1: not in the search yet); its
     #: keypoints are rows ``kp_start .. kp_start + len(kp_xy) - 1``
     kp_start: int = -1
+    #: which view of the product this is (0, 1, ...): references that align with each other share a view (see
+    #: :mod:`brandguard.reference_views`); a product whose references show faces that do not align with each
+    #: other has one model per view, all with the same ``brand`` and ``product``
+    view: int = 0
 
     @property
     def key(self) -> str:
         return f"{self.brand}/{self.product}"
 
     @property
+    def compared(self) -> int:
+        """References in the comparison bank (``len(bank)``, known without reading the bank from disk)."""
+        return len(self.bank_refs)
+
+    @property
     def thin_evidence(self) -> bool:
         """Fewer than :data:`THIN_EVIDENCE` references to compare with: how authentic photos of this product
         vary is barely known, so its verdicts carry a note."""
-        return len(self.bank) < THIN_EVIDENCE
+        return self.compared < THIN_EVIDENCE
 
     @property
     def evidence_note(self) -> str:
         """``"thin evidence: N reference(s)"`` for a product with :attr:`thin_evidence`, else ``""``."""
-        return f"thin evidence: {len(self.bank)} reference(s)" if self.thin_evidence else ""
+        return f"thin evidence: {self.compared} reference(s)" if self.thin_evidence else ""
+
+
+# A loaded index reads these from its memory-mapped arrays file when a photo needs them (bounded cache,
+# brandguard.arraystore); a model built in memory holds them as plain attributes.
+for _name in ("bank", "stats", "global_vecs", "evidence"):
+    setattr(ProductModel, _name, LazyField(_name))
 
 
 @dataclass
@@ -148,6 +178,8 @@ class _Prepared:
     item: ReferenceItem
     image: np.ndarray
     kp: Keypoints
+    #: file digest (else pixel digest) of the photo: references are ordered by it, never by file name
+    digest: str = ""
 
 
 def _progress(iterable: Iterable[Any], enabled: bool, desc: str, total: int | None = None,
@@ -300,8 +332,12 @@ class ReferenceIndex:
             prepared, digests = self._drop_duplicates(prepared)
         groups: dict[tuple[str, str], list[_Prepared]] = defaultdict(list)
         for p in prepared:
+            fd, px = digests[str(p.item.path)]
+            p.digest = fd or px
             groups[(p.item.brand, p.item.product)].append(p)
-        by_key = {(m.brand, m.product): i for i, m in enumerate(self.products)}
+        by_key: dict[tuple[str, str], list[int]] = defaultdict(list)  # a product's views
+        for i, m in enumerate(self.products):
+            by_key[(m.brand, m.product)].append(i)
         added = 0
         # per product: align (keypoint matches, homographies), describe (embed the aligned references), read
         # (OCR, one single-threaded reader per worker), statistics (comparisons, simulated listing photos)
@@ -309,10 +345,12 @@ class ReferenceIndex:
             entries = groups[key]
             with self._phase("align"):
                 if key in by_key:
-                    pid = by_key[key]
-                    self.products[pid] = self._extend_product(self.products[pid], entries)
+                    views = self._extend_product([self.products[i] for i in by_key[key]], entries)
+                    for i, m in zip(by_key[key], views):
+                        self.products[i] = m
+                    self.products.extend(views[len(by_key[key]):])
                 else:
-                    self.products.append(self._fit_product(key[0], key[1], entries))
+                    self.products.extend(self._fit_product(key[0], key[1], entries))
             added += len(entries)
         for m in self.products:
             for r in m.refs:
@@ -377,8 +415,19 @@ class ReferenceIndex:
         return [prepared[i] for i in sorted(keep)], digests
 
     def thin_products(self) -> list[tuple[str, int]]:
-        """Products with fewer than :data:`THIN_EVIDENCE` references compared: ``[("brand/product", n)]``."""
-        return [(m.key, len(m.bank)) for m in self.products if m.thin_evidence]
+        """Products with fewer than :data:`THIN_EVIDENCE` references compared, counted over all their views:
+        ``[("brand/product", n)]`` in index order."""
+        compared: dict[str, int] = {}
+        for m in self.products:
+            compared[m.key] = compared.get(m.key, 0) + m.compared
+        return [(k, n) for k, n in compared.items() if n < THIN_EVIDENCE]
+
+    def views(self) -> dict[str, list[ProductModel]]:
+        """Each product's views (see :class:`ProductModel`), ``{"brand/product": [model, ...]}`` in index order."""
+        out: dict[str, list[ProductModel]] = {}
+        for m in self.products:
+            out.setdefault(m.key, []).append(m)
+        return out
 
     def relocate_references(self, folder: str | Path) -> None:
         """Point the references at the folder they were moved to (same layout below it); save to keep it.
@@ -448,7 +497,8 @@ class ReferenceIndex:
                     raise DataError(f"re-embedding {m.key} needs its reference {m.refs[r].path}: {exc.reason}") from exc
                 rows.append((r, img, np.asarray(m.refs[r].H, np.float64)))
             nm = ProductModel(m.brand, m.product, m.refs, m.anchor, [], m.kp_desc, m.kp_xy, _empty_bank(),
-                              None, np.zeros((0, 1), np.float32), np.zeros((0, len(CHANNELS))))  # type: ignore[arg-type]
+                              None, np.zeros((0, 1), np.float32), np.zeros((0, len(CHANNELS))),  # type: ignore[arg-type]
+                              view=m.view)
             new._add_to_bank(nm, rows)
             products.append(nm)
         new.products = products
@@ -458,13 +508,13 @@ class ReferenceIndex:
         return new
 
     def remove(self, brand: str, product: str | None = None) -> int:
-        """Remove a brand's products (or one product). Returns how many products were removed.
+        """Remove a brand's products (or one product), every view of them. Returns how many products were removed.
 
         Raises:
             DataError: nothing matches, with the known brands listed.
         """
         keep = [m for m in self.products if not (m.brand == brand and (product is None or m.product == product))]
-        removed = len(self.products) - len(keep)
+        removed = len({m.key for m in self.products}) - len({m.key for m in keep})
         if removed == 0:
             known = sorted({m.brand for m in self.products})
             raise DataError(f"no product {brand}/{product or '*'} in the index; known brands: {', '.join(known)}")
@@ -480,45 +530,98 @@ class ReferenceIndex:
         loc = self.config.localization
         return loc.ransac_threshold * max(1.0, max(shape[:2]) / loc.keypoint_side)
 
-    def _fit_product(self, brand: str, product: str, entries: list[_Prepared]) -> ProductModel:
-        loc = self.config.localization
+    def _view_inliers(self) -> int:
+        """Fewest inliers with which a pair of references of one product can align (join one view): half the
+        listing rule (``localization.min_inliers``), at least 12; see :meth:`_aligns`."""
+        return max(12, self.config.localization.min_inliers // 2)
+
+    def _aligns(self, inliers: int, tentative: int) -> bool:
+        """Whether two references of one product align: as many inliers as the listing rule asks
+        (``localization.min_inliers``), or at least :meth:`_view_inliers` that are 30% or more of the
+        tentative matches. Two photos known to show the same product need less evidence than a photo matched
+        against the whole catalogue (a small catalogue image has few keypoints), but a few inliers among many
+        tentative matches happen by chance between two faces sharing a typeface or a barcode."""
+        return inliers >= self.config.localization.min_inliers or (
+            inliers >= self._view_inliers() and inliers >= 0.3 * tentative)
+
+    def _fit_product(self, brand: str, product: str, entries: list[_Prepared], first_view: int = 0) -> list[ProductModel]:
+        """Fit a product's references as views (see :mod:`brandguard.reference_views`): one
+        :class:`ProductModel` per connected group of references that align with each other, numbered from
+        ``first_view``. References are ordered by content digest first, so nothing depends on file names."""
+        from brandguard.reference_views import align_views
+
+        entries = sorted(entries, key=lambda e: (e.digest, str(e.item.path)))
         n = len(entries)
-        S = loc.canonical_size
         inl = np.zeros((n, n), int)
+        linked = np.ones((n, n), int)
         Hs: dict[tuple[int, int], np.ndarray] = {}
-        inlier_kps: list[set[int]] = [set() for _ in range(n)]
+        shared: dict[tuple[int, int], np.ndarray] = {}  # (i, j): keypoints of i that are inliers of pair (i, j)
         for i in range(n):
             for j in range(i + 1, n):
                 ia, ib = match_pair(entries[i].kp, entries[j].kp)
                 H, mask = estimate_homography(entries[i].kp.xy[ia], entries[j].kp.xy[ib],
                                               self._ransac_px(entries[j].image.shape))
-                if H is None or mask.sum() < loc.min_inliers:
+                if H is None or mask.sum() < 8:
                     continue
                 inl[i, j] = inl[j, i] = int(mask.sum())
                 Hs[(i, j)] = H
                 Hs[(j, i)] = np.linalg.inv(H)
-                inlier_kps[i].update(ia[mask].tolist())
-                inlier_kps[j].update(ib[mask].tolist())
-        anchor = int(np.argmax(inl.sum(1))) if n > 1 else 0
-        # homographies ref -> anchor (direct, else through the best intermediate reference)
-        to_anchor: dict[int, np.ndarray] = {anchor: np.eye(3)}
-        for i in range(n):
-            if i == anchor:
-                continue
-            if (i, anchor) in Hs:
-                to_anchor[i] = Hs[(i, anchor)]
-                continue
-            best = max((min(inl[i, k], inl[k, anchor]), k) for k in range(n) if k not in (i, anchor)) if n > 2 else (0, -1)
-            if best[0] >= loc.min_inliers:
-                k = best[1]
-                to_anchor[i] = Hs[(k, anchor)] @ Hs[(i, k)]
+                shared[(i, j)], shared[(j, i)] = ia[mask], ib[mask]
+                if not self._aligns(int(mask.sum()), len(ia)):
+                    linked[i, j] = linked[j, i] = 0
+        inl = inl * linked  # pairs that align; `shared` keeps the weaker ones (product regions of lone references)
+        pending = align_views(inl, 1)
+        models: list[ProductModel] = []
+        while pending:
+            group = pending.pop(0)
+            model, rejected = self._fit_view(brand, product, entries, group, inl, Hs, shared, first_view + len(models))
+            models.append(model)
+            pending = sorted(pending + [[r] for r in rejected], key=lambda g: g[0])
+        if len(models) > 1:
+            sizes = ", ".join(str(len(m.refs)) for m in models)
+            warnings.warn(f"the {n} references of {brand}/{product} form {len(models)} views that do not align with "
+                          f"each other (another face, a catalogue image; references per view: {sizes}): each view is "
+                          "localised and compared on its own", stacklevel=4)
+        return models
+
+    def _fit_view(self, brand: str, product: str, entries: list[_Prepared], group: list[int], inl: np.ndarray,
+                  Hs: dict[tuple[int, int], np.ndarray], shared: dict[tuple[int, int], np.ndarray],
+                  view: int) -> tuple[ProductModel, list[int]]:
+        """One view: its anchor, canonical frame, keypoints and bank. Returns the model and the members whose
+        homography into the frame is not sane (the caller makes them views of their own)."""
+        import cv2
+
+        from brandguard.reference_views import chain_to_anchor, choose_anchor, product_mask
+
+        loc = self.config.localization
+        S = loc.canonical_size
+        anchor = choose_anchor(group, inl)
+        to_anchor = chain_to_anchor(group, anchor, inl, Hs, 1)
+        members = set(to_anchor)
         a_img, a_kp = entries[anchor].image, entries[anchor].kp
-        pts = a_kp.xy[sorted(inlier_kps[anchor])] if len(inlier_kps[anchor]) >= 8 else a_kp.xy
-        if len(pts) < 4:
-            pts = np.array([[0, 0], [a_img.shape[1], a_img.shape[0]]], np.float32)
-        x0, y0 = np.percentile(pts, 0.5, axis=0)
-        x1, y1 = np.percentile(pts, 99.5, axis=0)
-        mx, my = 0.05 * (x1 - x0) + 4, 0.05 * (y1 - y0) + 4
+        # keypoints of each member seen again in another member: the product, not its backgrounds
+        repeated: dict[int, set[int]] = {i: set() for i in members}
+        for (i, j), kps in shared.items():
+            if i in members and j in members and inl[i, j] > 0:
+                repeated[i].update(kps.tolist())
+        region: np.ndarray | None = None  # the product in the anchor photo (a lone reference)
+        if len(members) == 1:
+            others = [shared[(anchor, j)] for j in range(len(entries)) if (anchor, j) in shared]
+            hits = np.unique(np.concatenate(others)) if others else np.zeros(0, int)
+            region, _ = product_mask(a_img, a_kp.xy, a_kp.xy[hits] if len(hits) else None)
+            ys, xs = np.nonzero(region)
+            pts = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1]], np.float32)
+            x0, y0 = pts.min(0)
+            x1, y1 = pts.max(0)
+            mx, my = 0.02 * (x1 - x0) + 2, 0.02 * (y1 - y0) + 2
+        else:
+            anchor_rep = sorted(repeated[anchor])
+            pts = a_kp.xy[anchor_rep] if len(anchor_rep) >= 8 else a_kp.xy
+            if len(pts) < 4:
+                pts = np.array([[0, 0], [a_img.shape[1], a_img.shape[0]]], np.float32)
+            x0, y0 = np.percentile(pts, 0.5, axis=0)
+            x1, y1 = np.percentile(pts, 99.5, axis=0)
+            mx, my = 0.05 * (x1 - x0) + 4, 0.05 * (y1 - y0) + 4
         x0, y0 = max(0.0, x0 - mx), max(0.0, y0 - my)
         x1, y1 = min(float(a_img.shape[1]), x1 + mx), min(float(a_img.shape[0]), y1 + my)
         # anchor box -> canonical square
@@ -526,92 +629,119 @@ class ReferenceIndex:
                       [0, S / max(y1 - y0, 1.0), -y0 * S / max(y1 - y0, 1.0)], [0, 0, 1]])
         refs: list[RefRecord] = []
         aligned_entries: list[tuple[int, np.ndarray]] = []  # (entry index, H canonical->ref)
-        for i, e in enumerate(entries):
+        rejected: list[int] = []
+        for i in group:
+            e = entries[i]
             if i in to_anchor:
-                Hc = np.linalg.inv(T @ to_anchor[i])
+                Hc = np.linalg.inv(T @ to_anchor[i][0])
                 Hc /= Hc[2, 2]
-                if homography_is_sane(Hc, S, e.image.shape[:2], min_area=0.005, max_area=8.0):
-                    refs.append(RefRecord(str(e.item.path), True, int(inl[i, anchor]) if i != anchor else -1,
-                                          Hc.tolist()))
+                if i == anchor or homography_is_sane(Hc, S, e.image.shape[:2], min_area=0.005, max_area=8.0):
+                    refs.append(RefRecord(str(e.item.path), True, to_anchor[i][1], Hc.tolist()))
                     aligned_entries.append((i, Hc))
                     continue
-            refs.append(RefRecord(str(e.item.path), False, int(inl[i].max()) if n > 1 else 0, None))
-            warnings.warn(f"reference {e.item.path} could not be aligned with the other photos of "
-                          f"{brand}/{product}; it is kept for the record but not compared against", stacklevel=4)
-        # keypoints in the canonical frame (repeatable ones first)
-        descs, xys, prios = [], [], []
+            rejected.append(i)
+        # keypoints in the canonical frame: on the product (repeated in another member, or inside the region the
+        # repeated ones cover; a lone reference: inside its product region), repeated ones first
+        projected = []
         for i, Hc in aligned_entries:
             kp = entries[i].kp
-            if len(kp) == 0:
-                continue
-            Hinv = np.linalg.inv(Hc)
-            p = np.c_[kp.xy, np.ones(len(kp))] @ Hinv.T
+            p = np.c_[kp.xy, np.ones(len(kp))] @ np.linalg.inv(Hc).T
             ok = p[:, 2] > 1e-9
             cxy = p[:, :2] / np.where(ok, p[:, 2], 1.0)[:, None]
-            inside = ok & (cxy[:, 0] >= -2) & (cxy[:, 0] <= S + 2) & (cxy[:, 1] >= -2) & (cxy[:, 1] <= S + 2)
+            ok &= (cxy[:, 0] >= -2) & (cxy[:, 0] <= S + 2) & (cxy[:, 1] >= -2) & (cxy[:, 1] <= S + 2)
             rep = np.zeros(len(kp), bool)
-            rep[list(inlier_kps[i])] = True
-            if len(aligned_entries) >= 2:
-                # only keypoints seen again in another reference: the product, not its backgrounds
-                inside &= rep
-            descs.append(kp.desc[inside])
-            xys.append(cxy[inside])
-            prios.append(kp.response[inside])
+            rep[sorted(repeated.get(i, set()))] = True
+            projected.append((kp, cxy, ok, rep))
+        hull = None
+        rep_xy = np.concatenate([cxy[ok & rep] for _, cxy, ok, rep in projected]) if projected else np.zeros((0, 2))
+        if len(aligned_entries) >= 2 and len(rep_xy) >= 8:
+            hull = cv2.convexHull(rep_xy.astype(np.float32))
+        descs, xys, prios, firm = [], [], [], []
+        for (kp, cxy, ok, rep), (i, _) in zip(projected, aligned_entries):
+            if region is not None:  # a lone reference: its product region
+                px = np.clip(np.round(kp.xy).astype(int), 0, [region.shape[1] - 1, region.shape[0] - 1])
+                keep = ok & region[px[:, 1], px[:, 0]]
+                rep = keep
+            elif hull is not None:
+                inside = np.array([cv2.pointPolygonTest(hull, (float(x), float(y)), False) >= 0 for x, y in cxy])
+                keep = ok & (rep | inside)
+            else:
+                keep = ok & rep if len(aligned_entries) >= 2 else ok
+                rep = keep
+            descs.append(kp.desc[keep])
+            xys.append(cxy[keep])
+            prios.append(kp.response[keep])
+            firm.append(rep[keep])
         kp_desc = np.concatenate(descs) if descs else np.zeros((0, 128), np.float32)
         kp_xy = np.concatenate(xys).astype(np.float32) if xys else np.zeros((0, 2), np.float32)
-        if len(kp_desc) > loc.max_descriptors_per_product:
-            order = np.argsort(-np.concatenate(prios), kind="stable")[:loc.max_descriptors_per_product]
+        if len(kp_desc):
+            # repeated keypoints first (strongest first); a view with few of them (two or three small hand-held
+            # photos) is topped up with the other keypoints inside the region they cover, to VIEW_KEYPOINTS: enough
+            # to localise a listing photo. A well-covered view keeps only repeated ones, the more distinctive.
+            is_firm, prio = np.concatenate(firm), np.concatenate(prios)
+            n = min(loc.max_descriptors_per_product, max(int(is_firm.sum()), min(len(prio), VIEW_KEYPOINTS)))
+            order = np.lexsort((-prio, ~is_firm))[:n]
             order.sort()
             kp_desc, kp_xy = kp_desc[order], kp_xy[order]
         model = ProductModel(brand, product, refs, anchor=0, bank_refs=[], kp_desc=kp_desc.astype(np.float16),
                              kp_xy=kp_xy, bank=_empty_bank(), stats=None,  # type: ignore[arg-type]
-                             global_vecs=np.zeros((0, 1), np.float32), loo_scores=np.zeros((0, len(CHANNELS))))
+                             global_vecs=np.zeros((0, 1), np.float32), loo_scores=np.zeros((0, len(CHANNELS))),
+                             view=view)
         ref_pos = {r.path: k for k, r in enumerate(refs)}
         model.anchor = ref_pos[str(entries[anchor].item.path)]
         with self._phase("statistics"):
             self._add_to_bank(model, [(ref_pos[str(entries[i].item.path)], entries[i].image, Hc)
                                       for i, Hc in aligned_entries])
-        return model
+        return model, rejected
 
-    def _extend_product(self, model: ProductModel, entries: list[_Prepared]) -> ProductModel:
-        """Align new photos of a known product to its canonical frame and add them."""
+    def _extend_product(self, views: list[ProductModel], entries: list[_Prepared]) -> list[ProductModel]:
+        """Add new photos of a known product: each joins the view it aligns with best (most inliers, see
+        :meth:`_aligns`; sane); the others are fitted as new views. Returns every view, old ones first."""
         loc = self.config.localization
         S = loc.canonical_size
-        canon = Keypoints(model.kp_xy, model.kp_desc.astype(np.float32), np.zeros(len(model.kp_xy), np.float32))
-        new_bank: list[tuple[int, np.ndarray, np.ndarray]] = []
-        for e in entries:
-            ia, ib = match_pair(e.kp, canon)
-            H, mask = estimate_homography(canon.xy[ib], e.kp.xy[ia], self._ransac_px(e.image.shape))
-            ok = H is not None and mask.sum() >= loc.min_inliers and homography_is_sane(H, S, e.image.shape[:2], 0.005, 8.0)
-            rec = RefRecord(str(e.item.path), bool(ok), int(mask.sum()), (H / H[2, 2]).tolist() if ok else None)
-            model.refs.append(rec)
-            if ok:
-                new_bank.append((len(model.refs) - 1, e.image, H / H[2, 2]))
-                Hinv = np.linalg.inv(H)
-                p = np.c_[e.kp.xy, np.ones(len(e.kp))] @ Hinv.T
-                good = p[:, 2] > 1e-9
-                cxy = p[:, :2] / np.where(good, p[:, 2], 1.0)[:, None]
-                inside = good & (cxy[:, 0] >= 0) & (cxy[:, 0] <= S) & (cxy[:, 1] >= 0) & (cxy[:, 1] <= S)
-                repeat = np.zeros(len(e.kp), bool)
-                repeat[ia[mask]] = True
-                inside &= repeat
-                room = max(0, loc.max_descriptors_per_product - len(model.kp_xy))
-                sel = np.flatnonzero(inside)[:room]
-                model.kp_desc = np.concatenate([model.kp_desc, e.kp.desc[sel].astype(np.float16)])
-                model.kp_start = -1  # re-entered into the keypoint search with its new keypoints
-                model.kp_xy = np.concatenate([model.kp_xy, cxy[sel].astype(np.float32)])
-            else:
-                warnings.warn(f"reference {e.item.path} could not be aligned with {model.key}; kept for the "
-                              "record but not compared against", stacklevel=4)
+        new_bank: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
+        unplaced: list[_Prepared] = []
+        for e in sorted(entries, key=lambda e: (e.digest, str(e.item.path))):
+            best: tuple[int, int, np.ndarray, np.ndarray] | None = None  # (inliers, view position, H, kp rows)
+            for v, model in enumerate(views):
+                canon = Keypoints(model.kp_xy, model.kp_desc.astype(np.float32), np.zeros(len(model.kp_xy), np.float32))
+                ia, ib = match_pair(e.kp, canon)
+                H, mask = estimate_homography(canon.xy[ib], e.kp.xy[ia], self._ransac_px(e.image.shape))
+                if H is None or not self._aligns(int(mask.sum()), len(ia)) or \
+                        not homography_is_sane(H, S, e.image.shape[:2], 0.005, 8.0):
+                    continue
+                if best is None or mask.sum() > best[0]:
+                    best = (int(mask.sum()), v, H / H[2, 2], ia[mask])
+            if best is None:
+                unplaced.append(e)
+                continue
+            k, v, H, rows = best
+            model = views[v]
+            model.refs.append(RefRecord(str(e.item.path), True, k, H.tolist()))
+            new_bank[v].append((len(model.refs) - 1, e.image, H))
+            p = np.c_[e.kp.xy, np.ones(len(e.kp))] @ np.linalg.inv(H).T
+            good = p[:, 2] > 1e-9
+            cxy = p[:, :2] / np.where(good, p[:, 2], 1.0)[:, None]
+            inside = good & (cxy[:, 0] >= 0) & (cxy[:, 0] <= S) & (cxy[:, 1] >= 0) & (cxy[:, 1] <= S)
+            repeat = np.zeros(len(e.kp), bool)
+            repeat[rows] = True
+            room = max(0, loc.max_descriptors_per_product - len(model.kp_xy))
+            sel = np.flatnonzero(inside & repeat)[:room]
+            model.kp_desc = np.concatenate([model.kp_desc, e.kp.desc[sel].astype(np.float16)])
+            model.kp_start = -1  # re-entered into the keypoint search with its new keypoints
+            model.kp_xy = np.concatenate([model.kp_xy, cxy[sel].astype(np.float32)])
         with self._phase("statistics"):
-            self._add_to_bank(model, new_bank)
-        return model
+            for v in sorted(new_bank):
+                self._add_to_bank(views[v], new_bank[v])
+        if not unplaced:
+            return views
+        return views + self._fit_product(views[0].brand, views[0].product, unplaced,
+                                         first_view=max(m.view for m in views) + 1)
 
     def _add_to_bank(self, model: ProductModel, new: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         cfg = self.config
-        S = cfg.localization.canonical_size
         if new:
-            crops, valids = zip(*(warp_to_canonical(img, H, S) for _, img, H in new))
+            crops, valids = zip(*(self._reference_crop(model.refs[r].path, img, H) for r, img, H in new))
             with self._phase("describe"):
                 g = self.embedder.embed_global(list(crops))
                 feats, occ = self.embedder.embed_local(np.stack(crops)) if self.embedder.has_local_head \
@@ -702,7 +832,8 @@ class ReferenceIndex:
             if H is None or mask.sum() < self.thresholds.min_inliers or not homography_is_sane(H, S, photo.shape[:2]):
                 return None
             crop, valid = warp_to_canonical(photo, H, S)
-            return r, crop, valid
+            keep = support_mask(canon.xy[ib][mask], S, cfg.compare.support_margin)
+            return r, crop, valid if keep is None else valid & keep  # compared like a listing photo
 
         with ThreadPoolExecutor(max(1, cfg.runtime.workers)) as ex:
             found = [f for f in ex.map(localise, sims) if f is not None]
@@ -731,7 +862,7 @@ class ReferenceIndex:
             if m.kp_start >= 0:
                 self._local_pid[m.kp_start:m.kp_start + len(m.kp_xy)] = i
                 self._local_xy[m.kp_start:m.kp_start + len(m.kp_xy)] = m.kp_xy
-        self._global_rows = [(i, r) for i, m in enumerate(self.products) for r in range(len(m.bank))]
+        self._global_rows = [(i, r) for i, m in enumerate(self.products) for r in range(m.compared)]
         brands = sorted({m.brand for m in self.products})
         self._brand_id = np.array([brands.index(m.brand) for m in self.products], np.int32) if self.products \
             else np.zeros(0, np.int32)
@@ -763,10 +894,10 @@ class ReferenceIndex:
         self._known_sizes = {m.kp_start: len(m.kp_desc) for m in self.products if m.kp_start >= 0}
         self._known_starts = set(self._known_sizes)
         self._refresh_tables()
-        dim = next((m.global_vecs.shape[1] for m in self.products if len(m.bank)), 1)
+        dim = next((m.global_vecs.shape[1] for m in self.products if m.compared), 1)
         gidx = faiss.IndexFlatIP(dim)
         for m in self.products:
-            if len(m.bank):
+            if m.compared:
                 gidx.add(np.ascontiguousarray(m.global_vecs.astype(np.float32)))
         self._global = gidx
 
@@ -867,15 +998,37 @@ class ReferenceIndex:
 
     # ----------------------------------------------------------------- queries
     def localize(self, kps: Sequence[Keypoints], shapes: Sequence[tuple[int, ...]]) -> list[tuple[Alignment | None, Alignment | None]]:
-        """Match photos' keypoints to products and verify geometrically.
+        """Match photos' keypoints to products and verify geometrically (the first instance of each photo).
 
         Returns:
             For each photo ``(accepted, best)``: ``accepted`` is the verified alignment (None when no
             product passes ``min_inliers``); ``best`` is the strongest candidate either way (for reporting).
         """
+        return [(acc[0] if acc else None, best) for acc, best in self.localize_instances(kps, shapes, 1)]
+
+    def localize_instances(self, kps: Sequence[Keypoints], shapes: Sequence[tuple[int, ...]],
+                           max_instances: int | None = None) -> list[tuple[list[Alignment], Alignment | None]]:
+        """Every instance of known products in each photo (several units, collage cells).
+
+        The photo's keypoints are searched once (FAISS). The strongest verified instance is found as in
+        :meth:`localize`; then the photo keypoints inside its outline are set aside and the rest voted and
+        verified again, up to ``max_instances`` (default ``localization.max_instances``), while a product
+        still has ``min_inliers`` tentative matches among them: a photo of one unit costs one vote count
+        more than a single search. A further instance must be a sane view that does not overlap an earlier
+        one (its centre outside their outlines).
+
+        Args:
+            kps: keypoints of each photo (working-copy pixels).
+            shapes: each photo's working-copy shape.
+            max_instances: at most this many instances per photo (>= 1).
+
+        Returns:
+            For each photo ``(instances, best)``: the verified alignments, strongest first (empty when no
+            product passes ``min_inliers``), and the strongest first candidate either way (for reporting).
+        """
         loc = self.config.localization
-        S = loc.canonical_size
-        out: list[tuple[Alignment | None, Alignment | None]] = [(None, None)] * len(kps)
+        max_instances = loc.max_instances if max_instances is None else int(max_instances)
+        out: list[tuple[list[Alignment], Alignment | None]] = [([], None) for _ in kps]
         if not self.products or self._local.ntotal == 0:
             return out
         k = min(8, self._local.ntotal)
@@ -900,32 +1053,134 @@ class ReferenceIndex:
             has_other = other.any(1)
             d2 = np.where(has_other, d[np.arange(n), np.argmax(other, 1)], d[:, -1] * 1.25)
             passed = valid[:, 0] & (d[:, 0] < loc.ratio * d2)
-            votes = np.bincount(pid[passed, 0], minlength=len(self.products))
-            order = np.argsort(-votes, kind="stable")[:loc.candidates]
-            top = votes[order[0]] if len(order) else 0
-            cands = [int(c) for c in order if votes[c] >= max(4, 0.25 * top)]  # skip hopeless candidates
-            best: Alignment | None = None
-            for c in cands:
-                rows, cols = np.nonzero((pid == c) & passed[:, None] & (d < loc.ratio * d2[:, None]))
-                if len(rows) < 4:
-                    continue
-                first = np.unique(rows, return_index=True)[1]
-                rows, cols = rows[first], cols[first]
-                src = self._local_xy[idx[rows, cols]]
-                dst = kp.xy[rows]
-                H, mask = estimate_homography(src, dst, self._ransac_px(shapes[qi]))
-                if H is None:
-                    continue
-                ninl = int(mask.sum())
-                sane = homography_is_sane(H, S, shapes[qi][:2])
-                if not sane:
-                    ninl = min(ninl, min_inl - 1)
-                cand = Alignment(c, ninl, H / H[2, 2], ninl / max(1, len(rows)), sane)
-                if best is None or cand.inliers > best.inliers:
-                    best = cand
-            accepted = best if best is not None and best.inliers >= min_inl else None
-            out[qi] = (accepted, best)
+            good = passed[:, None] & (d < loc.ratio * d2[:, None])  # tentative matches, any of the k neighbours
+            best = self._verify(kp, shapes[qi], pid, idx, passed, good, np.ones(n, bool), 4)
+            found: list[Alignment] = []
+            cand = best
+            left = np.ones(n, bool)
+            quads: list[np.ndarray] = []
+            while cand is not None and cand.inliers >= min_inl:
+                quad = canonical_to_image_corners(cand.H, loc.canonical_size)
+                if quad is None or any(points_in_quad(quad.mean(0, keepdims=True), q)[0]
+                                       or points_in_quad(q.mean(0, keepdims=True), quad)[0] for q in quads):
+                    break  # the same instance again, seen through keypoints on its edge
+                found.append(cand)
+                quads.append(quad)
+                left &= ~points_in_quad(kp.xy, quad, margin=2.0)
+                if len(found) >= max_instances or left.sum() < min_inl:
+                    break
+                # a further instance: only strict matches count (no weak-match rescue), so a product needs
+                # min_inliers tentative matches among the keypoints left before RANSAC runs at all
+                cand = self._verify(kp, shapes[qi], pid, idx, passed & left, good & left[:, None], left, min_inl)
+                if cand is not None and not cand.sane:
+                    break
+            out[qi] = (found, best)
         return out
+
+    def refine_alignment(self, a: Alignment, image: np.ndarray, full: np.ndarray) -> Alignment:
+        """The alignment ``a`` re-estimated on keypoints of the product's region of the full-resolution photo.
+
+        Keypoints are detected on a copy whose long side is ``localization.keypoint_side``; in a large or
+        wide photo a product is then a few dozen pixels and few of its keypoints are found (weak or no
+        match, a loose homography). When the full resolution holds the product at least 1.5 times larger
+        than that copy did, its region (outline plus 15%) is cut from ``full``, reduced to at most
+        ``keypoint_side``, and its keypoints matched to the product's (Lowe ratio, RANSAC). The refined
+        alignment is returned when it has more inliers and is sane, else ``a``.
+
+        Args:
+            a: an alignment found on the working copy ``image`` (``a.H``: canonical -> ``image`` pixels).
+            image: ``(h, w, 3)`` the working copy.
+            full: ``(H, W, 3)`` the same photo at full resolution (or ``image`` itself: nothing to refine).
+
+        Returns:
+            an :class:`Alignment` whose ``H`` maps canonical pixels to ``image`` pixels.
+        """
+        loc = self.config.localization
+        S = loc.canonical_size
+        if full is image or full.shape[:2] == image.shape[:2]:
+            return a
+        sx, sy = full.shape[1] / image.shape[1], full.shape[0] / image.shape[0]
+        up = resize_transform(sx, sy)
+        quad = canonical_to_image_corners(up @ a.H, S)
+        if quad is None or not np.all(np.isfinite(quad)):
+            return a
+        lo, hi = quad.min(0), quad.max(0)
+        m = 0.15 * (hi - lo)
+        x0, y0 = (int(max(0, v)) for v in np.floor(lo - m))
+        x1, y1 = int(min(full.shape[1], np.ceil(hi[0] + m[0]))), int(min(full.shape[0], np.ceil(hi[1] + m[1])))
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return a
+        kp_scale = loc.keypoint_side / max(image.shape[:2])  # keypoint-image pixels per working pixel
+        region_long = max(x1 - x0, y1 - y0)
+        if min(region_long, loc.keypoint_side) < 1.5 * kp_scale * region_long / max(sx, sy):
+            return a  # the keypoint image already saw the product at (nearly) this detail
+        region = np.ascontiguousarray(full[y0:y1, x0:x1])
+        kp = detect_keypoints(region, loc.keypoint_side, loc.query_keypoints)
+        model = self.products[a.product_id]
+        canon = Keypoints(model.kp_xy, model.kp_desc.astype(np.float32), np.zeros(len(model.kp_xy), np.float32))
+        ia, ib = match_pair(kp, canon)
+        H, mask = estimate_homography(canon.xy[ib], kp.xy[ia], self._ransac_px(region.shape))
+        if H is None or int(mask.sum()) <= a.inliers:
+            return a
+        shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+        Hw = np.linalg.inv(up) @ shift @ H
+        Hw /= Hw[2, 2]
+        if not homography_is_sane(Hw, S, image.shape[:2]):
+            return a
+        return Alignment(a.product_id, int(mask.sum()), Hw, float(mask.mean()), True, support=canon.xy[ib][mask])
+
+    def _reference_crop(self, path: str, image: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A reference's aligned crop for the bank, from its full resolution like a listing photo's
+        (``image``: its working copy, which ``H`` maps the canonical frame into)."""
+        from PIL import Image
+
+        loc = self.config.localization
+        full = image
+        try:
+            with Image.open(path) as im:
+                larger = max(im.size) > max(image.shape[:2])
+            if larger:
+                full = load_image(path, max_side=max(loc.full_side, loc.max_side))
+        except (OSError, ValueError, ImageLoadError, Image.DecompressionBombError):
+            full = image  # read before; now unreadable or moved: the working copy is what there is
+        return crop_canonical(image, full, H, loc.canonical_size)
+
+    def _verify(self, kp: Keypoints, shape: tuple[int, ...], pid: np.ndarray, idx: np.ndarray, passed: np.ndarray,
+                good: np.ndarray, rows_left: np.ndarray, min_matches: int) -> Alignment | None:
+        """The strongest geometrically verified candidate among the keypoints ``rows_left`` of one photo.
+
+        ``pid``/``idx``: ``(n, k)`` product and store row of each keypoint's neighbours; ``passed``: ``(n,)``
+        first neighbour passes the ratio test (a vote); ``good``: ``(n, k)`` tentative matches;
+        ``min_matches``: candidates with fewer tentative matches are not verified."""
+        loc = self.config.localization
+        S = loc.canonical_size
+        min_inl = self.thresholds.min_inliers
+        votes = np.bincount(pid[passed & rows_left, 0], minlength=len(self.products))
+        order = np.argsort(-votes, kind="stable")[:loc.candidates]
+        top = votes[order[0]] if len(order) else 0
+        cands = [int(c) for c in order if votes[c] >= max(4, 0.25 * top)]  # skip hopeless candidates
+        best: Alignment | None = None
+        for c in cands:
+            rows, cols = np.nonzero((pid == c) & good)
+            if len(rows) < 4:
+                continue
+            first = np.unique(rows, return_index=True)[1]
+            rows, cols = rows[first], cols[first]
+            if len(rows) < min_matches:
+                continue
+            src = self._local_xy[idx[rows, cols]]
+            dst = kp.xy[rows]
+            H, mask = estimate_homography(src, dst, self._ransac_px(shape))
+            if H is None:
+                continue
+            ninl = int(mask.sum())
+            sane = homography_is_sane(H, S, shape[:2])
+            if not sane:
+                ninl = min(ninl, min_inl - 1)
+            cand = Alignment(c, ninl, H / H[2, 2], ninl / max(1, len(rows)), sane, support=src[mask])
+            if best is None or cand.inliers > best.inliers:
+                best = cand
+        return best
 
     def search_global(self, vectors: np.ndarray, k: int = 5) -> list[list[tuple[int, int, float]]]:
         """Nearest references by global vector: for each query a list of ``(product_id, bank_row, cosine)``."""
@@ -939,13 +1194,14 @@ class ReferenceIndex:
     def info(self) -> dict[str, Any]:
         """A summary: counts, backbone, thresholds and calibration (what `brandguard index info` prints)."""
         n_refs = sum(len(m.refs) for m in self.products)
-        n_aligned = sum(len(m.bank) for m in self.products)
+        n_aligned = sum(m.compared for m in self.products)
+        thin = {k for k, _ in self.thin_products()}
         return {
             "brandguard_version": __version__, "format": INDEX_FORMAT,
             "backbone": self.backbone_info["spec"]["name"], "weights_digest": self.backbone_info["weights_digest"],
             "weights_source": self.backbone_info.get("weights_source"), "checkpoint": self.backbone_info.get("checkpoint"),
             **({"training": self.backbone_info["training"]} if self.backbone_info.get("training") else {}),
-            "brands": len({m.brand for m in self.products}), "products": len(self.products),
+            "brands": len({m.brand for m in self.products}), "products": len({m.key for m in self.products}),
             "references": n_refs, "references_compared": n_aligned, "skipped": len(self.skipped),
             "duplicates_skipped": len(self.duplicates),
             "references_root": _saved_root(self), "references_found": self.references_found,
@@ -964,9 +1220,11 @@ class ReferenceIndex:
                             "global_review_raw": self.calibrator.raw_at(self.thresholds.review),
                             "global_takedown_raw": self.calibrator.raw_at(self.thresholds.takedown)}
             if self.calibrator else None,
-            "per_product": [{"brand": m.brand, "product": m.product, "references": len(m.refs),
-                             "compared": len(m.bank), "keypoints": len(m.kp_xy), "thin": m.thin_evidence}
-                            for m in self.products],
+            # one row per product, its views summed (``views``: references per view, in view order)
+            "per_product": [{"brand": vs[0].brand, "product": vs[0].product, "references": sum(len(m.refs) for m in vs),
+                             "compared": sum(m.compared for m in vs), "keypoints": sum(len(m.kp_xy) for m in vs),
+                             "thin": key in thin, "views": [len(m.refs) for m in sorted(vs, key=lambda m: m.view)]}
+                            for key, vs in self.views().items()],
         }
 
     def save(self, directory: str | Path) -> None:
@@ -1003,7 +1261,7 @@ class ReferenceIndex:
                 tensors[p + "region"] = np.ascontiguousarray(m.stats.region.astype(np.uint8))
             products_meta.append({"brand": m.brand, "product": m.product, "anchor": m.anchor,
                                   "bank_refs": m.bank_refs, "has_stats": m.stats is not None,
-                                  "kp_start": m.kp_start,
+                                  "kp_start": m.kp_start, "view": m.view,
                                   "ref_text": m.ref_text, "text_lines": m.text_lines,
                                   "refs": [{**r.__dict__, "path": _relative_to(r.path, root)} for r in m.refs]})
         files = {
@@ -1046,26 +1304,31 @@ class ReferenceIndex:
             IndexCompatibilityError: written by an incompatible brandguard version (rebuild it).
         """
         import faiss
-        from safetensors.numpy import load as st_load
+        from safetensors import SafetensorError
 
         directory = Path(directory)
         manifest = verify_directory(directory)
         if manifest.get("kind") != "brandguard-reference-index":
             raise IndexCorruptError(f"{directory} is not a brandguard reference index")
         fmt = manifest.get("format")
-        if fmt != INDEX_FORMAT:
+        if fmt not in READABLE_FORMATS:
             raise IndexCompatibilityError(
                 f"index {directory} has format {fmt} (written by brandguard {manifest.get('brandguard_version')}) "
-                f"but this brandguard ({__version__}) reads format {INDEX_FORMAT}; rebuild it with "
+                f"but this brandguard ({__version__}) reads format {' or '.join(map(str, READABLE_FORMATS))}; rebuild it with "
                 "`brandguard index build`")
         try:
             import yaml
 
             config = Config.from_dict(yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8")))
             meta = json.loads((directory / "products.json").read_text(encoding="utf-8"))
-            tensors = st_load((directory / "arrays.safetensors").read_bytes())
+            S = config.localization.canonical_size
+            # comparison banks, statistics, evidence and global vectors stay in the memory-mapped file and are
+            # read per product when a photo matches it (bounded cache: runtime.cached_products)
+            store = ArrayStore(directory / "arrays.safetensors", lambda get, p: _heavy_fields(tensors, p, S),
+                               config.runtime.cached_products)
+            tensors = TensorView(store)
             local = KeypointSearch.from_files(directory)  # descriptors memory-mapped, codes in memory
-        except (OSError, ValueError, DataError) as exc:
+        except (OSError, ValueError, DataError, SafetensorError) as exc:
             raise IndexCorruptError(f"index {directory} could not be read ({exc}); rebuild it with "
                                     "`brandguard index build`") from exc
         root_found, root_meta = _find_references_root(directory, meta.get("references_root"))
@@ -1076,17 +1339,16 @@ class ReferenceIndex:
             if base:
                 for r in pm["refs"]:
                     r["path"] = os.path.normpath(os.path.join(base, r["path"]))
-            stats = None
-            if pm["has_stats"]:
-                stats = NormalStats(tensors[p + "mu_s"], tensors[p + "sigma_s"], tensors[p + "mu_c"],
-                                    tensors[p + "sigma_c"], tensors[p + "region"].astype(bool),
-                                    tensors.get(p + "mu_l"), tensors.get(p + "sigma_l"))
-            products.append(ProductModel(
-                pm["brand"], pm["product"], [RefRecord(**r) for r in pm["refs"]], pm["anchor"], pm["bank_refs"],
-                _kp_rows(local, pm.get("kp_start", -1), len(tensors[p + "kp_xy"])), tensors[p + "kp_xy"],
-                _load_bank(tensors, p, config.localization.canonical_size), stats, tensors[p + "global"],
-                tensors[p + "loo_scores"], pm.get("ref_text", []), pm.get("text_lines", []),
-                _load_evidence(tensors, p)))
+            kp_xy = tensors[p + "kp_xy"]
+            m = ProductModel.__new__(ProductModel)
+            m.__dict__.update(
+                brand=pm["brand"], product=pm["product"], refs=[RefRecord(**r) for r in pm["refs"]],
+                anchor=pm["anchor"], bank_refs=pm["bank_refs"],
+                kp_desc=_kp_rows(local, pm.get("kp_start", -1), len(kp_xy)), kp_xy=kp_xy,
+                loo_scores=tensors[p + "loo_scores"], ref_text=pm.get("ref_text", []),
+                text_lines=pm.get("text_lines", []), kp_start=-1, view=int(pm.get("view", 0)),
+                _store=store, _prefix=p)
+            products.append(m)
         cal = ScoreCalibrator.from_dict(manifest["calibration"]) if manifest.get("calibration") else None
         index = cls.__new__(cls)
         index.config = config
@@ -1237,6 +1499,18 @@ def _load_evidence(tensors: dict[str, np.ndarray], p: str) -> AuthenticEvidence 
             a = a.astype(np.float32)
         fields_[name] = a
     return AuthenticEvidence(**fields_)
+
+
+def _heavy_fields(tensors: Any, p: str, size: int) -> dict[str, Any]:
+    """The attributes of product ``p`` (tensor prefix, e.g. ``"p3."``) that a loaded index reads on demand:
+    comparison bank, authentic statistics (None when it has none), global vectors and evidence."""
+    stats = None
+    if p + "mu_s" in tensors:
+        stats = NormalStats(tensors[p + "mu_s"], tensors[p + "sigma_s"], tensors[p + "mu_c"],
+                            tensors[p + "sigma_c"], tensors[p + "region"].astype(bool),
+                            tensors.get(p + "mu_l"), tensors.get(p + "sigma_l"))
+    return {"bank": _load_bank(tensors, p, size), "stats": stats, "global_vecs": tensors[p + "global"],
+            "evidence": _load_evidence(tensors, p)}
 
 
 def _kp_rows(local: KeypointSearch, start: int, n: int) -> np.ndarray:

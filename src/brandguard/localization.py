@@ -26,10 +26,14 @@ __all__ = [
     "Alignment",
     "Keypoints",
     "canonical_to_image_corners",
+    "crop_canonical",
     "detect_keypoints",
     "estimate_homography",
     "homography_is_sane",
     "match_pair",
+    "points_in_quad",
+    "product_side",
+    "resize_transform",
     "warp_to_canonical",
 ]
 
@@ -62,6 +66,7 @@ class Alignment:
         H: ``3x3`` homography mapping canonical-frame pixels to photo pixels.
         inlier_ratio: inliers / tentative matches of that product.
         sane: whether the homography is a plausible view of the product (not folded, not degenerate).
+        support: canonical positions of the inlier keypoints, or None.
     """
 
     product_id: int
@@ -69,6 +74,9 @@ class Alignment:
     H: np.ndarray
     inlier_ratio: float
     sane: bool = True
+    #: ``(n, 2)`` canonical-frame positions of the inlier keypoints (where the photo and the references agree
+    #: in geometry: see :func:`support_mask`), or None when not recorded
+    support: np.ndarray | None = None
 
 
 def _sift(n: int) -> cv2.SIFT:
@@ -162,3 +170,107 @@ def warp_to_canonical(image: np.ndarray, H: np.ndarray, size: int) -> tuple[np.n
     valid = cv2.warpPerspective(ones, H, (size, size), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return crop, valid.astype(bool)
+
+
+def support_mask(support: np.ndarray | None, size: int, margin: int, min_cover: float = 0.3) -> np.ndarray | None:
+    """The part of the canonical frame a photo's alignment vouches for: the convex hull of its inlier
+    keypoints grown by ``margin`` pixels.
+
+    One homography is exact only where the matches that fitted it lie; beyond them, on a bottle whose label
+    curves away, a carton seen across an edge or a package in a hand, it extrapolates and the comparison
+    would light up on geometry, not print (issue 12: "comparing only the part of the package that the photo
+    and the references both show"). Edits inside the package stay inside the hull of the matches around them.
+
+    Args:
+        support: ``(n, 2)`` canonical positions of inlier keypoints (``Alignment.support``), or None.
+        size: side of the canonical frame (pixels).
+        margin: pixels the hull is grown by (0: no restriction, None returned).
+        min_cover: a hull (after growing) covering less than this share of the frame is not trusted to
+            bound the product (too few or clustered matches): None, compare everything.
+
+    Returns:
+        ``(size, size)`` bool mask, or None (compare the whole frame).
+    """
+    if margin <= 0 or support is None or len(support) < 8:
+        return None
+    pts = np.clip(np.asarray(support, np.float32), 0, size - 1).reshape(-1, 1, 2)
+    hull = cv2.convexHull(pts).astype(np.int32)
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(mask, hull, 1)
+    k = 2 * int(margin) + 1
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    if mask.mean() < min_cover:
+        return None
+    return mask.astype(bool)
+
+
+def product_side(H: np.ndarray, size: int, scale: tuple[float, float] | float = 1.0) -> float:
+    """How large the product is in a photo: the square root of the area (pixels) of the canonical frame's
+    outline, ``H`` mapping canonical pixels to working-copy pixels and ``scale`` (``sx, sy`` or one factor)
+    turning working-copy pixels into full-resolution ones. 0.0 when the outline is degenerate."""
+    sx, sy = (scale, scale) if np.isscalar(scale) else scale  # type: ignore[misc]
+    quad = canonical_to_image_corners(H, size)
+    if quad is None or not np.all(np.isfinite(quad)):
+        return 0.0
+    quad = quad * np.array([sx, sy])
+    return float(np.sqrt(abs(cv2.contourArea(quad.astype(np.float32)))))
+
+
+def points_in_quad(xy: np.ndarray, quad: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """``(K,)`` bool: which points ``(K, 2)`` lie inside the polygon ``quad`` ``(4, 2)`` (or within ``margin``
+    pixels outside it)."""
+    if len(xy) == 0:
+        return np.zeros(0, bool)
+    poly = quad.astype(np.float32).reshape(-1, 1, 2)
+    return np.array([cv2.pointPolygonTest(poly, (float(x), float(y)), True) >= -margin for x, y in xy], bool)
+
+
+def crop_canonical(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int,
+                   max_oversample: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """The product's aligned crop, taken from the full-resolution photo.
+
+    ``H`` maps canonical pixels to the working copy ``image``; it is scaled to ``full``
+    (``H_full = diag(sx, sy, 1) @ H``), and only the product's bounding box of ``full`` is used. When the
+    product is larger than ``max_oversample * size`` pixels there, that box is first reduced (area
+    averaging, no aliasing) to about that size, then warped. When ``full`` is ``image`` (a photo not larger
+    than the working size) this is exactly :func:`warp_to_canonical` of ``image``.
+
+    Args:
+        image: ``(h, w, 3)`` working copy the homography was found on.
+        full: ``(H, W, 3)`` the same photo at full resolution (or ``image`` itself).
+        H: ``3x3`` canonical -> working-copy pixels.
+        size: side of the canonical frame (pixels).
+        max_oversample: the product's longest outline edge is reduced to at most this many canonical sides.
+
+    Returns:
+        ``(crop, valid)`` as :func:`warp_to_canonical`: ``(size, size, 3)`` uint8 and ``(size, size)`` bool.
+    """
+    if full is image or full.shape[:2] == image.shape[:2]:
+        return warp_to_canonical(image, H, size)
+    sx, sy = full.shape[1] / image.shape[1], full.shape[0] / image.shape[0]
+    Hf = resize_transform(sx, sy) @ H
+    quad = canonical_to_image_corners(Hf, size)
+    if quad is None or not np.all(np.isfinite(quad)):
+        return warp_to_canonical(image, H, size)
+    fh, fw = full.shape[:2]
+    pad = 2.0 * max(sx, sy)
+    x0, y0 = (max(0, int(np.floor(v - pad))) for v in quad.min(0))
+    x1, y1 = int(min(fw, np.ceil(quad[:, 0].max() + pad))), int(min(fh, np.ceil(quad[:, 1].max() + pad)))
+    if x1 - x0 < 2 or y1 - y0 < 2:  # the outline lies outside the photo: nothing better to take
+        return warp_to_canonical(image, H, size)
+    region = full[y0:y1, x0:x1]
+    longest = float(np.linalg.norm(np.roll(quad, -1, axis=0) - quad, axis=1).max())
+    d = min(1.0, max_oversample * size / max(longest, 1.0))
+    T = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+    if d < 1.0:
+        w, h = max(2, round((x1 - x0) * d)), max(2, round((y1 - y0) * d))
+        region = cv2.resize(region, (w, h), interpolation=cv2.INTER_AREA)
+        T = resize_transform(w / (x1 - x0), h / (y1 - y0)) @ T
+    # the region's border is the photo's where the outline reaches it; elsewhere the outline lies inside
+    return warp_to_canonical(np.ascontiguousarray(region), T @ Hf, size)
+
+
+def resize_transform(sx: float, sy: float) -> np.ndarray:
+    """``3x3`` map from pixel coordinates of an image to those of the same image resized by ``sx, sy``
+    (pixel centres at integers, as OpenCV's warps and keypoints have them)."""
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])

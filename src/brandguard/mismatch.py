@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "CHANGED_Z",
     "CHANNELS",
     "EVIDENCE_CHANNELS",
     "AlignedView",
@@ -48,14 +49,17 @@ __all__ = [
     "ProductBank",
     "anomaly_maps",
     "authentic_stats",
+    "changed_share",
     "channel_scores",
     "closest_references",
+    "discount_overlay",
     "distance_maps",
     "fit_normal_stats",
     "hue_shift",
     "learned_distance",
     "make_view",
     "occlusion_cells",
+    "overlay_spread",
     "scored_region",
     "top_mean",
     "upsample_to_photo",
@@ -375,6 +379,67 @@ def top_mean(z: np.ndarray, mask: np.ndarray, fraction: float = 0.01) -> float:
         return 0.0
     k = min(vals.size, max(4, round(fraction * vals.size)))
     return float(np.mean(np.partition(vals, vals.size - k)[-k:]))
+
+
+#: standard deviations above authentic variation from which a cell counts as changed (area measures below)
+CHANGED_Z = 3.0
+#: structure changes spread over at least this share of the package's blocks are a tiled overlay (a seller's
+#: watermark over the whole photo), not an edit of the print
+OVERLAY_SPREAD = 0.5
+#: ... and no block has more than this share of its cells changed (an edited logo fills its blocks)
+OVERLAY_PEAK = 0.9
+#: under a tiled overlay, structure departures are divided by this quantile of the photo's own structure map
+OVERLAY_QUANTILE = 0.9
+_BLOCKS = 8  # the package is split into _BLOCKS x _BLOCKS blocks to tell spread changes from local ones
+
+
+def overlay_spread(z_s: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """How a photo's structure changes are spread over the package, split into :data:`_BLOCKS` x
+    :data:`_BLOCKS` blocks.
+
+    Returns:
+        ``(spread, peak)``: the share of blocks in which at least 3% of the cells changed (near 1 for text
+        tiled over the whole photo, low for an edit of the print), and the largest share of changed cells in
+        one block (thin strokes of tiled text never fill a block; an edited logo does).
+    """
+    G = z_s.shape[0]
+    b = G // _BLOCKS
+    if b == 0 or not mask.any():
+        return 0.0, 0.0
+    n = b * _BLOCKS
+    hit = ((z_s[:n, :n] > CHANGED_Z) & mask[:n, :n]).reshape(_BLOCKS, b, _BLOCKS, b).mean((1, 3))
+    inside = mask[:n, :n].reshape(_BLOCKS, b, _BLOCKS, b).mean((1, 3)) > 0.5
+    if not inside.any():
+        return 0.0, 0.0
+    return float((hit[inside] > 0.03).mean()), float(hit[inside].max())
+
+
+def discount_overlay(z_s: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """Structure departures scaled down under a tiled overlay.
+
+    Where structure changed all over the package in thin strokes (:func:`overlay_spread`: spread >=
+    :data:`OVERLAY_SPREAD`, no block :data:`OVERLAY_PEAK` changed; e.g. a shop name tiled over the photo),
+    strokes of the overlay and strokes of an edit look alike; the map is divided by the overlay's own level
+    (its :data:`OVERLAY_QUANTILE` quantile, in units of :data:`CHANGED_Z`), so only what stands out of that
+    clutter keeps weight and the colour and text channels carry the decision there. Elsewhere the map is
+    returned unchanged.
+
+    Returns:
+        ``(z_s, level)``: the (scaled) map and the overlay's level in standard deviations (0.0 when no
+        overlay was seen).
+    """
+    spread, peak = overlay_spread(z_s, mask)
+    if spread < OVERLAY_SPREAD or peak >= OVERLAY_PEAK:
+        return z_s, 0.0
+    level = float(np.quantile(z_s[mask], OVERLAY_QUANTILE))
+    if level <= CHANGED_Z:
+        return z_s, 0.0
+    return (z_s * (CHANGED_Z / level)).astype(np.float32), level
+
+
+def changed_share(z: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the cells in ``mask`` above :data:`CHANGED_Z` (0.0 when ``mask`` is empty)."""
+    return float((z[mask] > CHANGED_Z).mean()) if mask.any() else 0.0
 
 
 #: Names of the channel scores, in the order of :func:`channel_scores` and ``Prediction.channels``.

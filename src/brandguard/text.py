@@ -29,10 +29,15 @@ import numpy as np
 
 __all__ = [
     "MIN_CONFIDENCE",
+    "MIN_READ_SHARE",
+    "SWAP_CONFIDENCE",
     "TextReader",
     "available",
+    "confident_swap",
     "line_reads",
     "misread_count",
+    "misspelt_count",
+    "misspelt_distance",
     "normalise",
     "read_lines_many",
     "reference_lines",
@@ -204,8 +209,119 @@ def text_distance(a: str, b: str) -> float:
     return wrong / length if length else 0.0
 
 
+#: a line whose reading covers less than this share of the expected characters is unread (mostly covered)
+MIN_READ_SHARE = 0.5
+
+
+def _edit_ops(a: str, b: str) -> list[tuple[str, str, str]]:
+    """One optimal alignment of ``a`` (expected) to ``b`` (read), in order: ``(op, a_char, b_char)`` with op
+    ``=`` (match), ``s`` (substitution), ``d`` (expected character not read) or ``i`` (read character not
+    expected). An expected character not read costs two, so a deletion is chosen only where the reading
+    is shorter (covered print), and swapped or shifted letters in a reading of full length are
+    substitutions; ties prefer substitutions."""
+    n, m = len(a), len(b)
+    D = np.zeros((n + 1, m + 1), np.int32)
+    D[:, 0], D[0, :] = 2 * np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            D[i, j] = min(D[i - 1, j] + 2, D[i, j - 1] + 1, D[i - 1, j - 1] + (a[i - 1] != b[j - 1]))
+    ops: list[tuple[str, str, str]] = []
+    i, j = n, m
+    while i or j:
+        if i and j and D[i, j] == D[i - 1, j - 1] + (a[i - 1] != b[j - 1]):
+            ops.append(("=" if a[i - 1] == b[j - 1] else "s", a[i - 1], b[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and D[i, j] == D[i - 1, j] + 2:
+            ops.append(("d", a[i - 1], ""))
+            i -= 1
+        else:
+            ops.append(("i", "", b[j - 1]))
+            j -= 1
+    return ops[::-1]
+
+
+def misspelt_count(expected: str, read: str) -> tuple[int, int]:
+    """``(misspelt characters, characters read)`` of a reading: the evidence of a misspelling, with what
+    looks like an occluder (finger, price sticker, glare over part of the print) counted as unread.
+
+    The normalised texts are aligned (:func:`_edit_ops`). Each run of consecutive differences is either
+
+    * *unread*, when it drops expected characters (read shorter: covered print) or mixes letters and
+      digits (a letter read as a digit or the other way round: a price sticker's figures, or the usual
+      O/0, I/1, S/5 confusions of OCR); its expected characters count neither as wrong nor as read;
+    * *misspelt*, when it only substitutes letters for letters (or digits for digits) or adds them: what
+      a look-alike brand name does (``Adibas``, ``Garrnin``, swapped letters).
+
+    A line read over less than :data:`MIN_READ_SHARE` of its characters is unread as a whole: ``(0, 0)``.
+
+    Returns:
+        ``(k, L)``: ``k`` misspelt characters among the ``L`` characters read (``k <= L``); ``(0, 0)`` when
+        the line is unread.
+
+    Example:
+        >>> misspelt_count("Adidas", "Adibas"), misspelt_count("Reebok", "Reeb38"), misspelt_count("NIKON", "65.0N")
+        ((1, 6), (0, 4), (0, 0))
+    """
+    a, b = normalise(expected), normalise(read)
+    if not a or not b:
+        return 0, 0
+    wrong = unread = 0
+    run: list[tuple[str, str, str]] = []
+    for op in _edit_ops(a, b) + [("=", "", "")]:
+        if op[0] != "=":
+            run.append(op)
+            continue
+        if run:
+            covered = any(o == "d" or (o == "s" and x.isdigit() != y.isdigit()) or (o == "i" and y.isdigit())
+                          for o, x, y in run)
+            if covered:
+                unread += sum(o != "i" for o, _, _ in run)
+            else:
+                wrong += len(run)
+            run = []
+    seen = len(a) - unread
+    if seen < MIN_READ_SHARE * len(a) or seen <= 0:
+        return 0, 0
+    return min(wrong, seen), seen
+
+
+def misspelt_distance(expected: str, read: str) -> float:
+    """The text channel's distance of a reading: misspelt characters per character read
+    (:func:`misspelt_count`; 0 = read right, NaN = unread, mostly covered)."""
+    wrong, seen = misspelt_count(expected, read)
+    return wrong / seen if seen else float("nan")
+
+
+#: OCR confidence from which a photo's full-length letter swap in a consistently read line is evidence in
+#: itself (:func:`confident_swap`)
+SWAP_CONFIDENCE = 0.95
+
+
+def confident_swap(detail: dict[str, Any]) -> bool:
+    """Whether a line's reading is a misspelling the OCR evidence alone makes likely, so that weaker structure
+    evidence confirms it (:data:`brandguard.comparison.SWAP_SUPPORT` instead of ``TEXT_SUPPORT``).
+
+    It is when the references read the line alike and confidently (``consistent``, see
+    :func:`reference_lines`: a stylised logo read ``UBL`` by some references and ``JBL`` by others is
+    not), the photo's reading is at least :data:`SWAP_CONFIDENCE` confident, and it is a *full-length letter
+    swap*: as many characters as expected, none unread, at least one misspelt (:func:`misspelt_count`), as
+    in ``Reebox`` or ``Nikc``; a reading short of letters (blur, a covered span) is not.
+
+    Args:
+        detail: one line of :func:`text_mismatch` details (``text``, ``read``, ``confidence``, ``consistent``).
+    """
+    if not detail.get("consistent", False) or float(detail.get("confidence", 0.0)) < SWAP_CONFIDENCE:
+        return False
+    expected, read = normalise(str(detail.get("text", ""))), normalise(str(detail.get("read", "")))
+    if not expected or len(read) != len(expected):
+        return False
+    wrong, seen = misspelt_count(expected, read)
+    return wrong > 0 and seen == len(expected)
+
+
 def line_reads(details: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
-    """The text channel's readings as ``(wrong characters, line length)`` per confidently read line, the
+    """The text channel's readings as ``(misspelt characters, characters read)`` per confidently read line
+    (:func:`misspelt_count`: a covered span is unread, not wrong; a mostly covered line is left out), the
     input of :class:`brandguard.calibration.MisreadModel`.
 
     Args:
@@ -219,7 +335,7 @@ def line_reads(details: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
         kept = float(d.get("counted", d.get("distance", float("nan"))))
         if not np.isfinite(kept):
             continue
-        wrong, length = misread_count(str(d.get("expected", d.get("text", ""))), str(d.get("read", "")))
+        wrong, length = misspelt_count(str(d.get("expected", d.get("text", ""))), str(d.get("read", "")))
         if length:
             out.append((wrong if kept > 0 else 0, length))
     return out
@@ -261,6 +377,10 @@ def reference_lines(per_reference: Sequence[Sequence[dict[str, Any]]], *, agree:
                     min_chars: int = 2, min_height: float = 20.0) -> list[dict[str, Any]]:
     """The text lines most references of a product agree on, largest first.
 
+    Each kept line is ``{text, box, agree, consistent, ref_confidence}``: ``agree`` the share of references
+    that read ``text`` there, ``ref_confidence`` the lowest confidence of any reading there, ``consistent``
+    whether every reading there is ``text`` and at least :data:`MIN_CONFIDENCE` confident.
+
     Args:
         per_reference: the lines read in each aligned reference (canonical-frame boxes).
         agree: share of references that must read the same (normalised) text at the same place.
@@ -286,7 +406,12 @@ def reference_lines(per_reference: Sequence[Sequence[dict[str, Any]]], *, agree:
             continue
         same = [ln for ln in group if normalise(ln["text"]) == text]
         box = np.median(np.array([ln["box"] for ln in same]), axis=0).tolist()
-        kept.append({"text": same[0]["text"], "box": box, "agree": count / n})
+        # read alike, and confidently, by every reference that reads it: a photo's confident letter swap
+        # there is evidence (see :func:`confident_swap`); a stylised logo read two ways is not
+        ref_conf = min(float(ln.get("confidence", 0.0)) for ln in group)
+        consistent = count == len(group) and ref_conf >= MIN_CONFIDENCE
+        kept.append({"text": same[0]["text"], "box": box, "agree": count / n, "consistent": bool(consistent),
+                     "ref_confidence": ref_conf})
         if len(kept) >= max_lines:
             break
     return kept
@@ -297,8 +422,10 @@ def text_mismatch(crop: np.ndarray, lines: Sequence[dict[str, Any]], reader: Tex
     """Read the reference lines' places in an aligned crop and compare with the reference text.
 
     Returns:
-        ``(score, details)``: the largest text distance over confidently read lines (NaN when none could
-        be read), and per line ``{text, read, confidence, distance, box}``.
+        ``(score, details)``: the largest misspelling distance (:func:`misspelt_distance`) over confidently
+        read lines (NaN when none could be read, or every line read is mostly covered), and per line
+        ``{text, read, confidence, distance, box, consistent}`` (``consistent``: the references read the
+        line alike, :func:`reference_lines`; False for lines of an index built before it was recorded).
     """
     S = crop.shape[0]
     crops, boxes = [], []
@@ -313,7 +440,8 @@ def text_mismatch(crop: np.ndarray, lines: Sequence[dict[str, Any]], reader: Tex
         boxes.append([xa, ya, xb, yb])
     details = []
     for ln, box, (read, conf) in zip(lines, boxes, reader.recognise(crops)):
-        dist = text_distance(ln["text"], read) if conf >= MIN_CONFIDENCE else float("nan")
-        details.append({"text": ln["text"], "read": read, "confidence": conf, "distance": dist, "box": box})
+        dist = misspelt_distance(ln["text"], read) if conf >= MIN_CONFIDENCE else float("nan")
+        details.append({"text": ln["text"], "read": read, "confidence": conf, "distance": dist, "box": box,
+                        "consistent": bool(ln.get("consistent", False))})
     dists = [d["distance"] for d in details if np.isfinite(d["distance"])]
     return (max(dists) if dists else float("nan")), details

@@ -54,7 +54,7 @@ import cv2
 import numpy as np
 
 from brandguard.errors import ImageLoadError
-from brandguard.images import load_image
+from brandguard.images import load_image, load_photo
 from brandguard.mismatch import CHANNELS
 from brandguard.storage import atomic_write_text, display_text
 
@@ -377,8 +377,16 @@ class _CardMaker:
         self.index, self.scales, self.folder, self.url, self.max_side = index, scales, folder, url, max_side
         cfg = index.config if index is not None else None
         self.decode_side = cfg.localization.max_side if cfg is not None else _DEFAULT_DECODE_SIDE
+        self.full_side = cfg.localization.full_side if cfg is not None else _DEFAULT_DECODE_SIDE
         self.S = cfg.localization.canonical_size if cfg is not None else None
-        self.products = {(m.brand, m.product): m for m in index.products} if index is not None else {}
+        self.products: dict[tuple[str, str], list[Any]] = {}  # a product's views (see ProductModel.view)
+        for m in index.products if index is not None else []:
+            self.products.setdefault((m.brand, m.product), []).append(m)
+
+    def model(self, brand: str, product: str, path: str) -> Any:
+        """The view of a product that holds reference ``path`` (else its first view; None: not in the index)."""
+        views = self.products.get((brand, product), [])
+        return next((m for m in views if any(r.path == path for r in m.refs)), views[0] if views else None)
 
     def src(self, rel: str) -> str:
         return f"{self.url}/{rel}"
@@ -386,7 +394,7 @@ class _CardMaker:
     # reference crops are shared by every card that matched the same reference: made once, up front
     def reference(self, key: tuple[str, str, str], k: int) -> dict[str, Any]:
         brand, product, path = key
-        m = self.products.get((brand, product))
+        m = self.model(brand, product, path)
         rec = next((r for r in m.refs if r.path == path), None) if m is not None else None
         try:
             img = load_image(path, max_side=self.decode_side)
@@ -405,7 +413,7 @@ class _CardMaker:
     def make(self, n: int, p: Prediction, row_path: str) -> dict[str, Any]:
         idx, scales = self.index, self.scales
         th = idx.thresholds if idx is not None else None
-        m = self.products.get((p.brand, p.product))
+        m = self.model(p.brand, p.product, p.reference)
         channels = np.array(list(p.channels) + [np.nan] * (len(CHANNELS) - len(p.channels)), np.float64)[:len(CHANNELS)]
         z = scales.standardised(channels[None, :])[0]
         fired = _fired(z)
@@ -488,8 +496,9 @@ class _CardMaker:
 
     def _images(self, n: int, p: Prediction, warnings: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"alignment_text": f"{p.inliers} verified keypoint matches"}
-        try:
-            img = load_image(p.source, max_side=self.decode_side)
+        try:  # the working copy the outline is in, and the full resolution the crop is cut from (as scored)
+            photo_px = load_photo(p.source, max_side=self.decode_side, full_side=max(self.full_side, self.decode_side))
+            img = photo_px.image
         except _UNREADABLE as exc:  # an unreadable photo becomes a placeholder; the card still renders
             reason = _reason(exc)
             out["photo"] = {"missing": reason}
@@ -534,7 +543,9 @@ class _CardMaker:
             return out
         S = self.S
         Hp = cv2.getPerspectiveTransform(_square(S), q32).astype(np.float64)
-        crop, _ = _warp(img, Hp, S)
+        from brandguard.localization import crop_canonical
+
+        crop, _ = crop_canonical(img, photo_px.full, Hp, S)
         crop = cv2.resize(crop, (_CROP_SIDE, _CROP_SIDE), interpolation=cv2.INTER_AREA)
         c: dict[str, Any] = {"src": self.src(self.folder.write(f"img/c{n:05d}-crop.jpg", _jpeg(crop))),
                              "w": _CROP_SIDE, "h": _CROP_SIDE, "heat": None}
@@ -591,7 +602,7 @@ def _header(rows: Sequence[Mapping[str, str]], n_flagged: int, n_cards: int, max
         facts.append(("known product", e(f"\u2265 {t.min_inliers} verified keypoint matches"
                                          + (f", or \u2265 {t.weak_inliers} with similarity \u2265 {t.weak_similarity:.3f}"
                                             if t.weak_similarity is not None else ""))))
-        facts.append(("index", e(f"{len({m.brand for m in index.products})} brand(s), {len(index.products)} "
+        facts.append(("index", e(f"{len({m.brand for m in index.products})} brand(s), {len({m.key for m in index.products})} "
                                  f"product(s), {sum(len(m.refs) for m in index.products)} reference photo(s)")))
     facts.append(("heat", (f"departure from authentic variation in standard deviations, on one absolute log scale "
                            f"for every card (saturates at {HEAT_MAX:g})")))

@@ -154,10 +154,15 @@ class AlignedReferences:
         S = canonical_size or S0
         scale = np.diag([S0 / S, S0 / S, 1.0])
         keys, crops, valids, paths, short = [], [], [], [], []
+        # a product's views (references that do not align with each other) are classes of their own; a view
+        # too small to pair is left out when another view of its product is large enough
+        enough = {m.key for m in index.products
+                  if sum(r.aligned and r.H is not None for r in m.refs) >= min_per_product}
         for m in index.products:
             aligned = [r for r in m.refs if r.aligned and r.H is not None][:max_per_product]
             if len(aligned) < min_per_product:
-                short.append(f"{m.key} ({len(aligned)} aligned of {len(m.refs)})")
+                if m.key not in enough:
+                    short.append(f"{m.key} ({len(aligned)} aligned of {len(m.refs)})")
                 continue
             cs, vs = [], []
             for r in aligned:
@@ -165,7 +170,7 @@ class AlignedReferences:
                 c, v = warp_to_canonical(img, np.asarray(r.H) @ scale, S)
                 cs.append(c)
                 vs.append(v)
-            keys.append(m.key)
+            keys.append(m.key if m.view == 0 else f"{m.key}#view{m.view}")
             crops.append(np.stack(cs))
             valids.append(np.stack(vs))
             paths.append([r.path for r in aligned])

@@ -1,0 +1,54 @@
+"""Real phone photos of retail cartons (tests/data/realphotos, Grocery Store Dataset, MIT licence beside it).
+
+Hand-held, angled photos over busy shelves, a small catalogue image among the references, and photos of
+sibling products (another flavour, another fat content) of the same brands that the index does not hold.
+No `calibrate`: the index is used straight from `build_index`, as the README's first snippet does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data" / "realphotos"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def real_predictions(embedder):
+    from brandguard.config import Config
+    from brandguard.detector import Detector
+    from brandguard.index import ReferenceIndex
+    from brandguard.references import read_labels
+
+    index = ReferenceIndex.build(DATA / "refs", Config(), embedder=embedder)
+    labels = read_labels(DATA / "listings" / "labels.csv")
+    preds = Detector(index, embedder).predict_batch([i.path for i in labels])
+    return index, list(zip(labels, preds))
+
+
+def test_every_reference_is_compared_against(real_predictions):
+    """A catalogue image or a photo of another face is a view of its own, never dropped."""
+    index, _ = real_predictions
+    dropped = [r.path for m in index.products for r in m.refs if not r.aligned]
+    assert dropped == []
+
+
+def test_authentic_real_photos_are_found_and_not_flagged(real_predictions):
+    _, rows = real_predictions
+    authentic = [(i, p) for i, p in rows if i.label == "authentic"]
+    assert len(authentic) == 12
+    wrong = [(Path(i.path).name, p.verdict, p.product) for i, p in authentic if p.product != i.product]
+    assert wrong == []
+    flagged = [(Path(i.path).name, p.verdict, round(p.score, 3)) for i, p in authentic if p.is_flagged]
+    assert flagged == []
+
+
+def test_sibling_products_are_never_flagged(real_predictions):
+    """Another flavour of an indexed brand is a product the index does not hold, not a counterfeit."""
+    _, rows = real_predictions
+    siblings = [(i, p) for i, p in rows if i.label == "unrelated"]
+    assert len(siblings) == 4
+    assert [(Path(i.path).name, p.verdict) for i, p in siblings if p.is_flagged] == []

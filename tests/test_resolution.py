@@ -1,0 +1,147 @@
+"""Resolution follows the product, not the photo: large and wide photos, several units, tiny products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brandguard.images import load_image
+
+
+def _canvas(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A plain, slightly noisy background of a listing photo (seeded)."""
+    base = rng.integers(150, 240, 3)
+    return np.clip(base + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def authentic_case(detector, labels):
+    """An authentic photo of the small data set that the detector calls authentic as it is, and its
+    prediction."""
+    items = [i for i in labels if i.label == "authentic"][:6]
+    preds = detector.predict_batch([str(i.path) for i in items])
+    cases = [(i, p) for i, p in zip(items, preds) if p.verdict == "authentic"]
+    assert cases, "no authentic photo of the small data set is called authentic"
+    return cases[0]
+
+
+def test_a_product_pasted_unchanged_into_a_wide_photo_is_authentic_at_full_detail(detector, authentic_case, rng):
+    """An authentic product at native resolution in a 4x wider listing photo: the working copy holds it at a
+    quarter of its size, the comparison must not."""
+    item, alone = authentic_case
+    photo = load_image(item.path)
+    h, w = photo.shape[:2]
+    wide = _canvas(rng, h, 4 * max(h, w))
+    x = wide.shape[1] - w - 37
+    wide[:, x:x + w] = photo
+    p = detector.predict(wide)
+    assert p.brand == item.brand and p.product == item.product
+    assert p.verdict == "authentic", (p.verdict, p.score, p.notes)
+    # compared at the product's own detail, not at the working copy's (a quarter of it)
+    assert p.product_side == pytest.approx(alone.product_side, rel=0.1)
+    assert abs(p.raw_score - alone.raw_score) < 0.75
+    # the heatmap and outline stay in working-copy pixels
+    assert p.heatmap is not None and max(p.heatmap.shape) == detector.config.localization.max_side
+    assert p.quad is not None and p.quad[:, 0].min() >= x * p.heatmap.shape[1] / wide.shape[1] - 20
+
+
+def test_two_units_side_by_side_are_two_instances(detector, authentic_case, rng):
+    item, alone = authentic_case
+    assert alone.instances == 1
+    photo = load_image(item.path)
+    h, w = photo.shape[:2]
+    two = _canvas(rng, h, 2 * w + 40)
+    two[:, :w] = photo
+    two[:, w + 40:] = photo
+    p = detector.predict(two)
+    assert p.brand == item.brand and p.instances == 2
+    assert p.verdict in ("authentic", "suspicious")  # never a takedown of two authentic units
+    assert p.heatmap is not None and p.heatmap.shape == load_image(two, max_side=640).shape[:2]
+
+
+def test_a_product_too_small_to_judge_gets_a_note_and_no_takedown(detector, labels):
+    """With the size rules raised above every product, a takedown becomes a review with a note, and a
+    far-too-small product is unknown (the rule, independent of the sizes the small data set holds)."""
+    import copy
+
+    from brandguard.calibration import Thresholds
+    from brandguard.detector import Detector
+
+    index = copy.copy(detector.index)  # its own thresholds: every compared photo would be a takedown
+    index.thresholds = Thresholds.from_dict({**detector.index.thresholds.to_dict(), "review": 0.0, "takedown": 0.0})
+    strict = Detector(index, index.embedder)
+    fakes = [i for i in labels if i.label == "counterfeit"]
+    taken = []
+    for start in range(0, len(fakes), 4):  # a few at a time: one taken-down counterfeit is enough
+        chunk = fakes[start:start + 4]
+        taken = [(i, p) for i, p in zip(chunk, strict.predict_batch([str(i.path) for i in chunk]))
+                 if p.verdict == "counterfeit"]
+        if taken:
+            break
+    assert taken, "no counterfeit of the small data set is compared"
+    item, p = taken[0]
+    assert p.product_side >= detector.config.localization.min_product_side
+    assert not any("too small" in n for n in p.notes)
+    small = Detector(index, index.embedder)
+    small.config = detector.config.with_overrides({"localization.min_product_side": 100_000})
+    q = small.predict(str(item.path))
+    assert q.verdict == "suspicious" and q.score == pytest.approx(p.score)
+    assert any(n.startswith(f"product only {q.product_side:.0f} px: too small to judge") for n in q.notes)
+    small.config = detector.config.with_overrides({"localization.min_product_side": 100_000,
+                                                   "localization.unknown_product_side": 100_000})
+    u = small.predict(str(item.path))
+    assert u.verdict == "unknown" and u.score == 0.0 and any("far too small" in n for n in u.notes)
+
+
+def test_load_photo_keeps_the_working_copy_of_load_image_and_the_full_resolution():
+    from brandguard.images import load_photo
+
+    rng = np.random.default_rng(3)
+    wide = rng.integers(0, 256, (300, 2400, 3), dtype=np.uint8)
+    p = load_photo(wide, max_side=640, full_side=4096)
+    assert np.array_equal(p.image, load_image(wide, max_side=640)) and p.full.shape == wide.shape
+    assert p.scale == pytest.approx(2400 / 640)
+    small = load_photo(wide[:, :600], max_side=640, full_side=4096)
+    assert small.full is small.image and small.scale == 1.0  # one decode, the very same pixels
+    capped = load_photo(wide, max_side=640, full_side=1200)
+    assert capped.full.shape[:2] == (150, 1200)
+
+
+def test_the_aligned_crop_is_taken_at_full_detail():
+    """The product is 640 px in a 2560-px photo (160 px in the working copy): its crop must match an
+    area-averaged reduction of the full photo, not an upsampled working copy; a photo no larger than the
+    working copy is cropped as before."""
+    import cv2
+
+    from brandguard.localization import crop_canonical, resize_transform, warp_to_canonical
+
+    rng = np.random.default_rng(5)
+    fine = cv2.GaussianBlur(rng.integers(0, 256, (640, 2560, 3), dtype=np.uint8), (0, 0), 2.0)
+    work = load_image(fine, max_side=640)
+    S, side = 384, 640  # the product: the left 640 px of the full photo
+    H_full = resize_transform(side / S, side / S)  # canonical -> full pixels (pixel centres at integers)
+    H = np.linalg.inv(resize_transform(fine.shape[1] / work.shape[1], fine.shape[0] / work.shape[0])) @ H_full
+    truth = cv2.resize(fine[:side, :side], (S, S), interpolation=cv2.INTER_AREA).astype(float)
+    full_crop, valid = crop_canonical(work, fine, H, S)
+    old_crop, _ = warp_to_canonical(work, H, S)
+    err_full = np.abs(full_crop.astype(float) - truth)[8:-8, 8:-8].mean()
+    err_old = np.abs(old_crop.astype(float) - truth)[8:-8, 8:-8].mean()
+    assert valid.all() and err_full < 0.5 * err_old, (err_full, err_old)
+    same, _ = crop_canonical(work, work, H, S)
+    assert np.array_equal(same, old_crop)
+
+
+def test_support_mask_keeps_what_the_matches_vouch_for():
+    """Only the hull of the inlier keypoints (grown by the margin) is compared; too few or clustered matches
+    leave the whole frame compared, and margin 0 switches the restriction off."""
+    from brandguard.localization import support_mask
+
+    rng = np.random.default_rng(0)
+    left = np.c_[rng.uniform(20, 180, 60), rng.uniform(20, 360, 60)]  # matches on the left half of a 384 frame
+    m = support_mask(left, 384, margin=24)
+    assert m is not None and m.shape == (384, 384)
+    assert m[200, 100] and not m[200, 330]  # inside the hull compared, the far right (curving away) not
+    assert m[200, 195]  # grown by the margin
+    assert support_mask(left[:5], 384, margin=24) is None  # too few matches to bound anything
+    assert support_mask(left, 384, margin=0) is None
+    assert support_mask(np.c_[rng.uniform(100, 110, 40), rng.uniform(100, 110, 40)], 384, margin=8) is None
