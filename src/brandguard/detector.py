@@ -51,9 +51,9 @@ from brandguard.localization import (
     Keypoints,
     canonical_to_image_corners,
     crop_canonical,
-    support_mask,
     detect_keypoints,
     product_side,
+    support_mask,
 )
 from brandguard.mismatch import CHANNELS, make_view, upsample_to_photo
 

@@ -60,13 +60,13 @@ from brandguard.localization import (
     Keypoints,
     canonical_to_image_corners,
     crop_canonical,
-    support_mask,
     detect_keypoints,
     estimate_homography,
     homography_is_sane,
     match_pair,
     points_in_quad,
     resize_transform,
+    support_mask,
     warp_to_canonical,
 )
 from brandguard.mismatch import (
