@@ -173,9 +173,9 @@ def printed_bank() -> tuple[ProductBank, object]:
     return bank, fit_normal_stats(bank, CELL, k=0, margin=3)[0]
 
 
-def _compare_printed(printed_bank, crop: np.ndarray) -> comparison.Comparison:
+def _compare_printed(printed_bank, crop: np.ndarray, overlay_discount: bool = True) -> comparison.Comparison:
     bank, stats = printed_bank
-    settings = Config().compare.__class__(margin=3, references_compared=0, cell=CELL)
+    settings = Config().compare.__class__(margin=3, references_compared=0, cell=CELL, overlay_discount=overlay_discount)
     return comparison.compare(make_view(crop, np.ones(crop.shape[:2], bool), CELL), bank, stats, settings)
 
 
@@ -193,6 +193,9 @@ def test_a_tiled_watermark_does_not_flag_but_a_printed_extra_mark_does(printed_b
     assert max(mark.channels[:2]) > 3 * max(marked.channels[:2])
     assert max(mark_under_watermark.channels[:2]) > 3 * max(marked.channels[:2])
     assert not clean.differs_widely and not mark.differs_widely
+    # the discount is opt-in (compare.overlay_discount): by default the tiled text counts as structure change
+    plain = _compare_printed(printed_bank, _watermark(_printed(rng)), overlay_discount=False)
+    assert plain.overlay == 0 and comparison.OVERLAY_NOTE not in plain.notes and plain.channels[0] > marked.channels[0]
 
 
 def test_a_package_printed_differently_everywhere_is_taken_for_another_edition(printed_bank):

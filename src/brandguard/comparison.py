@@ -149,7 +149,9 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
     z_s, z_c, z_l = anomaly_maps(d_s, d_c, stats, view.cell_valid, d_l, occ)
     mask = stats.region & view.cell_valid
     changed = changed_share(z_s, mask)  # print that differs: another edition or product?
-    z_s, overlay = discount_overlay(z_s, mask)  # text tiled over the whole photo: only what stands out counts
+    overlay = 0.0
+    if settings.overlay_discount:  # text tiled over the whole photo: only what stands out counts
+        z_s, overlay = discount_overlay(z_s, mask)
     notes = []
     if overlay > 0:
         notes.append(OVERLAY_NOTE)
