@@ -1346,7 +1346,7 @@ class ReferenceIndex:
                 anchor=pm["anchor"], bank_refs=pm["bank_refs"],
                 kp_desc=_kp_rows(local, pm.get("kp_start", -1), len(kp_xy)), kp_xy=kp_xy,
                 loo_scores=tensors[p + "loo_scores"], ref_text=pm.get("ref_text", []),
-                text_lines=pm.get("text_lines", []), kp_start=-1, view=int(pm.get("view", 0)),
+                text_lines=pm.get("text_lines", []), kp_start=int(pm.get("kp_start", -1)), view=int(pm.get("view", 0)),
                 _store=store, _prefix=p)
             products.append(m)
         cal = ScoreCalibrator.from_dict(manifest["calibration"]) if manifest.get("calibration") else None
@@ -1366,8 +1366,6 @@ class ReferenceIndex:
         index.text_enabled = bool(manifest.get("text_check", False))
         index._text_reader = None
         index._embedder = None
-        for m, pm in zip(products, meta["products"]):
-            m.kp_start = int(pm.get("kp_start", -1))
         index._local = local
         index._known_sizes = {m.kp_start: len(m.kp_xy) for m in products if m.kp_start >= 0}
         index._known_starts = set(index._known_sizes)
