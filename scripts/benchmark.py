@@ -7,14 +7,19 @@ a. backbone only: the timm network on pre-decoded 224x224 tensors, fp32, then wi
 b. the naive pipeline a user would write first: PIL decode, resize to 224, fp32 forward, L2-normalised
    pooled features, nearest whole-photo reference embedding in a FAISS ``IndexFlatIP``;
 c. end to end: :func:`brandguard.scoring.score_folder` (decode, localise, embed, search, local comparison,
-   CSV writing) with the default configuration.
+   CSV writing) with the default configuration; ``--text-check both`` times it with the OCR wordmark check
+   on (``c``) and off (``c_off``).
 
-Each stage is warmed up on a few photos before it is timed. Index building and calibration are not timed.
+Each stage is warmed up on a few photos before it is timed. Index building and calibration are not timed
+(``--index`` scores with an index already built and calibrated from ``--data``'s references). Ratios are
+given on wall time and on CPU time (images per CPU second of this process), which other processes on a
+shared machine disturb less.
 
 Example:
     python scripts/benchmark.py --size small --n 40
     python scripts/benchmark.py --data /tmp/bench_data --n 200 --json bench.json
     python scripts/benchmark.py --data /tmp/bench_data --device cuda
+    OMP_NUM_THREADS=2 python scripts/benchmark.py --data demo/data --index demo/index --n 200 --text-check both
 """
 
 from __future__ import annotations
@@ -63,8 +68,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=200, help="first N listing photos to time (default 200)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N, for all three stages")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    ap.add_argument("--text-check", choices=("auto", "on", "off"), default="off",
-                    help="OCR wordmark check of the end-to-end stage (default off, as in the library)")
+    ap.add_argument("--text-check", choices=("auto", "on", "off", "both"), default="off",
+                    help="OCR wordmark check of the end-to-end stage (default off, as in the library); both: "
+                         "time the end-to-end stage with the check on, then off")
+    ap.add_argument("--index", type=Path, default=None,
+                    help="a built and calibrated index of --data's references to score with, instead of "
+                         "building and calibrating one (minutes for the full data set)")
     args = ap.parse_args(argv)
     if args.n < 1:
         ap.error("--n must be at least 1")
@@ -183,14 +192,27 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
     if n < args.n:
         print(f"note: listings/ holds only {n} photos; timing those", flush=True)
 
-    # ---- setup (not timed): the library's index, calibrated as `brandguard demo` does
+    # ---- setup (not timed): the library's index, calibrated as `brandguard demo` does, or a given one
     t0 = time.perf_counter()
-    cfg = Config().with_overrides({"runtime.device": str(device), "compare.text_check": args.text_check})
-    index = ReferenceIndex.build(root / "refs", cfg)
-    det = Detector(index)
-    det.calibrate([str(i.path) for i in read_labels(root / "calibration" / "labels.csv") if i.label == "authentic"])
+    checks = ("on", "off") if args.text_check == "both" else (args.text_check,)
+    if args.index is not None:
+        index = ReferenceIndex.load(args.index)
+        index.config = index.config.with_overrides({"runtime.device": str(device)})
+        if "on" in checks and not index.text_enabled:
+            raise SystemExit(f"--text-check on: the index {args.index} was built without the text check")
+        det = Detector(index)
+        print(f"index loaded from {args.index} in {time.perf_counter() - t0:.1f}s ({len(index.products)} products)",
+              flush=True)
+    else:
+        cfg = Config().with_overrides({"runtime.device": str(device),
+                                       "compare.text_check": "on" if "on" in checks else checks[0]})
+        index = ReferenceIndex.build(root / "refs", cfg)
+        det = Detector(index)
+        det.calibrate([str(i.path) for i in read_labels(root / "calibration" / "labels.csv") if i.label == "authentic"])
+        print(f"index built and calibrated in {time.perf_counter() - t0:.1f}s ({len(index.products)} products)",
+              flush=True)
     setup_s = time.perf_counter() - t0
-    print(f"index built and calibrated in {setup_s:.1f}s ({len(index.products)} products)", flush=True)
+    text_built = index.text_enabled
 
     # ---- the bare timm network, fp32, as a user loads it
     bb = load_backbone("efficientnet_lite0")
@@ -234,23 +256,25 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
     folder.mkdir()
     for p in photos:
         shutil.copy2(p, folder / p.name)
-    det.predict_batch([str(p) for p in photos[:WARMUP]])
-    summaries: list[Any] = []
+    end2end: dict[str, tuple[float, float, float]] = {}
+    summaries: dict[str, Any] = {}
+    for check in checks:
+        index.text_enabled = text_built and check != "off"  # "auto": as built
+        det.predict_batch([str(p) for p in photos[:WARMUP]])
 
-    def score() -> int:
-        summaries.append(score_folder(folder, det, scratch / "results.csv", overwrite=True))
-        return summaries[-1].scored
+        def score(check: str = check) -> int:
+            summaries[check] = score_folder(folder, det, scratch / f"results_{check}.csv", overwrite=True)
+            return int(summaries[check].scored)
 
-    end2end = timed(score, device)
-    summary = summaries[0]
+        end2end[check] = timed(score, device)
 
     lib_name = "channels_last" + (f" + {_DTYPE_NAMES[lib_dtype]} autocast" if lib_dtype is not None else ", fp32")
     rows = [
         ("a", "backbone only, fp32", *a32),
         ("a_lib", f"backbone only, {lib_name}", *alib),
         ("b", "naive: PIL + fp32 forward + FAISS flat", *bnaive),
-        ("c", "end to end: score_folder", *end2end),
-    ]
+    ] + [("c" if k == checks[0] else f"c_{k}", f"end to end: score_folder, text check {k}", *end2end[k])
+         for k in checks]
     env = {
         "brandguard": brandguard.__version__, "torch": torch.__version__, "faiss": faiss.__version__,
         "python": platform.python_version(), "cpu": cpu_model(), "device": str(device),
@@ -259,7 +283,11 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
         "faiss_threads": faiss.omp_get_max_threads(), "precision": _DTYPE_NAMES[lib_dtype],
         "batch_size": BATCH, "input_size": side,
     }
-    ratios = {"c/b": end2end[1] / bnaive[1], "c/a": end2end[1] / a32[1], "c/a_lib": end2end[1] / alib[1]}
+    c = end2end[checks[0]]
+    ratios = {"c/b": c[1] / bnaive[1], "c/a": c[1] / a32[1], "c/a_lib": c[1] / alib[1]}
+    ratios.update({f"c_{k}/b": end2end[k][1] / bnaive[1] for k in checks[1:]})
+    # the same ratios on CPU time (images per CPU second): steadier than wall time on a shared machine
+    cpu_ratios = {f"{key}/b": (ips / cpu) / (bnaive[1] / bnaive[2]) for key, _, _, ips, cpu in rows if key.startswith("c")}
 
     print()
     for k in ("cpu", "gpu", "device", "torch", "faiss", "torch_threads", "faiss_threads", "precision"):
@@ -269,13 +297,15 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
           f"{len(refs)} references")
     print()
     width = max(len(r[1]) for r in rows)
-    print(f"{'':6s}{'stage':{width}s}  {'seconds':>8s}  {'images/s':>9s}  {'cpu use':>7s}")
+    print(f"{'':6s}{'stage':{width}s}  {'seconds':>8s}  {'images/s':>9s}  {'cpu use':>7s}  {'cpu ms/img':>10s}")
     for key, name, secs, ips, cpu in rows:
-        print(f"{key:6s}{name:{width}s}  {secs:8.2f}  {ips:9.1f}  {cpu:7.2f}")
+        print(f"{key:6s}{name:{width}s}  {secs:8.2f}  {ips:9.1f}  {cpu:7.2f}  {1000 * cpu / ips:10.1f}")
     print("ratios: " + ", ".join(f"{k} = {v:.3f}" for k, v in ratios.items()))
+    print("ratios on CPU time (images per CPU second): " + ", ".join(f"{k} = {v:.3f}" for k, v in cpu_ratios.items()))
     print(f"cpu use = process CPU seconds per wall second; on CPU, well under {env['torch_threads']} means other "
           "processes shared the cores and the figures are low")
-    print(f"verdicts: {dict(sorted(summary.counts.items()))}")
+    for k in checks:
+        print(f"verdicts, text check {k}: {dict(sorted(summaries[k].counts.items()))}")
 
     if args.json:
         result = {"environment": env, "data": {"root": str(root), "dataset": {k: v for k, v in meta.items() if not isinstance(v, list)},
@@ -284,7 +314,10 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
                   "setup_seconds": round(setup_s, 2),
                   "stages": {key: {"name": name, "seconds": round(secs, 4), "images_per_second": round(ips, 3),
                                    "cpu_use": round(cpu, 3)} for key, name, secs, ips, cpu in rows},
-                  "ratios": {k: round(v, 4) for k, v in ratios.items()}, "verdicts": summary.counts}
+                  "ratios": {k: round(v, 4) for k, v in ratios.items()},
+                  "cpu_time_ratios": {k: round(v, 4) for k, v in cpu_ratios.items()},
+                  "verdicts": summaries[checks[0]].counts,
+                  "verdicts_by_text_check": {k: summaries[k].counts for k in checks}}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
         print(f"wrote {args.json}")

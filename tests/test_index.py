@@ -175,16 +175,27 @@ def test_cli_index_build_add_remove_info(small_dataset, tmp_path, capsys):
     assert "known brands" in capsys.readouterr().err
 
 
-def test_many_products_added_and_removed_one_by_one_leave_verdicts_unchanged(saved_index, embedder, labels):
+def test_many_products_added_and_removed_one_by_one_leave_verdicts_unchanged(saved_index, embedder, labels,
+                                                                              monkeypatch):
     """A large catalogue grows and shrinks incrementally: distractor products (cheap: random RootSIFT-like
     keypoints, no references) are appended to the keypoint search without re-encoding what is there, and
-    removing them gives back the same search and the same predictions."""
+    removing them gives back the same search and the same predictions. The search is the one large
+    catalogues get (products shortlisted by visual words), which must agree with the exact one."""
     from brandguard.index import ProductModel, _empty_bank
+    from brandguard.shortlist import KeypointSearch
 
     index = ReferenceIndex.load(saved_index)
     det = Detector(index, embedder)
     photos = [str(i.path) for i in labels if i.label in ("authentic", "counterfeit")][:6]
+    exact = det.predict_batch(photos)
+    assert index._local.kind == "flat"
+    monkeypatch.setattr(KeypointSearch, "IVF_MIN", 0)  # as if the catalogue were large
+    index._rebuild_search(full=True)
+    assert index._local.kind == "words"
     before = det.predict_batch(photos)
+    for a, b in zip(exact, before):  # every product shortlisted: the same neighbours, the same predictions
+        assert (a.verdict, a.brand, a.product) == (b.verdict, b.brand, b.product)
+        assert a.score == pytest.approx(b.score, abs=1e-6)
     rows, live = len(index._local), index._local.ntotal
     rng = np.random.default_rng(3)
     for d in range(120):

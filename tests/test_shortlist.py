@@ -59,7 +59,7 @@ def test_round_trip_is_memory_mapped_and_identical(tmp_path, data, two_stage):
     _, q = data
     write_directory(tmp_path / "idx", two_stage.to_files(), {"format": 1})
     loaded = KeypointSearch.from_files(tmp_path / "idx")
-    assert isinstance(loaded.store, np.memmap)
+    assert isinstance(loaded.store.base, np.memmap)
     s1, i1 = two_stage.search(q, 8)
     s2, i2 = loaded.search(q, 8)
     np.testing.assert_array_equal(i1, i2)
@@ -71,3 +71,50 @@ def test_round_trip_is_memory_mapped_and_identical(tmp_path, data, two_stage):
 def test_bad_descriptors_are_refused():
     with pytest.raises(ValueError, match=r"\(N, 128\)"):
         KeypointSearch.build(np.zeros((10, 64), np.float32))
+
+
+def _catalogue(rng: np.random.Generator, products: int, rows: int) -> np.ndarray:
+    """Products whose keypoints are their own (each product a cluster of nearby descriptors)."""
+    centres = _descriptors(rng, products * 8)
+    x = centres[rng.integers(0, 8, (products, rows)) + 8 * np.arange(products)[:, None]].reshape(-1, 128)
+    x = x + 0.05 * rng.standard_normal(x.shape).astype(np.float32)
+    return (np.abs(x) / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_visual_word_shortlist_finds_the_product_and_its_keypoints(tmp_path):
+    rng = np.random.default_rng(3)
+    x = _catalogue(rng, 300, 60)  # 300 products, 60 keypoints each
+    docs = np.full(300, 60)
+    words = KeypointSearch.build(x, kind="words", documents=docs, candidates=8)
+    exact = KeypointSearch.build(x, kind="flat")
+    assert words.kind == "words" and words.ntotal == len(x)
+    # a photo of product 123: 40 of its keypoints with noise plus 40 unrelated ones
+    own = x[123 * 60:123 * 60 + 40] + 0.02 * rng.standard_normal((40, 128)).astype(np.float32)
+    q = np.concatenate([own, _descriptors(rng, 40)])
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    assert words.shortlist(q)[0] == 123
+    s1, i1 = exact.search(q[:40], 4)
+    s2, i2 = words.search(q[:40], 4)
+    np.testing.assert_array_equal(i1[:, 0], i2[:, 0])  # the product's own keypoint is the nearest in both
+    np.testing.assert_allclose(s1[:, 0], s2[:, 0], atol=2e-3)  # exact inner products (fp16 store)
+    rows = np.concatenate([np.arange(d * 60, d * 60 + 60) for d in words.shortlist(q[:40])])
+    _, i3 = KeypointSearch.build(x[rows], kind="flat").search(q[:40], 4)
+    np.testing.assert_array_equal(rows[i3], i2)  # within the shortlisted products the neighbours are exact
+    # one shortlist per photo: a second photo of product 7 in the same call gets its own
+    q7 = x[7 * 60:7 * 60 + 30]
+    _, ids = words.search(np.concatenate([q[:40], q7]), 1, groups=[40, 30])
+    assert (ids[:40, 0] // 60 == 123).all() and (ids[40:, 0] // 60 == 7).all()
+    # add, remove and a memory-mapped round trip
+    new = words.add(q[:40])
+    assert words.shortlist(q[:40])[:2].tolist() in ([300, 123], [123, 300])
+    assert words.remove(np.arange(123 * 60, 124 * 60)) == 60
+    assert 123 not in words.shortlist(q).tolist()
+    _, ids = words.search(q[:40], 1)
+    assert (ids[:, 0] == new).all()  # the added product's own rows now answer
+    write_directory(tmp_path / "w", words.to_files(), {"format": 1})
+    loaded = KeypointSearch.from_files(tmp_path / "w")
+    assert loaded.kind == "words" and isinstance(loaded.store.base, np.memmap)
+    np.testing.assert_array_equal(loaded.search(q, 4)[1], words.search(q, 4)[1])
+    assert loaded.ntotal == words.ntotal == len(x) - 60 + 40
+    with pytest.raises(ValueError, match="documents"):
+        KeypointSearch.build(x, kind="words", documents=np.full(10, 5))

@@ -183,6 +183,8 @@ def _index_summary(info: dict) -> list[str]:
     lines.append("keypoint search: " + {
         "flat": "exact (flat FAISS index)",
         "ivfpq": "two-stage (FAISS IVF-PQ shortlist, exact re-ranking from the memory-mapped float16 store)",
+        "words": "two-stage (products shortlisted by visual words, exact search among their keypoints in the "
+                 "memory-mapped float16 store)",
     }.get(str(kind), str(kind)) + f", {n_desc:,} reference keypoints")
     text = info.get("text_check")
     lines.append("text check (OCR of the wordmark): " + ("unknown" if text is None else "on" if text else "off"))

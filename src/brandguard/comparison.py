@@ -54,7 +54,7 @@ from brandguard.mismatch import (
 )
 
 __all__ = ["EDITION_NOTE", "EDITION_SHARE", "OVERLAY_NOTE", "SWAP_SUPPORT", "TEXT_SUPPORT", "Comparison",
-           "DistanceMaps", "compare", "reference_text_details"]
+           "DistanceMaps", "compare", "line_support", "reference_text_details"]
 
 #: structure evidence (90th percentile of the structure heatmap in a line's box, standard deviations) a text
 #: misread needs before it counts: OCR misreads blurred but authentic print, a misspelling also changes strokes
@@ -164,10 +164,8 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
 
         supported = []
         for d in details:  # a misspelling also changes strokes: keep a misread only where structure agrees
-            x0, y0, x1, y1 = (int(v) // cell for v in d["box"])
-            box_z = z_s[y0:y1 + 1, x0:x1 + 1]
             need = SWAP_SUPPORT if confident_swap(d) else TEXT_SUPPORT  # a sure misspelling needs less
-            if box_z.size and float(np.quantile(box_z, 0.9)) < need and np.isfinite(d["distance"]):
+            if line_support(z_s, d["box"], cell) < need and np.isfinite(d["distance"]):
                 d["distance"] = 0.0
             supported.append(d["distance"])
         finite = [v for v in supported if np.isfinite(v)]
@@ -182,6 +180,24 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
                 heat[y0:y1 + 1, x0:x1 + 1] = np.maximum(heat[y0:y1 + 1, x0:x1 + 1], zt)
     return Comparison(channels, z_s, z_c, z_l, heat.astype(np.float32), mask, distances, details,
                       overlay=overlay, changed=changed, notes=tuple(notes))
+
+
+def line_support(structure: np.ndarray, box: Sequence[float], cell: int) -> float:
+    """The structure evidence under a text line, which a misread there needs (:data:`TEXT_SUPPORT`, or
+    :data:`SWAP_SUPPORT` for a confident letter swap) before it counts.
+
+    Args:
+        structure: ``(G, G)`` standardised structure departure per cell (``Comparison.structure``).
+        box: the line's ``[x0, y0, x1, y1]`` in canonical pixels.
+        cell: cell size in canonical pixels.
+
+    Returns:
+        The 90th percentile of ``structure`` over the cells the box touches, in standard deviations; NaN when
+        it touches none (a misread there is then kept as read).
+    """
+    x0, y0, x1, y1 = (int(v) // cell for v in box)
+    box_z = structure[y0:y1 + 1, x0:x1 + 1]
+    return float(np.quantile(box_z, 0.9)) if box_z.size else float("nan")
 
 
 def reference_text_details(own: Sequence[dict[str, Any]], lines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -110,7 +110,10 @@ class Prediction:
         text: the OCR wordmark check, one dict per reference line it read: ``expected`` (what the references
             read), ``read`` (what the photo reads there), ``confidence`` (0..1), ``distance`` (text distance
             0..1, NaN when not read confidently) and ``counted`` (the distance the text channel kept: 0 when the
-            structure channel saw no changed strokes there); empty when the check did not run.
+            structure channel saw no changed strokes there) and ``skipped`` (True when the lines were not read at
+            all because the structure channel saw too few changed strokes under every one of them for any
+            misread to count: ``read`` empty, ``distance`` NaN, ``counted`` 0; :attr:`Detector.read_every_line`
+            reads them regardless); empty when the check did not run.
         product_side: the size of the reported product in full-resolution pixels of the photo (square root of
             the area of its outline; the aligned crop is ``localization.canonical_size`` pixels a side, so a
             smaller product is upsampled); 0.0 when none was found.
@@ -183,6 +186,9 @@ class Detector:
             index.check_embedder(embedder)
             index._embedder = embedder
         self.config: Config = index.config
+        #: read every reference line of the wordmark check, even where no misread could count (see
+        #: :meth:`_read_text`); :meth:`calibrate` does, since authentic readings set the misread rate
+        self.read_every_line = False
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None, precision: str | None = None,
@@ -269,7 +275,7 @@ class Detector:
         tiny: dict[int, tuple[Any, float]] = {}  # photos whose every instance is far too small
         unknown = []
         for i, (acc, best) in zip(ok, aligns):
-            found = acc or ([weak[i]] if i in weak else [])
+            found = acc or ([weak[i][0]] if i in weak else [])
             if not found:
                 unknown.append((i, best))
                 continue
@@ -279,10 +285,22 @@ class Detector:
             if not big:
                 tiny[i] = (found[0], sides[0])
         emb = index.embedder
+        # aligned crops of the instances (a weak match's was cut and embedded when it was checked) and, in the
+        # same forward passes, the global vectors of the photos where no known product was found
+        cut = [weak[i][1:] if i in weak and a is weak[i][0] else None for i, a, _ in to_compare]
+        crops, valids = [], []
+        for (i, a, _), c in zip(to_compare, cut):
+            crop, valid = c[:2] if c is not None else crop_canonical(prepared[i][0], _full(prepared[i]), a.H,
+                                                                      loc.canonical_size)
+            crops.append(crop)
+            valids.append(valid)
+        fresh = [k for k, c in enumerate(cut) if c is None]
+        g_all = emb.embed_global([crops[k] for k in fresh] + [prepared[i][0] for i, _ in unknown]) \
+            if fresh or unknown else np.zeros((0, 0), np.float32)
+        gvec: list[np.ndarray] = [c[2] if c is not None else np.empty(0, np.float32) for c in cut]
+        for j, k in enumerate(fresh):
+            gvec[k] = g_all[j]
         if to_compare:
-            crops, valids = zip(*(crop_canonical(prepared[i][0], _full(prepared[i]), a.H, loc.canonical_size)
-                                  for i, a, _ in to_compare))
-            gvec = emb.embed_global(list(crops))
             feats, occ = emb.embed_local(np.stack(crops)) if emb.has_local_head \
                 else ([None] * len(crops), [None] * len(crops))
             per_photo: dict[int, list[tuple[Prediction, float]]] = {}
@@ -299,8 +317,7 @@ class Detector:
                                     quad=canonical_to_image_corners(a.H, loc.canonical_size),
                                     notes=(f"{m.key} found but only {side:.0f} px: far too small to compare",))
         if unknown:
-            gv = emb.embed_global([prepared[i][0] for i, _ in unknown])
-            near = index.search_global(gv, k=3)
+            near = index.search_global(g_all[len(fresh):], k=3)
             for (i, best), hits in zip(unknown, near):
                 matches = tuple(self._match(pid, row, sim) for pid, row, sim in hits)
                 results[i] = Prediction(names[i], "unknown", 0.0, brand="", product="",
@@ -376,20 +393,22 @@ class Detector:
         return dataclasses.replace(p, verdict=verdict, heatmap=heat, notes=tuple(notes), instances=len(instances),
                                    product_side=side)
 
-    def _weak_matches(self, candidates: list[tuple[int, Any]], prepared: list[Any]) -> dict[int, Any]:
+    def _weak_matches(self, candidates: list[tuple[int, Any]],
+                      prepared: list[Any]) -> dict[int, tuple[Any, np.ndarray, np.ndarray, np.ndarray]]:
         """The weak keypoint matches (see :class:`~brandguard.calibration.Thresholds`) whose aligned photo looks
-        like the product: ``{photo position: alignment}``."""
+        like the product: ``{photo position: (alignment, aligned crop, its valid mask, its global vector)}``
+        (the crop and vector are those the comparison uses)."""
         if not candidates:
             return {}
         S = self.config.localization.canonical_size
-        crops = [crop_canonical(prepared[i][0], _full(prepared[i]), a.H, S)[0] for i, a in candidates]
-        g = self.index.embedder.embed_global(crops)
+        cut = [crop_canonical(prepared[i][0], _full(prepared[i]), a.H, S) for i, a in candidates]
+        g = self.index.embedder.embed_global([c[0] for c in cut])
         out = {}
-        for (i, a), v in zip(candidates, g):
+        for (i, a), (crop, valid), v in zip(candidates, cut, g):
             m = self.index.products[a.product_id]
             sim = float(np.max(m.global_vecs @ v)) if len(m.global_vecs) else -1.0
             if self.index.thresholds.accepts(a.inliers, sim, a.sane):
-                out[i] = a
+                out[i] = (a, crop, valid, v)
         return out
 
     def calibrate(self, authentic: Sequence[ImageSource], counterfeit: Sequence[ImageSource] = (),
@@ -431,7 +450,11 @@ class Detector:
 
             raise ConfigError(f"need 0 < takedown_fpr <= review_fpr < 1, got {takedown_fpr} and {review_fpr}")
         index = self.index
-        preds = self.predict_batch(list(authentic))
+        reading, self.read_every_line = self.read_every_line, True  # every authentic reading sets the misread rate
+        try:
+            preds = self.predict_batch(list(authentic))
+        finally:
+            self.read_every_line = reading
         readable = [p for p in preds if p.verdict != "error"]
         inl = np.array([p.inliers for p in readable], np.float64)
         if len(inl):
@@ -550,14 +573,14 @@ class Detector:
             return Prediction(name, "unknown", 0.0, brand=m.brand, product=m.product, inliers=a.inliers,
                               notes=(m.evidence_note,) if m.evidence_note else ())
         view = make_view(crop, valid, cfg.compare.cell, feats, occlusion)
+        res = compare(view, m.bank, m.stats, cfg.compare)
         text_details: list[dict[str, Any]] = []
         reader = index.text_reader if m.text_lines else None
         if reader is not None:
-            from brandguard.text import text_mismatch
-
-            text_details = text_mismatch(crop, m.text_lines, reader)[1]
-        res = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details,
-                      text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
+            text_details = self._read_text(crop, m.text_lines, reader, res.structure)
+            if text_details:  # the same comparison (its distance maps kept), with the text channel
+                res = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details, distances=res.distances,
+                              text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
         channels = res.channels
         raw, score, verdict = self._judge(m.brand, channels, res.text_details)
         if res.differs_widely and verdict == "counterfeit":  # another edition or product? a person decides
@@ -573,8 +596,28 @@ class Detector:
                           quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size), instances=1,
                           notes=((m.evidence_note,) if m.evidence_note else ()) + res.notes,
                           text=tuple({"expected": d["text"], "read": d["read"], "confidence": float(d["confidence"]),
-                                      "distance": float(d["distance"]), "counted": float(g["distance"])}
+                                      "distance": float("nan") if d.get("skipped") else float(d["distance"]),
+                                      "counted": float(g["distance"]), "skipped": bool(d.get("skipped", False))}
                                      for d, g in zip(text_details, res.text_details)))
+
+    def _read_text(self, crop: np.ndarray, lines: Sequence[dict[str, Any]], reader: Any,
+                   structure: np.ndarray) -> list[dict[str, Any]]:
+        """The OCR details of a product's reference lines in an aligned crop (:func:`brandguard.text.text_mismatch`).
+
+        A misread counts only where the structure channel sees changed strokes under the line
+        (:func:`brandguard.comparison.line_support` at least ``SWAP_SUPPORT``, the lower of the two gates).
+        When it sees too few under every line, no reading could count and the lines are left unread
+        (:func:`brandguard.text.unread_details`): the same raw score and verdict for a fraction of the OCR
+        work. :attr:`read_every_line` reads them regardless.
+        """
+        from brandguard.comparison import SWAP_SUPPORT, TEXT_SUPPORT, line_support
+        from brandguard.text import line_boxes, text_mismatch, unread_details
+
+        if not self.read_every_line:
+            need, cell, S = min(SWAP_SUPPORT, TEXT_SUPPORT), self.config.compare.cell, crop.shape[0]
+            if all(line_support(structure, box, cell) < need for _, box in line_boxes(lines, S)):
+                return unread_details(lines, S)
+        return text_mismatch(crop, lines, reader)[1]
 
 
 def build_index(references: str | Path, config: Config | str | Path | None = None, *, backbone: str | None = None,

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,33 @@ def _progress(iterable: Iterable[Any], enabled: bool, desc: str, total: int | No
     return tqdm(iterable, desc=desc, total=total, unit=unit)
 
 
+@contextmanager
+def _network_on_one_core(device: str) -> Iterator[None]:
+    """While building on a CPU, every call of the network runs on one core (restored afterwards).
+
+    The build keeps the cores busy with its own threads (keypoints, OCR, simulated photos) and runs the network
+    in ``runtime.workers`` calls side by side (:meth:`ReferenceIndex._embed`); one call spread over every core
+    adds OpenMP threads that spin while they wait, which on a shared machine burns several times the network's
+    own CPU time (the embedding phase cost 0.22 CPU s a reference at load 6 instead of 0.04).
+
+    Args:
+        device: the network's device (``runtime.device``: ``auto``, ``cpu``, ``cuda[:N]``); nothing changes off the CPU.
+    """
+    from brandguard.embedding import resolve_device
+
+    if resolve_device(device).type != "cpu":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # threads started from now on (the pools below) take it too
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class ReferenceIndex:
     """Authentic references of known products, searchable and comparable. Build with :meth:`build`."""
 
@@ -267,7 +295,7 @@ class ReferenceIndex:
         with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
             for res in _progress(ex.map(work, items), progress, "references", total=len(items)):
                 if isinstance(res, dict):
-                    warnings.warn(f"skipping reference {res['path']}: {res['error']}", stacklevel=3)
+                    warnings.warn(f"skipping reference {res['path']}: {res['error']}", stacklevel=4)
                     self.skipped.append(res)
                 else:
                     out.append(res)
@@ -326,6 +354,10 @@ class ReferenceIndex:
         # wall and CPU (all threads) seconds per phase of this call (scripts/benchmark_build.py)
         self.build_seconds: dict[str, float] = {}
         self.build_cpu_seconds: dict[str, float] = {}
+        with _network_on_one_core(self.config.runtime.device if self._embedder is None else str(self._embedder.device)):
+            return self._add(items, progress)
+
+    def _add(self, items: list[ReferenceItem], progress: bool) -> int:
         with self._phase("decode+keypoints"):
             prepared = self._prepare(items, progress)
         with self._phase("duplicates"):
@@ -340,7 +372,8 @@ class ReferenceIndex:
             by_key[(m.brand, m.product)].append(i)
         added = 0
         # per product: align (keypoint matches, homographies), describe (embed the aligned references), read
-        # (OCR, one single-threaded reader per worker), statistics (comparisons, simulated listing photos)
+        # (OCR of the lines that can be reference lines, one single-threaded reader per worker), statistics
+        # (comparisons, simulated listing photos: each reference's photos on a worker of their own)
         for key in _progress(sorted(groups), progress, "products", unit="product"):
             entries = groups[key]
             with self._phase("align"):
@@ -361,7 +394,7 @@ class ReferenceIndex:
             warnings.warn(f"{len(thin)} product(s) have fewer than {THIN_EVIDENCE} references to compare with, so "
                           "their verdicts rest on thin evidence (add authentic photos): "
                           + ", ".join(f"{k} ({n})" for k, n in thin[:10]) + (" ..." if len(thin) > 10 else ""),
-                          stacklevel=2)
+                          stacklevel=3)
         for step in _progress(("search", "calibration"), progress, "search + calibration", unit="step"):
             with self._phase(step):
                 if step == "search":
@@ -411,7 +444,7 @@ class ReferenceIndex:
             self.duplicates.extend(dups)
             warnings.warn(f"{len(dups)} duplicate reference photo(s) kept once (same bytes or same pixels): "
                           + ", ".join(f"{d['path']} = {d['duplicate_of']}" for d in dups[:5])
-                          + (" ..." if len(dups) > 5 else ""), stacklevel=3)
+                          + (" ..." if len(dups) > 5 else ""), stacklevel=4)
         return [prepared[i] for i in sorted(keep)], digests
 
     def thin_products(self) -> list[tuple[str, int]]:
@@ -499,7 +532,8 @@ class ReferenceIndex:
             nm = ProductModel(m.brand, m.product, m.refs, m.anchor, [], m.kp_desc, m.kp_xy, _empty_bank(),
                               None, np.zeros((0, 1), np.float32), np.zeros((0, len(CHANNELS))),  # type: ignore[arg-type]
                               view=m.view)
-            new._add_to_bank(nm, rows)
+            with _network_on_one_core(str(embedder.device)):
+                new._add_to_bank(nm, rows)
             products.append(nm)
         new.products = products
         new._local = None  # its own keypoint search: never append to the original's
@@ -556,19 +590,25 @@ class ReferenceIndex:
         linked = np.ones((n, n), int)
         Hs: dict[tuple[int, int], np.ndarray] = {}
         shared: dict[tuple[int, int], np.ndarray] = {}  # (i, j): keypoints of i that are inliers of pair (i, j)
-        for i in range(n):
-            for j in range(i + 1, n):
-                ia, ib = match_pair(entries[i].kp, entries[j].kp)
-                H, mask = estimate_homography(entries[i].kp.xy[ia], entries[j].kp.xy[ib],
-                                              self._ransac_px(entries[j].image.shape))
-                if H is None or mask.sum() < 8:
-                    continue
-                inl[i, j] = inl[j, i] = int(mask.sum())
-                Hs[(i, j)] = H
-                Hs[(j, i)] = np.linalg.inv(H)
-                shared[(i, j)], shared[(j, i)] = ia[mask], ib[mask]
-                if not self._aligns(int(mask.sum()), len(ia)):
-                    linked[i, j] = linked[j, i] = 0
+
+        def pair(ij: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+            i, j = ij
+            ia, ib = match_pair(entries[i].kp, entries[j].kp)
+            return (ia, ib, *estimate_homography(entries[i].kp.xy[ia], entries[j].kp.xy[ib],
+                                                 self._ransac_px(entries[j].image.shape)))
+
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:  # every pair on every worker
+            matched = list(ex.map(pair, pairs))
+        for (i, j), (ia, ib, H, mask) in zip(pairs, matched):
+            if H is None or mask.sum() < 8:
+                continue
+            inl[i, j] = inl[j, i] = int(mask.sum())
+            Hs[(i, j)] = H
+            Hs[(j, i)] = np.linalg.inv(H)
+            shared[(i, j)], shared[(j, i)] = ia[mask], ib[mask]
+            if not self._aligns(int(mask.sum()), len(ia)):
+                linked[i, j] = linked[j, i] = 0
         inl = inl * linked  # pairs that align; `shared` keeps the weaker ones (product regions of lone references)
         pending = align_views(inl, 1)
         models: list[ProductModel] = []
@@ -581,7 +621,7 @@ class ReferenceIndex:
             sizes = ", ".join(str(len(m.refs)) for m in models)
             warnings.warn(f"the {n} references of {brand}/{product} form {len(models)} views that do not align with "
                           f"each other (another face, a catalogue image; references per view: {sizes}): each view is "
-                          "localised and compared on its own", stacklevel=4)
+                          "localised and compared on its own", stacklevel=5)
         return models
 
     def _fit_view(self, brand: str, product: str, entries: list[_Prepared], group: list[int], inl: np.ndarray,
@@ -740,11 +780,12 @@ class ReferenceIndex:
 
     def _add_to_bank(self, model: ProductModel, new: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         cfg = self.config
+        text_rows: list[Any] = []
         if new:
             crops, valids = zip(*(self._reference_crop(model.refs[r].path, img, H) for r, img, H in new))
             with self._phase("describe"):
-                g = self.embedder.embed_global(list(crops))
-                feats, occ = self.embedder.embed_local(np.stack(crops)) if self.embedder.has_local_head \
+                g = self._embed("embed_global", list(crops))
+                feats, occ = self._embed("embed_local", np.stack(crops)) if self.embedder.has_local_head \
                     else ([None] * len(crops), [None] * len(crops))
                 views = ProductBank.from_views([make_view(c, v, cfg.compare.cell, f, o)
                                                 for c, v, f, o in zip(crops, valids, feats, occ)])
@@ -752,10 +793,10 @@ class ReferenceIndex:
             model.global_vecs = np.concatenate([model.global_vecs, g]) if len(model.global_vecs) else g
             model.bank_refs = model.bank_refs + [r for r, _, _ in new]
             if self.text_enabled and self.text_reader is not None:
-                from brandguard.text import read_lines_many
-
-                with self._phase("read"):
-                    model.ref_text = model.ref_text + read_lines_many(list(crops), cfg.runtime.workers)
+                # per bank row, its lines read or its aligned crop, read once the cap below has dropped what it
+                # drops (rows of an index built without the text check read nothing)
+                old = len(model.bank) - len(crops)
+                text_rows = (list(model.ref_text) + [[]] * old)[:old] + list(crops)
         # bound the bank: keep the anchor, then the most diverse references (farthest-point on global vectors)
         cap = cfg.compare.max_references_per_product
         if len(model.bank) > cap:
@@ -770,8 +811,17 @@ class ReferenceIndex:
             model.bank = model.bank.select(chosen)
             model.global_vecs = model.global_vecs[chosen]
             model.bank_refs = [model.bank_refs[c] for c in chosen]
-            if model.ref_text:
+            if text_rows:
+                text_rows = [text_rows[c] for c in chosen]
+            elif model.ref_text:
                 model.ref_text = [model.ref_text[c] for c in chosen]
+        if text_rows:
+            from brandguard.text import read_reference_text
+
+            with self._phase("read"):  # only the lines that can make or test a reference line are recognised
+                readings = iter(read_reference_text([t for t in text_rows if isinstance(t, np.ndarray)],
+                                                    cfg.runtime.workers, [t for t in text_rows if isinstance(t, list)]))
+                model.ref_text = [t if isinstance(t, list) else next(readings) for t in text_rows]
         if len(model.bank) == 0:
             model.stats = None  # type: ignore[assignment]
             model.loo_scores = np.zeros((0, len(CHANNELS)))
@@ -794,6 +844,18 @@ class ReferenceIndex:
                                         + [(model.evidence, model.stats.region)])
             model.stats = authentic_stats(model.evidence, model.stats.region, prior)
         model.loo_scores = self._loo_scores(model, loo)
+
+    def _embed(self, method: str, images: Any) -> Any:
+        """``self.embedder.<method>(images)`` in ``runtime.workers`` parts side by side on a CPU (each part on
+        one core, see :func:`_network_on_one_core`); the same result, in input order."""
+        fn = getattr(self.embedder, method)
+        parts = min(max(1, self.config.runtime.workers), len(images))
+        if self.embedder.device.type != "cpu" or parts < 2:
+            return fn(images)
+        bounds = np.linspace(0, len(images), parts + 1).astype(int)
+        with ThreadPoolExecutor(parts) as ex:
+            outs = list(ex.map(fn, [images[a:b] for a, b in pairwise(bounds)]))
+        return tuple(np.concatenate(o) for o in zip(*outs)) if isinstance(outs[0], tuple) else np.concatenate(outs)
 
     def _loo_scores(self, model: ProductModel, loo: list[Any] | None = None) -> np.ndarray:
         """Channel scores ``(n, len(CHANNELS))`` of each reference compared with the product's others under
@@ -821,35 +883,43 @@ class ReferenceIndex:
         seed = zlib.crc32(model.key.encode("utf-8"))
         # a product with one or two references gets twice the photos: its spread is the least measured
         views = cfg.compare.simulated_views * (2 if len(model.bank) < 3 else 1)
-        sims = [(r, photo) for r, img in rows
-                for photo in simulate_listing_photos(img, np.random.default_rng([seed, r]), views)]
 
-        def localise(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray] | None:
-            r, photo = item
-            kp = detect_keypoints(photo, loc.keypoint_side, loc.query_keypoints)
-            ia, ib = match_pair(kp, canon)
-            H, mask = estimate_homography(canon.xy[ib], kp.xy[ia], self._ransac_px(photo.shape))
-            if H is None or mask.sum() < self.thresholds.min_inliers or not homography_is_sane(H, S, photo.shape[:2]):
-                return None
-            crop, valid = warp_to_canonical(photo, H, S)
-            keep = support_mask(canon.xy[ib][mask], S, cfg.compare.support_margin)
-            return r, crop, valid if keep is None else valid & keep  # compared like a listing photo
+        def localise(item: tuple[int, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+            """A reference's simulated photos (its own random stream), each localised like a listing photo."""
+            r, img = item
+            out = []
+            for photo in simulate_listing_photos(img, np.random.default_rng([seed, r]), views):
+                kp = detect_keypoints(photo, loc.keypoint_side, loc.query_keypoints)
+                ia, ib = match_pair(kp, canon)
+                H, mask = estimate_homography(canon.xy[ib], kp.xy[ia], self._ransac_px(photo.shape))
+                if H is None or mask.sum() < self.thresholds.min_inliers or \
+                        not homography_is_sane(H, S, photo.shape[:2]):
+                    continue
+                crop, valid = warp_to_canonical(photo, H, S)
+                keep = support_mask(canon.xy[ib][mask], S, cfg.compare.support_margin)
+                out.append((r, crop, valid if keep is None else valid & keep))  # compared like a listing photo
+            return out
 
-        with ThreadPoolExecutor(max(1, cfg.runtime.workers)) as ex:
-            found = [f for f in ex.map(localise, sims) if f is not None]
-        if not found:
-            return AuthenticEvidence.empty(G)
-        crops = np.stack([c for _, c, _ in found])
-        feats, occ = self.embedder.embed_local(crops) if self.embedder.has_local_head \
-            else ([None] * len(found), [None] * len(found))
-        cross, own = [], []
-        for (r, crop, valid), f, o in zip(found, feats, occ):
+        def comparisons(item: tuple[tuple[int, np.ndarray, np.ndarray], Any, Any]) -> tuple[Any, Any]:
+            """``(own, cross)`` distance maps of one localised photo (cross None for a one-reference bank)."""
+            (r, crop, valid), f, o = item
             view = make_view(crop, valid, cfg.compare.cell, f, o)
             row = model.bank_refs.index(r)
-            own.append((r, view.cell_valid, distance_maps(view, model.bank.select([row]), cfg.compare.cell)))
-            if len(model.bank) >= 2:
-                cross.append((r, view.cell_valid, distance_maps(view, model.bank, cfg.compare.cell, exclude=row,
-                                                                k=cfg.compare.references_compared)))
+            own = (r, view.cell_valid, distance_maps(view, model.bank.select([row]), cfg.compare.cell))
+            cross = (r, view.cell_valid, distance_maps(view, model.bank, cfg.compare.cell, exclude=row,
+                                                       k=cfg.compare.references_compared)) if len(model.bank) >= 2 else None
+            return own, cross
+
+        # the simulation, localisation and comparisons run on every worker, in the order of the photos
+        with ThreadPoolExecutor(max(1, cfg.runtime.workers)) as ex:
+            found = [f for fs in ex.map(localise, rows) for f in fs]
+            if not found:
+                return AuthenticEvidence.empty(G)
+            feats, occ = self._embed("embed_local", np.stack([c for _, c, _ in found])) \
+                if self.embedder.has_local_head else ([None] * len(found), [None] * len(found))
+            pairs = list(ex.map(comparisons, zip(found, feats, occ)))
+        own = [o for o, _ in pairs]
+        cross = [c for _, c in pairs if c is not None]
         return AuthenticEvidence.from_comparisons(cross, own, G, scored_region(model.bank, cfg.compare.margin))
 
     # -------------------------------------------------------------- search structures
@@ -880,7 +950,7 @@ class ReferenceIndex:
         live = {m.kp_start for m in self.products if m.kp_start >= 0}
         if full or self._local is None:
             X = np.concatenate([m.kp_desc for m in self.products]) if self.products else np.zeros((0, 128), np.float16)
-            self._local = KeypointSearch.build(X)
+            self._local = KeypointSearch.build(X, documents=np.array([len(m.kp_desc) for m in self.products]))
             start = 0
             for m in self.products:
                 m.kp_start, start = (start if len(m.kp_desc) else -1), start + len(m.kp_desc)
@@ -1036,7 +1106,7 @@ class ReferenceIndex:
         allq = np.concatenate([kp.desc for kp in kps]) if sum(sizes) else np.zeros((0, 128), np.float32)
         if len(allq) == 0:
             return out
-        sims, ids = self._local.search(np.ascontiguousarray(allq, dtype=np.float32), k)
+        sims, ids = self._local.search(np.ascontiguousarray(allq, dtype=np.float32), k, groups=sizes)
         start = 0
         min_inl = self.thresholds.min_inliers
         for qi, (kp, n) in enumerate(zip(kps, sizes)):

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import threading
@@ -34,11 +33,17 @@ import numpy as np
 __all__ = ["simulate_listing_photos"]
 
 
-_LOCK = threading.Lock()  # the pipeline is shared; seeding and drawing must not interleave between threads
+_LOCAL = threading.local()  # one pipeline per thread: each call re-seeds it, so threads never wait for each other
 
 
-@functools.lru_cache(maxsize=1)
 def _pipeline() -> Any:
+    pipe = getattr(_LOCAL, "pipeline", None)
+    if pipe is None:
+        pipe = _LOCAL.pipeline = _make_pipeline()
+    return pipe
+
+
+def _make_pipeline() -> Any:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check on import
     import albumentations as A
 
@@ -83,23 +88,38 @@ def _light(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     if rng.random() < 0.4:
         gain = gain * (1.0 - rng.uniform(0.1, 0.4) * 2 * (xs ** 2 + ys ** 2))
     cast = rng.uniform(0.8, 1.2, 3).astype(np.float32)
-    return np.clip(img.astype(np.float32) * gain[..., None] * cast, 0, 255).astype(np.uint8)
+    out = img.astype(np.float32)
+    np.multiply(out, gain[..., None], out=out)  # in place: the same numbers as (img * gain) * cast, fewer copies
+    np.multiply(out, cast, out=out)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
 def _glare_and_cover(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Sometimes glare (a soft bright spot) and sometimes something on top of the package (a finger, a
     sticker: a soft-edged blob of another colour), near the middle of the frame where the product is."""
     h, w = img.shape[:2]
+    glare, cover = rng.random() < 0.25, None
+    if not glare:
+        cover = rng.random() < 0.2
+        if not cover:
+            return img  # neither (about 60% of the photos): nothing to draw
     out: np.ndarray = img.astype(np.float32)
     side = math.sqrt(h * w)
-    if rng.random() < 0.25:
+    if glare:
         m: np.ndarray = np.zeros((h, w), np.float32)
         centre = (int(w * rng.uniform(0.3, 0.7)), int(h * rng.uniform(0.3, 0.7)))
         r = side * rng.uniform(0.05, 0.12)
         cv2.ellipse(m, centre, (int(r), int(r * rng.uniform(0.3, 0.8))), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
-        m = cv2.GaussianBlur(m, (0, 0), max(1.0, r / 3))
+        # blurred where the blur can reach (the spot and a whole kernel around it): the rest stays exactly 0
+        sigma = max(1.0, r / 3)
+        reach = int(r) + (round(8 * sigma + 1) | 1) + 2
+        ya, yb = max(0, centre[1] - reach), min(h, centre[1] + reach + 1)
+        xa, xb = max(0, centre[0] - reach), min(w, centre[0] + reach + 1)
+        m[ya:yb, xa:xb] = cv2.GaussianBlur(np.ascontiguousarray(m[ya:yb, xa:xb]), (0, 0), sigma)
         out = out + (255 - out) * m[..., None] * rng.uniform(0.35, 0.7)
-    if rng.random() < 0.2:
+    if cover is None:  # drawn after the glare's own numbers
+        cover = rng.random() < 0.2
+    if cover:
         m = np.zeros((h, w), np.float32)
         c = np.array([w * rng.uniform(0.25, 0.75), h * rng.uniform(0.25, 0.75)])
         r = side * rng.uniform(0.05, 0.13)
@@ -136,9 +156,7 @@ def simulate_listing_photos(photo: np.ndarray, rng: np.random.Generator, n: int)
         img = cv2.warpPerspective(small, Hs, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                   borderValue=fill)
         img = _light(rng, _glare_and_cover(rng, img))
-        seed = int(rng.integers(0, 2 ** 31 - 1))
-        with _LOCK:
-            pipe.set_random_seed(seed)
-            img = pipe(image=img)["image"]
+        pipe.set_random_seed(int(rng.integers(0, 2 ** 31 - 1)))
+        img = pipe(image=img)["image"]
         out.append(np.ascontiguousarray(img))
     return out

@@ -14,6 +14,13 @@ neighbor search", TPAMI 2011; "Searching in one billion vectors: re-rank with so
    which stay on disk (a memory-mapped ``.npy``) and are read only for the rows the shortlist returned, and
    the best ``k`` are kept.
 
+Large catalogues use by default a product-level first stage whose cost barely grows with the catalogue
+(``kind="words"``, :mod:`brandguard.visual_words`): the photo's descriptors are quantized to visual words, the
+``candidates`` products whose bags of words match best (tf-idf) are shortlisted, and the nearest neighbours
+are then found exactly among those products' descriptors only, read from the memory-mapped store. The
+IVF-PQ search above stays available (``kind="ivfpq"``): its cost grows with the catalogue through the list
+lengths, the words' does not (README, "Keypoint search", measured by ``scripts/benchmark_scale.py``).
+
 Small catalogues (fewer than :attr:`KeypointSearch.IVF_MIN` descriptors) use an exact flat index instead, with identical
 results to a brute-force search. Rows are addressed by a stable *row id* (the row in the descriptor store);
 adding a product appends rows and encodes only them, removing one drops its ids from the search structure.
@@ -32,28 +39,97 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from brandguard.errors import IndexCorruptError
+from brandguard.visual_words import VisualWords
 
-__all__ = ["KeypointSearch"]
+__all__ = ["KeypointSearch", "RowStore"]
 
 DIM = 128
+
+
+class RowStore:
+    """Descriptor rows by row id: a (memory-mapped) base array plus rows appended since it was written.
+
+    Appending never copies the base, so adding a product to a catalogue whose store is a 25 GB memory map
+    costs only the new rows. Supports ``len``, ``shape``, slicing and integer-array indexing (rows).
+    """
+
+    def __init__(self, base: np.ndarray) -> None:
+        self.base = base
+        self._tail: list[np.ndarray] = []
+        self._tail_rows = 0
+        self._joined: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.base) + self._tail_rows
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self), DIM)
+
+    def append(self, rows: np.ndarray) -> None:
+        """Append ``(n, 128)`` rows (stored as float16)."""
+        self._tail.append(np.ascontiguousarray(rows, np.float16))
+        self._tail_rows += len(rows)
+        self._joined = None
+
+    def _tail_array(self) -> np.ndarray:
+        if self._joined is None:
+            self._joined = np.concatenate(self._tail) if self._tail else np.zeros((0, DIM), np.float16)
+            self._tail = [self._joined] if self._tail_rows else []
+        return self._joined
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        nb = len(self.base)
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                raise IndexError("RowStore slices must be contiguous")
+            if stop <= nb:
+                return self.base[start:stop]
+            if start >= nb:
+                return self._tail_array()[start - nb:stop - nb]
+            return np.concatenate([self.base[start:nb], self._tail_array()[:stop - nb]])
+        rows = np.asarray(key, np.int64)
+        if not self._tail_rows:
+            return self.base[rows]
+        out = np.empty((len(rows), DIM), np.float16)
+        low = rows < nb
+        out[low] = self.base[rows[low]]
+        out[~low] = self._tail_array()[rows[~low] - nb]
+        return out
+
+    def in_memory_bytes(self) -> int:
+        """Bytes held in memory (a memory-mapped base counts nothing)."""
+        base = 0 if isinstance(self.base, np.memmap) else int(np.asarray(self.base).nbytes)
+        return base + self._tail_rows * DIM * 2
+
+    def write_npy(self, fh: BinaryIO, chunk: int = 1 << 20) -> None:
+        """Write the whole store to ``fh`` as one ``.npy`` array (float16), streamed in chunks of rows."""
+        np.lib.format.write_array_header_1_0(fh, {"descr": np.dtype(np.float16).str, "fortran_order": False,
+                                                  "shape": (len(self), DIM)})
+        for part in (self.base, self._tail_array()):
+            fh.writelines(np.ascontiguousarray(part[s:s + chunk], np.float16).tobytes()
+                          for s in range(0, len(part), chunk))
 
 
 class KeypointSearch:
     """Nearest reference keypoints (inner product of unit RootSIFT descriptors), exact or two-stage.
 
     Args:
-        store: ``(N, 128)`` float16 descriptors by row id (an array or a read-only memory map).
-        index: the FAISS index over the live row ids (``IndexIDMap2`` of a flat index, or an IVF-PQ index).
+        store: ``(N, 128)`` float16 descriptors by row id (an array, a read-only memory map or a :class:`RowStore`).
+        index: the FAISS index over the live row ids (``IndexIDMap2`` of a flat index, or an IVF-PQ index), or a
+            :class:`~brandguard.visual_words.VisualWords` (``kind="words"``).
         refine: the shortlist returns ``k * refine`` candidates that are re-ranked exactly (IVF-PQ only).
         nprobe: inverted lists visited per query (IVF-PQ only).
+        candidates: products shortlisted per photo by their visual words (``words`` only).
     """
 
     #: below this many descriptors the search is exact (flat); above it, IVF-PQ + re-ranking
@@ -61,41 +137,61 @@ class KeypointSearch:
     #: bytes of a PQ code: 32 sub-quantizers of 8 bits
     PQ_BYTES = 32
 
-    def __init__(self, store: np.ndarray, index: Any, refine: int = 4, nprobe: int = 24) -> None:
-        self.store = store
+    #: products shortlisted per photo by the visual-word first stage
+    CANDIDATES = 32
+
+    def __init__(self, store: np.ndarray | RowStore, index: Any, refine: int = 4, nprobe: int = 24,
+                 candidates: int = CANDIDATES) -> None:
+        self.store = store if isinstance(store, RowStore) else RowStore(store)
         self.index = index
         self.refine = int(refine)
         self.nprobe = int(nprobe)
+        self.candidates = int(candidates)
         self._set_nprobe()
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def build(cls, descriptors: np.ndarray, *, kind: str = "auto", nlist: int | None = None,
-              train_size: int = 200_000, seed: int = 0, refine: int = 4, nprobe: int = 24,
-              opq: bool = False) -> KeypointSearch:
+    def build(cls, descriptors: np.ndarray, *, kind: str = "auto", documents: np.ndarray | None = None,
+              nlist: int | None = None, train_size: int = 200_000, seed: int = 0, refine: int = 4,
+              nprobe: int = 24, opq: bool = False, branching: int = 128,
+              candidates: int = CANDIDATES) -> KeypointSearch:
         """Index ``(N, 128)`` unit descriptors; row ``i`` gets row id ``i``.
 
         Args:
-            descriptors: float16 or float32 RootSIFT descriptors.
-            kind: ``flat`` (exact), ``ivfpq`` (two-stage) or ``auto`` (``ivfpq`` from :attr:`IVF_MIN` rows).
+            descriptors: float16 or float32 RootSIFT descriptors (a float16 memory map is used in place).
+            kind: ``flat`` (exact), ``ivfpq`` (two-stage, keypoint shortlist), ``words`` (two-stage, product
+                shortlist by visual words; needs ``documents``) or ``auto`` (from :attr:`IVF_MIN` rows
+                ``words`` when ``documents`` are given, else ``ivfpq``; ``flat`` below).
+            documents: rows of each product, in order (they sum to ``N``); a product is what ``words`` shortlists.
             nlist: inverted lists of the IVF-PQ index (default about ``4 * sqrt(N)``, 256..65536).
             train_size: descriptors sampled (seeded) to train the coarse quantizer and PQ codebooks.
-            refine, nprobe: see the class.
+            refine, nprobe, candidates: see the class.
             opq: learn an OPQ rotation before product quantization (Ge et al., CVPR 2013).
+            branching: vocabulary tree branching (``words``: ``branching ** 2`` visual words).
 
         Raises:
-            ValueError: descriptors are not ``(N, 128)``, or ``kind`` is unknown.
+            ValueError: descriptors are not ``(N, 128)``, ``kind`` is unknown, or ``words`` without documents
+                that cover the rows.
         """
         import faiss
 
         X = np.asarray(descriptors)
         if X.ndim != 2 or X.shape[1] != DIM:
             raise ValueError(f"keypoint descriptors must be (N, {DIM}), got {X.shape}")
-        if kind not in ("auto", "flat", "ivfpq"):
-            raise ValueError(f"kind must be auto, flat or ivfpq, got {kind!r}")
+        if kind not in ("auto", "flat", "ivfpq", "words"):
+            raise ValueError(f"kind must be auto, flat, ivfpq or words, got {kind!r}")
         if kind == "auto":
-            kind = "ivfpq" if len(X) >= cls.IVF_MIN else "flat"
-        store = np.ascontiguousarray(X, dtype=np.float16)
+            kind = "flat" if len(X) < cls.IVF_MIN else "words" if documents is not None else "ivfpq"
+        store = X if isinstance(X, np.memmap) and X.dtype == np.float16 else np.ascontiguousarray(X, np.float16)
+        if kind == "words":
+            docs = np.asarray(documents if documents is not None else [], np.int64)
+            if documents is None or int(docs.sum()) != len(X) or (docs < 0).any():
+                raise ValueError(f"kind='words' needs the rows of each product (documents summing to {len(X)})")
+            vw = VisualWords.train(store, branching=min(branching, max(2, int(np.sqrt(len(X) / 40)))),
+                                   train_size=max(train_size, 500_000), seed=seed)
+            vw.add_documents(vw.assign(store), docs, start=0)
+            vw._merge()
+            return cls(store, vw, refine=refine, nprobe=nprobe, candidates=candidates)
         if kind == "flat":
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
         else:
@@ -112,12 +208,16 @@ class KeypointSearch:
 
     @property
     def kind(self) -> str:
-        """``flat`` or ``ivfpq``."""
+        """``flat``, ``ivfpq`` or ``words``."""
+        if isinstance(self.index, VisualWords):
+            return "words"
         return "flat" if self._ivf() is None else "ivfpq"
 
     @property
     def ntotal(self) -> int:
         """Live (searchable) descriptors."""
+        if isinstance(self.index, VisualWords):
+            return int(self.index.doc_len[self.index.alive].sum())
         return int(self.index.ntotal)
 
     def __len__(self) -> int:
@@ -130,10 +230,13 @@ class KeypointSearch:
         if X.ndim != 2 or X.shape[1] != DIM:
             raise ValueError(f"keypoint descriptors must be (N, {DIM}), got {X.shape}")
         start = len(self.store)
-        self.store = np.concatenate([np.asarray(self.store), X.astype(np.float16)]) if start else \
-            np.ascontiguousarray(X, dtype=np.float16)
+        self.store.append(X)
         ids = np.arange(start, start + len(X), dtype=np.int64)
-        self._add_rows(ids)
+        if isinstance(self.index, VisualWords):  # one call adds one product (a document)
+            if len(X):
+                self.index.add_documents(self.index.assign(X), np.array([len(X)]), start=start)
+        else:
+            self._add_rows(ids)
         return ids
 
     def remove(self, row_ids: np.ndarray) -> int:
@@ -143,6 +246,10 @@ class KeypointSearch:
         ids = np.ascontiguousarray(np.asarray(row_ids, np.int64))
         if not len(ids):
             return 0
+        if isinstance(self.index, VisualWords):
+            before = self.ntotal
+            self.index.remove_rows(ids)
+            return before - self.ntotal
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
 
     def _add_rows(self, ids: np.ndarray, chunk: int = 262_144) -> None:
@@ -151,18 +258,25 @@ class KeypointSearch:
             self.index.add_with_ids(np.ascontiguousarray(self.store[part[0]:part[-1] + 1], dtype=np.float32), part)
 
     # ------------------------------------------------------------------ search
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, groups: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest live rows of each query by exact inner product.
+
+        With ``kind="words"`` the rows searched are those of the ``candidates`` products that each photo's
+        visual words shortlist (so the neighbours are exact among them); other kinds search every live row.
 
         Args:
             queries: ``(Q, 128)`` float32 unit descriptors.
             k: neighbours per query.
+            groups: how many consecutive queries belong to each photo (default: all to one photo); only the
+                ``words`` kind uses it (one shortlist per photo).
 
         Returns:
             ``(sims, ids)``: ``(Q, k)`` float32 exact inner products (best first) and int64 row ids (-1 where
             fewer than ``k`` were found).
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
+        if isinstance(self.index, VisualWords):
+            return self._search_words(q, k, [len(q)] if groups is None else list(groups))
         if self.kind == "flat":
             return self.index.search(q, k)
         _, cand = self.index.search(q, k * self.refine)
@@ -180,17 +294,52 @@ class KeypointSearch:
         ids = np.where(np.isfinite(s), np.take_along_axis(cand, top, 1), -1)
         return np.where(np.isfinite(s), s, -1.0).astype(np.float32), ids
 
-    # ------------------------------------------------------------------ persistence
-    def to_files(self) -> dict[str, bytes]:
-        """``keypoints.faiss`` (codes), ``keypoints.npy`` (descriptors) and ``keypoints.json`` (search settings),
-        for :func:`brandguard.storage.write_directory`."""
+    def shortlist(self, queries: np.ndarray) -> np.ndarray:
+        """The products one photo's ``(Q, 128)`` descriptors shortlist (``words`` only): ``(<= candidates,)`` int64
+        document numbers (products in the order they were entered), best first.
+
+        Raises:
+            TypeError: the search is not of kind ``words``.
+        """
+        if not isinstance(self.index, VisualWords):
+            raise TypeError(f"a {self.kind} search has no product shortlist (only kind words has)")
+        return self.index.shortlist(self.index.assign(np.asarray(queries, np.float32)), self.candidates)
+
+    def _search_words(self, q: np.ndarray, k: int, groups: list[int]) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(self.store, np.float16), allow_pickle=False)
-        settings = {"kind": self.kind, "refine": self.refine, "nprobe": self.nprobe, "live": self.ntotal}
-        return {"keypoints.faiss": faiss.serialize_index(self.index).tobytes(), "keypoints.npy": buf.getvalue(),
-                "keypoints.json": json.dumps(settings).encode()}
+        if sum(groups) != len(q):
+            raise ValueError(f"groups cover {sum(groups)} queries, got {len(q)}")
+        vw: VisualWords = self.index
+        sims = np.full((len(q), k), -1.0, np.float32)
+        ids = np.full((len(q), k), -1, np.int64)
+        words = vw.assign(q) if len(q) else np.zeros(0, np.int32)
+        start = 0
+        for n in groups:
+            if n:
+                docs = vw.shortlist(words[start:start + n], self.candidates)
+                rows = vw.rows_of(docs)
+                if len(rows):
+                    base = np.ascontiguousarray(self.store[rows], np.float32)
+                    kk = min(k, len(rows))
+                    s, i = faiss.knn(q[start:start + n], base, kk, metric=faiss.METRIC_INNER_PRODUCT)
+                    sims[start:start + n, :kk] = s
+                    ids[start:start + n, :kk] = np.where(i >= 0, rows[np.maximum(i, 0)], -1)
+            start += n
+        return sims, ids
+
+    # ------------------------------------------------------------------ persistence
+    def to_files(self) -> dict[str, bytes | Callable[[BinaryIO], None]]:
+        """``keypoints.faiss`` (codes; ``keypoints.words.safetensors`` for ``words``), ``keypoints.npy``
+        (descriptors: a function that streams them) and ``keypoints.json`` (search settings), for
+        :func:`brandguard.storage.write_directory`."""
+        import faiss
+
+        settings = {"kind": self.kind, "refine": self.refine, "nprobe": self.nprobe, "live": self.ntotal,
+                    "candidates": self.candidates}
+        codes = {"keypoints.words.safetensors": self.index.to_bytes()} if isinstance(self.index, VisualWords) \
+            else {"keypoints.faiss": faiss.serialize_index(self.index).tobytes()}
+        return {**codes, "keypoints.npy": self.store.write_npy, "keypoints.json": json.dumps(settings).encode()}
 
     @classmethod
     def from_files(cls, directory: str | Path, *, mmap: bool = True, nprobe: int | None = None) -> KeypointSearch:
@@ -210,27 +359,40 @@ class KeypointSearch:
         try:
             settings = json.loads((d / "keypoints.json").read_text(encoding="utf-8"))
             store = np.load(d / "keypoints.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-            index = faiss.deserialize_index(np.fromfile(d / "keypoints.faiss", np.uint8))
+            if settings.get("kind") == "words":
+                index = VisualWords.from_bytes((d / "keypoints.words.safetensors").read_bytes())
+            else:
+                index = faiss.deserialize_index(np.fromfile(d / "keypoints.faiss", np.uint8))
         except (OSError, ValueError, RuntimeError) as exc:
             raise IndexCorruptError(f"keypoint search files in {d} are unreadable ({exc}); rebuild the index "
                                     "with `brandguard index build`") from exc
-        if store.ndim != 2 or store.shape[1] != DIM or index.d != DIM:
-            raise IndexCorruptError(f"keypoint search files in {d} disagree (store {store.shape}, index d={index.d});"
+        dim = DIM if isinstance(index, VisualWords) else index.d
+        if store.ndim != 2 or store.shape[1] != DIM or dim != DIM:
+            raise IndexCorruptError(f"keypoint search files in {d} disagree (store {store.shape}, index d={dim});"
                                     " rebuild the index with `brandguard index build`")
+        if isinstance(index, VisualWords) and len(index.doc_start) and \
+                int(index.doc_start[-1] + index.doc_len[-1]) > len(store):
+            raise IndexCorruptError(f"keypoint search files in {d} disagree (products beyond the {len(store)} stored "
+                                    "rows); rebuild the index with `brandguard index build`")
         return cls(store, index, refine=int(settings.get("refine", 4)),
-                   nprobe=int(nprobe if nprobe is not None else settings.get("nprobe", 24)))
+                   nprobe=int(nprobe if nprobe is not None else settings.get("nprobe", 24)),
+                   candidates=int(settings.get("candidates", cls.CANDIDATES)))
 
     def memory_bytes(self) -> int:
         """Bytes this search keeps in memory (codes, ids, quantizers); a memory-mapped store is not counted."""
         import faiss
 
-        own = 0 if isinstance(self.store, np.memmap) else int(np.asarray(self.store).nbytes)
+        own = self.store.in_memory_bytes()
+        if isinstance(self.index, VisualWords):
+            return own + self.index.memory_bytes()
         return own + int(faiss.serialize_index(self.index).nbytes)
 
     # ------------------------------------------------------------------ internals
     def _ivf(self) -> Any:
         import faiss
 
+        if isinstance(self.index, VisualWords):
+            return None
         try:
             return faiss.extract_index_ivf(self.index)
         except RuntimeError:

@@ -17,9 +17,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from brandguard.errors import DataError, IndexCorruptError
 
@@ -92,8 +92,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def write_directory(target: str | Path, files: Mapping[str, bytes], manifest: Mapping[str, Any]) -> None:
+def write_directory(target: str | Path, files: Mapping[str, bytes | Callable[[BinaryIO], None]],
+                    manifest: Mapping[str, Any]) -> None:
     """Write ``files`` plus a manifest (with a checksum of every file) as directory ``target``, atomically.
+
+    A file is given as its bytes, or as a function that writes them to an open binary file (so a large
+    array is streamed to disk, never held whole in memory).
 
     The whole directory is written under a temporary name beside ``target`` and renamed into place, so a
     reader sees either the old index or the new one, never a mix. An existing ``target`` is replaced only
@@ -113,8 +117,13 @@ def write_directory(target: str | Path, files: Mapping[str, bytes], manifest: Ma
     try:
         checksums = {}
         for name, data in files.items():
-            (tmp / name).write_bytes(data)
-            checksums[name] = sha256_bytes(data)
+            if callable(data):
+                with open(tmp / name, "wb") as fh:
+                    data(fh)
+                checksums[name] = file_digest(tmp / name)
+            else:
+                (tmp / name).write_bytes(data)
+                checksums[name] = sha256_bytes(data)
         full = dict(manifest)
         full["files"] = checksums
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=False), encoding="utf-8")
@@ -192,7 +201,7 @@ def verify_directory(target: str | Path) -> dict[str, Any]:
         if not p.is_file():
             raise IndexCorruptError(f"index file {p} is missing (listed in {MANIFEST}); the index is "
                                     "incomplete: copy it again or rebuild with `brandguard index build`")
-        got = sha256_bytes(p.read_bytes())
+        got = file_digest(p)  # streamed: a large catalogue's keypoint store is never read into memory at once
         if got != expected:
             raise IndexCorruptError(f"index file {p} is corrupt: its checksum is {got[:19]}... but {MANIFEST} "
                                     f"records {expected[:19]}...; copy the index again or rebuild it with "

@@ -34,17 +34,20 @@ __all__ = [
     "TextReader",
     "available",
     "confident_swap",
+    "line_boxes",
     "line_reads",
     "misread_count",
     "misspelt_count",
     "misspelt_distance",
     "normalise",
     "read_lines_many",
+    "read_reference_text",
     "reference_lines",
     "reference_reads",
     "set_reader_threads",
     "text_distance",
     "text_mismatch",
+    "unread_details",
 ]
 
 #: recognitions less confident than this are treated as unreadable (blur, occlusion), not as a mismatch.
@@ -115,6 +118,54 @@ class TextReader:
         with self._lock:
             out, _ = self._ocr.text_rec([np.ascontiguousarray(c[..., ::-1]) for c in crops])
         return [(str(t), float(c)) for t, c in out]
+
+    def detect(self, image: np.ndarray) -> list[tuple[list[float], np.ndarray]]:
+        """Detect the text lines of an RGB image without reading them, as :meth:`read_lines` detects them.
+
+        Returns:
+            per line, in reading order, ``(box, crop)``: ``[x0, y0, x1, y1]`` in the image's pixels and the
+            line's upright RGB crop (for :meth:`recognise_each`).
+        """
+        ocr = self._ocr
+        img = np.ascontiguousarray(image[..., ::-1])
+        raw_h, raw_w = img.shape[:2]
+        with self._lock:
+            det = ocr.text_det
+            saved = (det.limit_side_len, det.limit_type)
+            det.limit_side_len, det.limit_type = max(img.shape[:2]), "max"
+            try:
+                work, ratio_h, ratio_w = ocr.preprocess(img)
+                work, record = ocr.maybe_add_letterbox(work, {"preprocess": {"ratio_h": ratio_h, "ratio_w": ratio_w}})
+                boxes, _ = ocr.auto_text_det(work)
+            finally:
+                det.limit_side_len, det.limit_type = saved
+        if boxes is None:
+            return []
+        crops = ocr.get_crop_img_list(work, boxes)
+        pts = ocr._get_origin_points(boxes, record, raw_h, raw_w)
+        return [([float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max())],
+                 np.ascontiguousarray(c[..., ::-1])) for p, c in zip(pts, crops)]
+
+    def recognise_each(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """Read single-line RGB crops, each as if read alone (padded to its own width, never to a wider line's
+        in the same batch, so a line reads the same whatever it is read with): ``[(text, confidence)]``.
+
+        Lines that pad to the same width are still read in one batch (most lines pad to the recogniser's
+        320-pixel minimum), so this costs no more than :meth:`recognise` and less when widths vary.
+        """
+        import math
+
+        _, rec_h, rec_w = self._ocr.text_rec.rec_image_shape
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, c in enumerate(crops):
+            ratio = c.shape[1] / float(c.shape[0])
+            width = int(rec_h * max(rec_w / rec_h, ratio))  # the recogniser's padded width for this line alone
+            groups.setdefault((width, min(width, math.ceil(rec_h * ratio))), []).append(i)
+        out: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        for rows in groups.values():
+            for i, res in zip(rows, self.recognise([crops[i] for i in rows])):
+                out[i] = res
+        return out
 
 
 _READER_THREADS: int | None = None
@@ -399,22 +450,157 @@ def reference_lines(per_reference: Sequence[Sequence[dict[str, Any]]], *, agree:
     for cand in candidates:
         if any(_iou(cand["box"], k["box"]) > 0.3 for k in kept):
             continue
-        group = [ln for lines in per_reference for ln in lines[:] if _iou(cand["box"], ln["box"]) > 0.3]
-        votes = Counter(normalise(ln["text"]) for ln in group)
-        text, count = votes.most_common(1)[0] if votes else ("", 0)
-        if count < need or len(text) < min_chars:
+        line = _agreed_line([ln for lines in per_reference for ln in lines if _iou(cand["box"], ln["box"]) > 0.3],
+                            n, need, min_chars)
+        if line is None:
             continue
-        same = [ln for ln in group if normalise(ln["text"]) == text]
-        box = np.median(np.array([ln["box"] for ln in same]), axis=0).tolist()
-        # read alike, and confidently, by every reference that reads it: a photo's confident letter swap
-        # there is evidence (see :func:`confident_swap`); a stylised logo read two ways is not
-        ref_conf = min(float(ln.get("confidence", 0.0)) for ln in group)
-        consistent = count == len(group) and ref_conf >= MIN_CONFIDENCE
-        kept.append({"text": same[0]["text"], "box": box, "agree": count / n, "consistent": bool(consistent),
-                     "ref_confidence": ref_conf})
+        kept.append(line)
         if len(kept) >= max_lines:
             break
     return kept
+
+
+def _agreed_line(group: Sequence[dict[str, Any]], n: int, need: int, min_chars: int) -> dict[str, Any] | None:
+    """The reference line a candidate's group of readings (every reading overlapping it, in reference order)
+    makes, or None when fewer than ``need`` of the ``n`` references read the same text there."""
+    votes = Counter(normalise(ln["text"]) for ln in group)
+    text, count = votes.most_common(1)[0] if votes else ("", 0)
+    if count < need or len(text) < min_chars:
+        return None
+    same = [ln for ln in group if normalise(ln["text"]) == text]
+    box = np.median(np.array([ln["box"] for ln in same]), axis=0).tolist()
+    # read alike, and confidently, by every reference that reads it: a photo's confident letter swap
+    # there is evidence (see :func:`confident_swap`); a stylised logo read two ways is not
+    ref_conf = min(float(ln.get("confidence", 0.0)) for ln in group)
+    consistent = count == len(group) and ref_conf >= MIN_CONFIDENCE
+    return {"text": same[0]["text"], "box": box, "agree": count / n, "consistent": bool(consistent),
+            "ref_confidence": ref_conf}
+
+
+def read_reference_text(images: Sequence[np.ndarray], workers: int = 1,
+                        known: Sequence[Sequence[dict[str, Any]]] = (), *, agree: float = 0.6, max_lines: int = 2,
+                        min_chars: int = 2, min_height: float = 20.0) -> list[list[dict[str, Any]]]:
+    """Read a product's aligned references for the wordmark check, recognising only the lines that count.
+
+    Every line is detected (:meth:`TextReader.detect`), but a line is recognised only when it can change
+    the product's reference lines (:func:`reference_lines` with the same arguments, over ``known`` and these
+    images) or how a reference reads them (:func:`brandguard.comparison.reference_text_details`): lines
+    high enough to be a reference line, tallest first, until ``max_lines`` are kept; every line overlapping
+    such a candidate (its votes); every line overlapping a kept line. Small print and the lines below the
+    wordmark and product line are left unread, which saves half the recognition. Each line is read alone
+    (:meth:`TextReader.recognise_each`), so its reading does not depend on which other lines are read.
+
+    The readings give the same :func:`reference_lines` and, per reference, the same
+    ``reference_text_details`` as recognising every line; they omit the lines that do not count.
+
+    Args:
+        images: ``HxWx3`` uint8 RGB aligned crops of one product.
+        workers: threads, one single-threaded reader each (>= 1).
+        known: lines already read in the product's other references (they come first, as in the index).
+        agree, max_lines, min_chars, min_height: as for :func:`reference_lines`.
+
+    Returns:
+        per image, the lines recognised ``[{text, box: [x0, y0, x1, y1], confidence}]``, in reading order;
+        lines recognised below RapidOCR's text score (0.5) are left out, as :meth:`TextReader.read_lines` does.
+
+    Raises:
+        MissingExtraError: the ``ocr`` extra is not installed.
+    """
+    if not images:
+        return []
+    workers = max(1, int(workers))
+    pool = _reader_pool(workers)
+
+    def run(fn: Any, args: list[Any]) -> list[Any]:
+        def one(arg: Any) -> Any:
+            reader = pool.get()
+            try:
+                return fn(reader, arg)
+            finally:
+                pool.put(reader)
+
+        if workers == 1 or len(args) <= 1:
+            return [one(a) for a in args]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(args))) as ex:
+            return list(ex.map(one, args))
+
+    detected = run(lambda r, im: r.detect(im), list(images))
+    reader = pool.get()
+    text_score = float(reader._ocr.text_score)
+    pool.put(reader)
+    boxes = [((k, j), box) for k, lines in enumerate(detected) for j, (box, _) in enumerate(lines)]
+    read: dict[tuple[int, int], tuple[str, float]] = {}
+
+    def recognise(keys: list[tuple[int, int]]) -> None:
+        todo = [key for key in keys if key not in read]
+        chunks = [todo[i::workers] for i in range(workers) if todo[i::workers]]
+        for chunk, res in zip(chunks, run(lambda r, ks: r.recognise_each([detected[k][j][1] for k, j in ks]), chunks)):
+            read.update(zip(chunk, res))
+
+    def line(key: tuple[int, int]) -> dict[str, Any] | None:
+        text, conf = read[key]
+        return {"text": text, "box": detected[key[0]][key[1]][0], "confidence": conf} if conf >= text_score else None
+
+    def overlapping(box: Sequence[float]) -> list[dict[str, Any]]:
+        """Every reading overlapping ``box``, in reference order (known references first), recognised now."""
+        keys = [key for key, b in boxes if _iou(box, b) > 0.3]
+        recognise(keys)
+        new = [ln for ln in (line(key) for key in keys) if ln is not None]
+        return [ln for lines in known for ln in lines if _iou(box, ln["box"]) > 0.3] + new
+
+    n = len(known) + len(images)
+    need = max(1, int(np.ceil(agree * n)))
+    # candidates in reference_lines' order: every line high enough, tallest first (stable: reference order)
+    order: list[tuple[tuple[int, int] | None, Sequence[float], str]] = \
+        [(None, ln["box"], ln["text"]) for lines in known for ln in lines] + [(key, b, "") for key, b in boxes]
+    order = sorted((c for c in order if c[1][3] - c[1][1] >= min_height), key=lambda c: -(c[1][3] - c[1][1]))
+    kept: list[dict[str, Any]] = []
+    for key, box, text in order:
+        if len(kept) >= max_lines:
+            break
+        if any(_iou(box, k["box"]) > 0.3 for k in kept):
+            continue
+        if key is not None:
+            recognise([key])
+            cand = line(key)
+            if cand is None:
+                continue
+            text = cand["text"]
+        if len(normalise(text)) < min_chars:
+            continue
+        agreed = _agreed_line(overlapping(box), n, need, min_chars)
+        if agreed is not None:
+            kept.append(agreed)
+    for k in kept:  # how each reference reads the kept lines
+        overlapping(k["box"])
+    return [[ln for j in range(len(lines)) if (k, j) in read and (ln := line((k, j))) is not None]
+            for k, lines in enumerate(detected)]
+
+
+def line_boxes(lines: Sequence[dict[str, Any]], size: int, pad: float = 0.25) -> list[tuple[int, list[int]]]:
+    """Where :func:`text_mismatch` reads the reference lines in an aligned crop of ``size`` pixels a side.
+
+    Args:
+        lines: the product's reference lines (:func:`reference_lines`), ``box`` in canonical pixels.
+        size: the aligned crop's side in pixels.
+        pad: margin added above and below each line, as a share of its height (half of it left and right).
+
+    Returns:
+        ``(position in lines, [x0, y0, x1, y1])`` per line read: its padded box clipped to the crop, in
+        whole pixels; lines narrower or lower than 4 pixels after clipping are left out.
+    """
+    out = []
+    for j, ln in enumerate(lines):
+        x0, y0, x1, y1 = ln["box"]
+        ph, pw = pad * (y1 - y0), 0.5 * pad * (y1 - y0)
+        xa, ya = int(max(0, x0 - pw)), int(max(0, y0 - ph))
+        xb, yb = int(min(size, x1 + pw)), int(min(size, y1 + ph))
+        if xb - xa < 4 or yb - ya < 4:
+            continue
+        out.append((j, [xa, ya, xb, yb]))
+    return out
 
 
 def text_mismatch(crop: np.ndarray, lines: Sequence[dict[str, Any]], reader: TextReader,
@@ -424,24 +610,33 @@ def text_mismatch(crop: np.ndarray, lines: Sequence[dict[str, Any]], reader: Tex
     Returns:
         ``(score, details)``: the largest misspelling distance (:func:`misspelt_distance`) over confidently
         read lines (NaN when none could be read, or every line read is mostly covered), and per line
-        ``{text, read, confidence, distance, box, consistent}`` (``consistent``: the references read the
-        line alike, :func:`reference_lines`; False for lines of an index built before it was recorded).
+        ``{text, read, confidence, distance, box, consistent, skipped}`` (``box``: where it was read,
+        :func:`line_boxes`; ``consistent``: the references read the line alike, :func:`reference_lines`;
+        False for lines of an index built before it was recorded; ``skipped``: False, see
+        :func:`unread_details`).
     """
-    S = crop.shape[0]
-    crops, boxes = [], []
-    for ln in lines:
-        x0, y0, x1, y1 = ln["box"]
-        ph, pw = pad * (y1 - y0), 0.5 * pad * (y1 - y0)
-        xa, ya = int(max(0, x0 - pw)), int(max(0, y0 - ph))
-        xb, yb = int(min(S, x1 + pw)), int(min(S, y1 + ph))
-        if xb - xa < 4 or yb - ya < 4:
-            continue
-        crops.append(crop[ya:yb, xa:xb])
-        boxes.append([xa, ya, xb, yb])
+    placed = line_boxes(lines, crop.shape[0], pad)
+    reads = reader.recognise([crop[ya:yb, xa:xb] for _, (xa, ya, xb, yb) in placed])
     details = []
-    for ln, box, (read, conf) in zip(lines, boxes, reader.recognise(crops)):
+    for (j, box), (read, conf) in zip(placed, reads):
+        ln = lines[j]
         dist = misspelt_distance(ln["text"], read) if conf >= MIN_CONFIDENCE else float("nan")
         details.append({"text": ln["text"], "read": read, "confidence": conf, "distance": dist, "box": box,
-                        "consistent": bool(ln.get("consistent", False))})
+                        "consistent": bool(ln.get("consistent", False)), "skipped": False})
     dists = [d["distance"] for d in details if np.isfinite(d["distance"])]
     return (max(dists) if dists else float("nan")), details
+
+
+def unread_details(lines: Sequence[dict[str, Any]], size: int, pad: float = 0.25) -> list[dict[str, Any]]:
+    """:func:`text_mismatch` details for lines left unread because no reading of them could count: the
+    structure channel sees too few changed strokes under every one of them for a misread to be kept
+    (:func:`brandguard.comparison.line_support`), so the text channel would take any reading as read right.
+
+    Returns:
+        per line :func:`line_boxes` places, ``{text, read: "", confidence: 0.0, distance: 0.0, box,
+        consistent, skipped: True}``: the distance the text channel takes for it (0, read right), and nothing
+        read (:func:`line_reads` leaves such a line out of the misread model).
+    """
+    return [{"text": lines[j]["text"], "read": "", "confidence": 0.0, "distance": 0.0, "box": box,
+             "consistent": bool(lines[j].get("consistent", False)), "skipped": True}
+            for j, box in line_boxes(lines, size, pad)]

@@ -466,7 +466,8 @@ class _CardMaker:
         # text evidence
         card["text"] = [{"expected": display_text(str(d.get("expected", ""))), "read": display_text(str(d.get("read", ""))),
                          "confidence": f"{_num(d.get('confidence')):.2f}",
-                         "distance": (f"{_num(d.get('distance')):.3f}" if np.isfinite(_num(d.get("distance")))
+                         "distance": ("not read: too few changed strokes for a misread to count" if d.get("skipped")
+                                      else f"{_num(d.get('distance')):.3f}" if np.isfinite(_num(d.get("distance")))
                                       else "not read confidently"),
                          "counted": (f"{_num(d.get('counted')):.3f}" if np.isfinite(_num(d.get("counted"))) else "")}
                         for d in p.text]
