@@ -50,11 +50,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("index", help="a built index (e.g. brandguard-demo/index)")
     ap.add_argument("labels", help="labels.csv with authentic/counterfeit rows of INDEX's products and unrelated rows")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000],
+                    help="catalogue sizes in products (the index's own products plus distractors)")
     ap.add_argument("--keypoints", type=int, default=1000, help="descriptors per distractor product")
-    ap.add_argument("--photos", type=int, default=120, help="labelled photos queried per size")
+    ap.add_argument("--photos", type=int, default=120, help="labelled photos queried per size (seeded choice)")
     ap.add_argument("--workdir", default=None, help="where the descriptor stores go (default: a temp folder)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the photo choice and the distractors")
     ap.add_argument("--search", choices=("words", "ivfpq"), default="words",
                     help="first stage from 200,000 descriptors (default: words, as index build)")
     args = ap.parse_args()

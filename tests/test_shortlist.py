@@ -118,3 +118,27 @@ def test_visual_word_shortlist_finds_the_product_and_its_keypoints(tmp_path):
     assert loaded.ntotal == words.ntotal == len(x) - 60 + 40
     with pytest.raises(ValueError, match="documents"):
         KeypointSearch.build(x, kind="words", documents=np.full(10, 5))
+
+
+def test_visual_word_search_refuses_bad_input_and_disagreeing_files(tmp_path):
+    from brandguard.errors import IndexCorruptError
+
+    rng = np.random.default_rng(5)
+    x = _catalogue(rng, 40, 30)
+    words = KeypointSearch.build(x, kind="words", documents=np.full(40, 30))
+    live = words.ntotal
+    assert words.remove(np.array([10**9, len(x), -1])) == 0 and words.ntotal == live  # outside the store
+    with pytest.raises(ValueError, match="integers"):
+        words.remove(np.array([3.7]))
+    with pytest.raises(ValueError, match="finite"):
+        words.add(np.full((5, 128), np.nan, np.float32))
+    with pytest.raises(ValueError, match="non-negative"):
+        words.search(x[:10], 2, groups=[-10, 20])
+    assert words.shortlist(np.zeros((0, 128), np.float32)).tolist() == []  # no keypoints, no candidates
+    write_directory(tmp_path / "w", words.to_files(), {"format": 1})
+    (tmp_path / "w" / "keypoints.json").write_text('{"kind": "words", "live": 12}')
+    with pytest.raises(IndexCorruptError, match="disagree.*index build"):
+        KeypointSearch.from_files(tmp_path / "w")
+    (tmp_path / "w" / "keypoints.npy").write_bytes(b"")
+    with pytest.raises(IndexCorruptError, match="unreadable.*index build"):
+        KeypointSearch.from_files(tmp_path / "w")

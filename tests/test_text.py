@@ -202,3 +202,19 @@ def test_a_confident_letter_swap_in_a_line_the_references_read_alike_needs_less_
     unsure = comparison.compare(view, bank, stats, Config().compare,
                                 text_details=[detail(two_ways[0], "JBL"), detail(alike[0], "Reebox", conf=0.92)])
     assert unsure.channels[text] == 0.0  # read two ways by the references, or read unsurely: structure gate
+
+
+def test_another_name_is_told_from_a_misspelling():
+    """A sibling's product line (VANILJ where the references read NATURELL) is another name; every
+    misspelling the demo generator makes, subtle or gross, still reads as a misspelling."""
+    from brandguard.synth.edits import misspell
+    from brandguard.text import reads_other_name
+
+    line = {"text": "NATURELL", "read": "VANILJ", "confidence": 0.94}
+    assert reads_other_name(line)
+    assert not reads_other_name({**line, "confidence": 0.6})  # an unsure reading names nothing
+    rng = np.random.default_rng(0)
+    for name in ("Reebok", "Adidas", "Garmin", "Nikon", "Intel", "Samsung", "Philips", "Canon", "Puma"):
+        for strength in ("subtle", "gross"):
+            for _ in range(10):
+                assert not reads_other_name({"text": name, "read": misspell(name, strength, rng), "confidence": 1.0})

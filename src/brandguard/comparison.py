@@ -53,7 +53,7 @@ from brandguard.mismatch import (
     occlusion_cells,
 )
 
-__all__ = ["EDITION_NOTE", "EDITION_SHARE", "OVERLAY_NOTE", "SWAP_SUPPORT", "TEXT_SUPPORT", "Comparison",
+__all__ = ["EDITION_NOTE", "EDITION_SHARE", "OTHER_NAME_NOTE", "OVERLAY_NOTE", "SWAP_SUPPORT", "TEXT_SUPPORT", "Comparison",
            "DistanceMaps", "compare", "line_support", "reference_text_details"]
 
 #: structure evidence (90th percentile of the structure heatmap in a line's box, standard deviations) a text
@@ -68,6 +68,8 @@ SWAP_SUPPORT = 2.0
 #: edition) is likelier than a counterfeit edit (see ``Comparison.differs_widely``)
 EDITION_SHARE = 0.5
 EDITION_NOTE = "differs in large areas: another edition or product?"
+#: a product line read confidently as another name (:func:`brandguard.text.reads_other_name`)
+OTHER_NAME_NOTE = "reads another name: another product of the brand?"
 OVERLAY_NOTE = "text or marks over the whole photo (a seller's watermark?) discounted"
 
 #: ``(structure, colour, learned)`` distance maps, each ``(G, G)`` float32 (learned None without descriptors)
@@ -93,7 +95,8 @@ class Comparison:
         changed: share (0..1) of the compared region whose print changed (structure above
             :data:`brandguard.mismatch.CHANGED_Z`, before the overlay discount: it only ever lowers a verdict,
             see :attr:`differs_widely`).
-        notes: what a reviewer should know about this comparison (:data:`OVERLAY_NOTE`, :data:`EDITION_NOTE`).
+        notes: what a reviewer should know about this comparison (:data:`OVERLAY_NOTE`, :data:`EDITION_NOTE`,
+            :data:`OTHER_NAME_NOTE`).
     """
 
     channels: tuple[float, float, float, float]
@@ -111,9 +114,10 @@ class Comparison:
     @property
     def differs_widely(self) -> bool:
         """Whether the print differs from every reference over so large an area (:data:`EDITION_SHARE` of the
-        package) that another edition or product is likelier than a counterfeit edit: a verdict resting on
-        it should go to a person (``suspicious``), not to a takedown."""
-        return self.changed >= EDITION_SHARE
+        package) that another edition or product is likelier than a counterfeit edit, or a product line reads
+        another name (:data:`OTHER_NAME_NOTE`): a verdict resting on it should go to a person
+        (``suspicious``), not to a takedown."""
+        return self.changed >= EDITION_SHARE or OTHER_NAME_NOTE in self.notes
 
 
 def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: CompareConfig, *,
@@ -160,10 +164,14 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
     details = [dict(d) for d in (text_details or [])]
     text = float("nan")
     if details:
-        from brandguard.text import confident_swap
+        from brandguard.text import confident_swap, reads_other_name
 
         supported = []
         for d in details:  # a misspelling also changes strokes: keep a misread only where structure agrees
+            if np.isfinite(d["distance"]) and d["distance"] > 0 and reads_other_name(d):
+                d["distance"] = float("nan")  # another name, not a misspelling: no text evidence either way
+                if OTHER_NAME_NOTE not in notes:
+                    notes.append(OTHER_NAME_NOTE)
             need = SWAP_SUPPORT if confident_swap(d) else TEXT_SUPPORT  # a sure misspelling needs less
             if line_support(z_s, d["box"], cell) < need and np.isfinite(d["distance"]):
                 d["distance"] = 0.0

@@ -612,7 +612,13 @@ class AuthenticPrior:
         for ev, region in evidence:
             if ev.sources < 2:
                 continue
-            mu, sd = _level(ev.cross, region)
+            # a product's level is computed once per region and kept on its evidence: pooling again after
+            # adding a product costs the new product's level, not every product's (the build stays linear)
+            cache = ev.__dict__.setdefault("_levels", {})
+            key = np.asarray(region, bool).tobytes()
+            if key not in cache:
+                cache[key] = _level(ev.cross, region)
+            mu, sd = cache[key]
             levels.append(np.stack([mu, sd]))
             ratios.append(np.stack([mu, sd]) / np.where(ev.own_level > 0, ev.own_level, np.nan))
         if not levels:

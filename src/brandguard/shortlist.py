@@ -72,6 +72,7 @@ class RowStore:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(rows, 128)``."""
         return (len(self), DIM)
 
     def append(self, rows: np.ndarray) -> None:
@@ -193,7 +194,7 @@ class KeypointSearch:
             vw._merge()
             return cls(store, vw, refine=refine, nprobe=nprobe, candidates=candidates)
         if kind == "flat":
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+            index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
         else:
             n_lists = int(nlist or min(65536, max(256, 4 * int(np.sqrt(len(X))))))
             rotation = f"OPQ{cls.PQ_BYTES}," if opq else ""
@@ -225,25 +226,43 @@ class KeypointSearch:
         return len(self.store)
 
     def add(self, descriptors: np.ndarray) -> np.ndarray:
-        """Append descriptors (no retraining: the IVF-PQ codebooks stay); returns their new row ids."""
+        """Append descriptors (no retraining: the IVF-PQ codebooks or the vocabulary stay); returns their new
+        row ids. With ``kind="words"`` one call adds one product (its rows are one document, even none).
+
+        Raises:
+            ValueError: descriptors are not ``(N, 128)`` or not finite.
+        """
         X = np.asarray(descriptors)
         if X.ndim != 2 or X.shape[1] != DIM:
             raise ValueError(f"keypoint descriptors must be (N, {DIM}), got {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("keypoint descriptors must be finite (NaN or inf found); recompute them")
         start = len(self.store)
         self.store.append(X)
         ids = np.arange(start, start + len(X), dtype=np.int64)
         if isinstance(self.index, VisualWords):  # one call adds one product (a document)
-            if len(X):
-                self.index.add_documents(self.index.assign(X), np.array([len(X)]), start=start)
+            words = self.index.assign(X) if len(X) else np.zeros(0, np.int32)
+            self.index.add_documents(words, np.array([len(X)]), start=start)
         else:
             self._add_rows(ids)
         return ids
 
     def remove(self, row_ids: np.ndarray) -> int:
-        """Stop returning these row ids; returns how many were removed."""
+        """Stop returning these row ids; returns how many were removed.
+
+        With ``kind="words"`` the search removes whole products: naming any row of a product retires all of
+        its rows (the index removes a product's rows together). Row ids outside the store are ignored.
+
+        Raises:
+            ValueError: the ids are not integers.
+        """
         import faiss
 
-        ids = np.ascontiguousarray(np.asarray(row_ids, np.int64))
+        raw = np.asarray(row_ids)
+        if raw.size and not np.issubdtype(raw.dtype, np.integer):
+            raise ValueError(f"row ids must be integers, got {raw.dtype}")
+        ids = np.ascontiguousarray(raw.astype(np.int64).ravel())
+        ids = ids[(ids >= 0) & (ids < len(self.store))]
         if not len(ids):
             return 0
         if isinstance(self.index, VisualWords):
@@ -308,8 +327,8 @@ class KeypointSearch:
     def _search_words(self, q: np.ndarray, k: int, groups: list[int]) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
-        if sum(groups) != len(q):
-            raise ValueError(f"groups cover {sum(groups)} queries, got {len(q)}")
+        if sum(groups) != len(q) or any(n < 0 for n in groups):
+            raise ValueError(f"groups must be non-negative counts of queries summing to {len(q)}, got {groups}")
         vw: VisualWords = self.index
         sims = np.full((len(q), k), -1.0, np.float32)
         ids = np.full((len(q), k), -1, np.int64)
@@ -359,11 +378,12 @@ class KeypointSearch:
         try:
             settings = json.loads((d / "keypoints.json").read_text(encoding="utf-8"))
             store = np.load(d / "keypoints.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            index: Any
             if settings.get("kind") == "words":
                 index = VisualWords.from_bytes((d / "keypoints.words.safetensors").read_bytes())
             else:
                 index = faiss.deserialize_index(np.fromfile(d / "keypoints.faiss", np.uint8))
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError, EOFError) as exc:
             raise IndexCorruptError(f"keypoint search files in {d} are unreadable ({exc}); rebuild the index "
                                     "with `brandguard index build`") from exc
         dim = DIM if isinstance(index, VisualWords) else index.d
@@ -374,9 +394,13 @@ class KeypointSearch:
                 int(index.doc_start[-1] + index.doc_len[-1]) > len(store):
             raise IndexCorruptError(f"keypoint search files in {d} disagree (products beyond the {len(store)} stored "
                                     "rows); rebuild the index with `brandguard index build`")
-        return cls(store, index, refine=int(settings.get("refine", 4)),
-                   nprobe=int(nprobe if nprobe is not None else settings.get("nprobe", 24)),
-                   candidates=int(settings.get("candidates", cls.CANDIDATES)))
+        ks = cls(store, index, refine=int(settings.get("refine", 4)),
+                 nprobe=int(nprobe if nprobe is not None else settings.get("nprobe", 24)),
+                 candidates=int(settings.get("candidates", cls.CANDIDATES)))
+        if "live" in settings and int(settings["live"]) != ks.ntotal:
+            raise IndexCorruptError(f"keypoint search files in {d} disagree ({ks.ntotal} searchable keypoints, "
+                                    f"{settings['live']} recorded); rebuild the index with `brandguard index build`")
+        return ks
 
     def memory_bytes(self) -> int:
         """Bytes this search keeps in memory (codes, ids, quantizers); a memory-mapped store is not counted."""

@@ -343,6 +343,33 @@ def misspelt_distance(expected: str, read: str) -> float:
     return wrong / seen if seen else float("nan")
 
 
+#: a confident reading whose letters match the expected text's this little (``difflib`` ratio) names something
+#: else: another product of the brand (a flavour, a size), not a misspelling of this one (:func:`reads_other_name`)
+OTHER_NAME_SIMILARITY = 0.35
+
+
+def reads_other_name(detail: dict[str, Any]) -> bool:
+    """Whether a line's reading is another name rather than a misspelling of the expected one.
+
+    A look-alike misspelling keeps most of the letters of the name it imitates (``Adibas`` / ``Adidas``:
+    similarity 0.83; the demo generator's gross misspellings, two swapped letters and a replaced one, stay
+    at or above 0.44). A product line read confidently (at least :data:`MIN_CONFIDENCE`), in full (at least 4
+    characters, of an expected text of at least 5), whose letters match the expected ones less than
+    :data:`OTHER_NAME_SIMILARITY` (``difflib.SequenceMatcher`` ratio of the normalised texts) is another
+    name: ``VANILJ`` where the references read ``NATURELL`` is a sibling flavour (0.29), which the index
+    does not hold, not a counterfeit of the indexed one.
+
+    Args:
+        detail: one line of :func:`text_mismatch` details (``text``, ``read``, ``confidence``).
+    """
+    import difflib
+
+    expected, read = normalise(str(detail.get("text", ""))), normalise(str(detail.get("read", "")))
+    if float(detail.get("confidence", 0.0)) < MIN_CONFIDENCE or len(expected) < 5 or len(read) < 4:
+        return False
+    return difflib.SequenceMatcher(None, expected, read).ratio() < OTHER_NAME_SIMILARITY
+
+
 #: OCR confidence from which a photo's full-length letter swap in a consistently read line is evidence in
 #: itself (:func:`confident_swap`)
 SWAP_CONFIDENCE = 0.95

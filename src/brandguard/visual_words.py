@@ -109,6 +109,8 @@ class VisualWords:
         if X.ndim != 2 or X.shape[1] != DIM:
             raise ValueError(f"keypoint descriptors must be (N, {DIM}), got {X.shape}")
         b = int(branching)
+        if b < 2:
+            raise ValueError(f"a vocabulary tree needs a branching of at least 2, got {b}")
         if len(X) < b:
             raise ValueError(f"a vocabulary of branching {b} needs at least {b} descriptors, got {len(X)}")
         rng = np.random.default_rng(seed)
@@ -117,7 +119,7 @@ class VisualWords:
         sample = np.ascontiguousarray(X[pick], np.float32)
         km = faiss.Kmeans(DIM, b, niter=niter, seed=seed, min_points_per_centroid=1, max_points_per_centroid=10**9)
         km.train(sample)
-        level1 = km.centroids.copy()
+        level1 = np.array(km.centroids, np.float32)
         _, top = km.index.search(sample, 1)
         level2 = np.empty((b, b, DIM), np.float32)
         for c in range(b):
@@ -167,8 +169,13 @@ class VisualWords:
         words = np.asarray(words, np.int32)
         if int(lengths.sum()) != len(words):
             raise ValueError(f"documents of {int(lengths.sum())} rows in all were given {len(words)} words")
+        end = int(self.doc_start[-1] + self.doc_len[-1]) if len(self.doc_start) else 0
         if start is None:
-            start = int(self.doc_start[-1] + self.doc_len[-1]) if len(self.doc_start) else 0
+            start = end
+        if start < end:
+            raise ValueError(f"documents must follow the last one (row {end} on), got start {start}")
+        if len(words) and (words.min() < 0 or words.max() >= self.n_words):
+            raise ValueError(f"visual words must lie in [0, {self.n_words}); use assign()")
         first = len(self.doc_start)
         starts = start + np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else np.zeros(0, np.int64)
         doc_of_row = np.repeat(np.arange(first, first + len(lengths), dtype=np.int64), lengths)
@@ -227,6 +234,8 @@ class VisualWords:
     def scores(self, words: np.ndarray) -> np.ndarray:
         """``(D,)`` float32 tf-idf cosine (up to the photo's own norm) of every document with a photo's words."""
         qw = np.unique(np.asarray(words, np.int32))
+        if len(qw) and (qw[0] < 0 or qw[-1] >= self.n_words):
+            raise ValueError(f"visual words must lie in [0, {self.n_words}); use assign()")
         idf2 = self._idf() ** 2
         out = np.zeros(len(self.doc_start), np.float64)
         if len(qw):
@@ -242,14 +251,15 @@ class VisualWords:
         return out.astype(np.float32)
 
     def shortlist(self, words: np.ndarray, n: int) -> np.ndarray:
-        """The ``n`` live documents that best match a photo's visual words, best first (``(<= n,)`` int64)."""
+        """The ``n`` live documents that best match a photo's visual words, best first (``(<= n,)`` int64);
+        a document that shares no word with the photo is never listed."""
         s = self.scores(words)
-        n = min(int(n), self.n_documents)
+        n = min(int(n), int((s > 0).sum()))
         if n <= 0:
             return np.zeros(0, np.int64)
         top = np.argpartition(-s, n - 1)[:n] if n < len(s) else np.arange(len(s))
         top = top[np.argsort(-s[top], kind="stable")]
-        return top[s[top] > -1.0].astype(np.int64)
+        return top[s[top] > 0].astype(np.int64)
 
     def rows_of(self, docs: np.ndarray) -> np.ndarray:
         """Store rows of these documents, concatenated (int64)."""
