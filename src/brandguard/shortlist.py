@@ -198,7 +198,9 @@ class KeypointSearch:
         else:
             n_lists = int(nlist or min(65536, max(256, 4 * int(np.sqrt(len(X))))))
             rotation = f"OPQ{cls.PQ_BYTES}," if opq else ""
-            index = faiss.index_factory(DIM, f"{rotation}IVF{n_lists},PQ{cls.PQ_BYTES}", faiss.METRIC_INNER_PRODUCT)
+            # "np": no polysemous training (it reorders codes for Hamming filtering, which this search does not
+            # use; same neighbours, about 12 times faster to train)
+            index = faiss.index_factory(DIM, f"{rotation}IVF{n_lists},PQ{cls.PQ_BYTES}np", faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(seed)
             n_train = min(len(X), max(train_size, 40 * n_lists))
             sample = X if n_train == len(X) else X[np.sort(rng.choice(len(X), n_train, replace=False))]
