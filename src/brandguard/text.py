@@ -214,21 +214,26 @@ def read_lines_many(images: Sequence[np.ndarray], workers: int = 1) -> list[list
     if not images:
         return []
     workers = max(1, int(workers))
-    pool = _reader_pool(workers)
+    return _on_readers(_reader_pool(workers), workers, lambda r, im: r.read_lines(im), list(images))
 
-    def read(image: np.ndarray) -> list[dict[str, Any]]:
+
+def _on_readers(pool: queue.SimpleQueue[TextReader], workers: int, fn: Any, args: list[Any]) -> list[Any]:
+    """``[fn(reader, a) for a in args]``, each call on a reader taken from ``pool``, on up to ``workers``
+    threads side by side (ONNX Runtime releases the GIL); results in the order of ``args``."""
+
+    def one(arg: Any) -> Any:
         reader = pool.get()
         try:
-            return reader.read_lines(image)
+            return fn(reader, arg)
         finally:
             pool.put(reader)
 
-    if workers == 1:
-        return [read(im) for im in images]
+    if workers == 1 or len(args) <= 1:
+        return [one(a) for a in args]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(min(workers, len(images))) as ex:
-        return list(ex.map(read, images))
+    with ThreadPoolExecutor(min(workers, len(args))) as ex:
+        return list(ex.map(one, args))
 
 
 def normalise(text: str) -> str:
@@ -539,19 +544,7 @@ def read_reference_text(images: Sequence[np.ndarray], workers: int = 1,
     pool = _reader_pool(workers)
 
     def run(fn: Any, args: list[Any]) -> list[Any]:
-        def one(arg: Any) -> Any:
-            reader = pool.get()
-            try:
-                return fn(reader, arg)
-            finally:
-                pool.put(reader)
-
-        if workers == 1 or len(args) <= 1:
-            return [one(a) for a in args]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(workers, len(args))) as ex:
-            return list(ex.map(one, args))
+        return _on_readers(pool, workers, fn, args)
 
     detected = run(lambda r, im: r.detect(im), list(images))
     reader = pool.get()
