@@ -211,3 +211,22 @@ def test_a_package_printed_differently_everywhere_is_taken_for_another_edition(p
     edit = _compare_printed(printed_bank, _extra_mark(_printed(rng)))
     assert res.differs_widely and comparison.EDITION_NOTE in res.notes
     assert not edit.differs_widely and comparison.EDITION_NOTE not in edit.notes
+
+
+def _noisy(img: np.ndarray, rng: np.random.Generator, sigma: float = 18.0) -> np.ndarray:
+    """Strong sensor noise, as a phone camera in dim light adds."""
+    return np.clip(img + rng.normal(0, sigma, img.shape[:2])[..., None], 0, 255).astype(np.uint8)
+
+
+def test_a_noisy_phone_photo_is_compared_at_the_detail_it_shows_and_a_printed_mark_still_stands_out(printed_bank):
+    rng = np.random.default_rng(13)
+    view = make_view(_noisy(_printed(rng), rng), np.ones((_FRAME, _FRAME), bool), CELL)
+    assert 14.0 < view.noise < 22.0  # the estimate follows the added noise (18 grey levels)
+    matched = _compare_printed(printed_bank, _noisy(_printed(rng), rng))
+    bank, stats = printed_bank
+    settings = Config().compare.__class__(margin=3, references_compared=0, cell=CELL)
+    unmatched = comparison.compare(dataclasses.replace(view, noise=0.0), bank, stats, settings)
+    # the noise lit up the flat print when compared at the references' detail; at the detail it leaves, far less
+    assert matched.channels[0] < 0.5 * unmatched.channels[0]
+    mark = _compare_printed(printed_bank, _noisy(_extra_mark(_printed(rng)), rng))
+    assert max(mark.channels[:2]) > 3 * max(matched.channels[:2])

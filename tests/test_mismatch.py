@@ -123,3 +123,16 @@ def test_cross_fitted_statistics_leave_a_reference_out(rng):
     prior = AuthenticPrior.pool([(_evidence(rng, 3, 3, 0.5, 0.2), region) for _ in range(3)])
     assert float(np.median(authentic_stats(ev, region, prior, leave_out=0).sigma_s)) < 0.5
     assert float(np.median(authentic_stats(ev, region, prior).sigma_s)) > 1.0
+
+
+def test_noise_estimate_follows_sensor_noise_and_ignores_print(rng):
+    from brandguard.mismatch import estimate_noise, noise_blur
+
+    img = np.full((200, 200, 3), 128, np.uint8)
+    cv2.putText(img, "BRAND 1L", (10, 100), cv2.FONT_HERSHEY_DUPLEX, 1.5, (20, 20, 20), 3)
+    assert estimate_noise(img) < 1.0  # sharp print is not noise
+    for sigma in (3.0, 10.0, 25.0):
+        noisy = np.clip(img + rng.normal(0, sigma, img.shape[:2])[..., None], 0, 255).astype(np.uint8)
+        assert abs(estimate_noise(noisy) - sigma) < 0.2 * sigma
+    assert noise_blur(3.0) == 0.0  # what the standard blur already cleans is compared as before
+    assert 0.0 < noise_blur(10.0) < noise_blur(25.0)

@@ -145,3 +145,29 @@ def test_support_mask_keeps_what_the_matches_vouch_for():
     assert support_mask(left[:5], 384, margin=24) is None  # too few matches to bound anything
     assert support_mask(left, 384, margin=0) is None
     assert support_mask(np.c_[rng.uniform(100, 110, 40), rng.uniform(100, 110, 40)], 384, margin=8) is None
+
+
+def test_sensor_noise_is_measured_where_it_is_white_and_scaled_into_the_frame():
+    """A 96-px product with noise of 8 grey levels, enlarged 4 times into the 384-px frame: its grains are 4
+    px wide there, which a measure on the crop misses; the measure on the photo, scaled by the enlargement,
+    sizes the blur (brandguard.mismatch.noise_blur) to them. A product shown larger than the frame keeps its
+    photo's level."""
+    import cv2
+
+    from brandguard.localization import crop_canonical, estimate_noise, resize_transform, source_noise
+    from brandguard.mismatch import noise_blur
+
+    rng = np.random.default_rng(9)
+    S = 384
+    photo = np.full((200, 200, 3), 150, np.uint8)
+    cv2.putText(photo, "LOGO", (55, 105), cv2.FONT_HERSHEY_DUPLEX, 1.0, (20, 20, 20), 2)
+    noisy = np.clip(photo + rng.normal(0, 8.0, photo.shape[:2])[..., None], 0, 255).astype(np.uint8)
+    H = np.array([[1.0, 0.0, 52.0], [0.0, 1.0, 52.0], [0.0, 0.0, 1.0]]) @ resize_transform(96 / S, 96 / S)
+    crop, valid, noise = crop_canonical(noisy, noisy, H, S, with_noise=True)
+    assert np.array_equal(crop, crop_canonical(noisy, noisy, H, S)[0])
+    assert abs(noise / 4.0 - 8.0) < 1.6  # the photo's level, times the enlargement
+    assert estimate_noise(crop, valid) < 0.5 * noise  # what the crop alone would have said
+    assert noise_blur(noise) > 2 * noise_blur(estimate_noise(crop, valid))
+    big = cv2.resize(noisy, (800, 800), interpolation=cv2.INTER_NEAREST)  # shown larger than the frame
+    H_big = resize_transform(800 / S, 800 / S)
+    assert abs(source_noise(big, H_big, S) - estimate_noise(big)) < 1e-6

@@ -288,12 +288,13 @@ class Detector:
         # aligned crops of the instances (a weak match's was cut and embedded when it was checked) and, in the
         # same forward passes, the global vectors of the photos where no known product was found
         cut = [weak[i][1:] if i in weak and a is weak[i][0] else None for i, a, _ in to_compare]
-        crops, valids = [], []
+        crops, valids, noises = [], [], []
         for (i, a, _), c in zip(to_compare, cut):
-            crop, valid = c[:2] if c is not None else crop_canonical(prepared[i][0], _full(prepared[i]), a.H,
-                                                                      loc.canonical_size)
+            crop, valid, noise = (c[0], c[1], c[3]) if c is not None else crop_canonical(
+                prepared[i][0], _full(prepared[i]), a.H, loc.canonical_size, with_noise=True)
             crops.append(crop)
             valids.append(valid)
+            noises.append(noise)
         fresh = [k for k, c in enumerate(cut) if c is None]
         g_all = emb.embed_global([crops[k] for k in fresh] + [prepared[i][0] for i, _ in unknown]) \
             if fresh or unknown else np.zeros((0, 0), np.float32)
@@ -307,7 +308,7 @@ class Detector:
             for k, (i, a, side) in enumerate(to_compare):
                 keep = support_mask(a.support, loc.canonical_size, cfg.compare.support_margin)
                 valid = valids[k] if keep is None else valids[k] & keep  # what the alignment vouches for
-                p = self._compare(names[i], prepared[i][0], a, gvec[k], crops[k], valid, feats[k], occ[k])
+                p = self._compare(names[i], prepared[i][0], a, gvec[k], crops[k], valid, feats[k], occ[k], noises[k])
                 per_photo.setdefault(i, []).append((p, side))
             for i, instances in per_photo.items():
                 results[i] = self._worst_instance(instances)
@@ -394,21 +395,22 @@ class Detector:
                                    product_side=side)
 
     def _weak_matches(self, candidates: list[tuple[int, Any]],
-                      prepared: list[Any]) -> dict[int, tuple[Any, np.ndarray, np.ndarray, np.ndarray]]:
+                      prepared: list[Any]) -> dict[int, tuple[Any, np.ndarray, np.ndarray, np.ndarray, float]]:
         """The weak keypoint matches (see :class:`~brandguard.calibration.Thresholds`) whose aligned photo looks
-        like the product: ``{photo position: (alignment, aligned crop, its valid mask, its global vector)}``
+        like the product: ``{photo position: (alignment, aligned crop, its valid mask, its global vector,
+        its sensor noise)}``
         (the crop and vector are those the comparison uses)."""
         if not candidates:
             return {}
         S = self.config.localization.canonical_size
-        cut = [crop_canonical(prepared[i][0], _full(prepared[i]), a.H, S) for i, a in candidates]
+        cut = [crop_canonical(prepared[i][0], _full(prepared[i]), a.H, S, with_noise=True) for i, a in candidates]
         g = self.index.embedder.embed_global([c[0] for c in cut])
         out = {}
-        for (i, a), (crop, valid), v in zip(candidates, cut, g):
+        for (i, a), (crop, valid, noise), v in zip(candidates, cut, g):
             m = self.index.products[a.product_id]
             sim = float(np.max(m.global_vecs @ v)) if len(m.global_vecs) else -1.0
             if self.index.thresholds.accepts(a.inliers, sim, a.sane):
-                out[i] = (a, crop, valid, v)
+                out[i] = (a, crop, valid, v, noise)
         return out
 
     def calibrate(self, authentic: Sequence[ImageSource], counterfeit: Sequence[ImageSource] = (),
@@ -566,13 +568,14 @@ class Detector:
         return Match(m.brand, m.product, m.refs[m.bank_refs[row]].path, float(np.clip(sim, 0.0, 1.0)))
 
     def _compare(self, name: str, image: np.ndarray, a: Any, g: np.ndarray, crop: np.ndarray,
-                 valid: np.ndarray, feats: np.ndarray | None = None, occlusion: np.ndarray | None = None) -> Prediction:
+                 valid: np.ndarray, feats: np.ndarray | None = None, occlusion: np.ndarray | None = None,
+                 noise: float | None = None) -> Prediction:
         cfg, index = self.config, self.index
         m = index.products[a.product_id]
         if m.stats is None or len(m.bank) == 0:
             return Prediction(name, "unknown", 0.0, brand=m.brand, product=m.product, inliers=a.inliers,
                               notes=(m.evidence_note,) if m.evidence_note else ())
-        view = make_view(crop, valid, cfg.compare.cell, feats, occlusion)
+        view = make_view(crop, valid, cfg.compare.cell, feats, occlusion, noise)
         res = compare(view, m.bank, m.stats, cfg.compare)
         text_details: list[dict[str, Any]] = []
         reader = index.text_reader if m.text_lines else None

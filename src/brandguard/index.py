@@ -67,6 +67,7 @@ from brandguard.localization import (
     match_pair,
     points_in_quad,
     resize_transform,
+    source_noise,
     support_mask,
     warp_to_canonical,
 )
@@ -782,13 +783,13 @@ class ReferenceIndex:
         cfg = self.config
         text_rows: list[Any] = []
         if new:
-            crops, valids = zip(*(self._reference_crop(model.refs[r].path, img, H) for r, img, H in new))
+            crops, valids, noises = zip(*(self._reference_crop(model.refs[r].path, img, H) for r, img, H in new))
             with self._phase("describe"):
                 g = self._embed("embed_global", list(crops))
                 feats, occ = self._embed("embed_local", np.stack(crops)) if self.embedder.has_local_head \
                     else ([None] * len(crops), [None] * len(crops))
-                views = ProductBank.from_views([make_view(c, v, cfg.compare.cell, f, o)
-                                                for c, v, f, o in zip(crops, valids, feats, occ)])
+                views = ProductBank.from_views([make_view(c, v, cfg.compare.cell, f, o, n)
+                                                for c, v, f, o, n in zip(crops, valids, feats, occ, noises)])
             model.bank = model.bank.concat(views)
             model.global_vecs = np.concatenate([model.global_vecs, g]) if len(model.global_vecs) else g
             model.bank_refs = model.bank_refs + [r for r, _, _ in new]
@@ -884,7 +885,7 @@ class ReferenceIndex:
         # a product with one or two references gets twice the photos: its spread is the least measured
         views = cfg.compare.simulated_views * (2 if len(model.bank) < 3 else 1)
 
-        def localise(item: tuple[int, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        def localise(item: tuple[int, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
             """A reference's simulated photos (its own random stream), each localised like a listing photo."""
             r, img = item
             out = []
@@ -897,13 +898,14 @@ class ReferenceIndex:
                     continue
                 crop, valid = warp_to_canonical(photo, H, S)
                 keep = support_mask(canon.xy[ib][mask], S, cfg.compare.support_margin)
-                out.append((r, crop, valid if keep is None else valid & keep))  # compared like a listing photo
+                out.append((r, crop, valid if keep is None else valid & keep,  # compared like a listing photo
+                            source_noise(photo, H, S)))
             return out
 
-        def comparisons(item: tuple[tuple[int, np.ndarray, np.ndarray], Any, Any]) -> tuple[Any, Any]:
+        def comparisons(item: tuple[tuple[int, np.ndarray, np.ndarray, float], Any, Any]) -> tuple[Any, Any]:
             """``(own, cross)`` distance maps of one localised photo (cross None for a one-reference bank)."""
-            (r, crop, valid), f, o = item
-            view = make_view(crop, valid, cfg.compare.cell, f, o)
+            (r, crop, valid, noise), f, o = item
+            view = make_view(crop, valid, cfg.compare.cell, f, o, noise)
             row = model.bank_refs.index(r)
             own = (r, view.cell_valid, distance_maps(view, model.bank.select([row]), cfg.compare.cell))
             cross = (r, view.cell_valid, distance_maps(view, model.bank, cfg.compare.cell, exclude=row,
@@ -915,7 +917,7 @@ class ReferenceIndex:
             found = [f for fs in ex.map(localise, rows) for f in fs]
             if not found:
                 return AuthenticEvidence.empty(G)
-            feats, occ = self._embed("embed_local", np.stack([c for _, c, _ in found])) \
+            feats, occ = self._embed("embed_local", np.stack([c for _, c, _, _ in found])) \
                 if self.embedder.has_local_head else ([None] * len(found), [None] * len(found))
             pairs = list(ex.map(comparisons, zip(found, feats, occ)))
         own = [o for o, _ in pairs]
@@ -1199,9 +1201,10 @@ class ReferenceIndex:
             return a
         return Alignment(a.product_id, int(mask.sum()), Hw, float(mask.mean()), True, support=canon.xy[ib][mask])
 
-    def _reference_crop(self, path: str, image: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _reference_crop(self, path: str, image: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """A reference's aligned crop for the bank, from its full resolution like a listing photo's
-        (``image``: its working copy, which ``H`` maps the canonical frame into)."""
+        (``image``: its working copy, which ``H`` maps the canonical frame into): ``(crop, valid, noise)``
+        (:func:`~brandguard.localization.crop_canonical` with its sensor noise)."""
         from PIL import Image
 
         loc = self.config.localization
@@ -1213,7 +1216,7 @@ class ReferenceIndex:
                 full = load_image(path, max_side=max(loc.full_side, loc.max_side))
         except (OSError, ValueError, ImageLoadError, Image.DecompressionBombError):
             full = image  # read before; now unreadable or moved: the working copy is what there is
-        return crop_canonical(image, full, H, loc.canonical_size)
+        return crop_canonical(image, full, H, loc.canonical_size, with_noise=True)
 
     def _verify(self, kp: Keypoints, shape: tuple[int, ...], pid: np.ndarray, idx: np.ndarray, passed: np.ndarray,
                 good: np.ndarray, rows_left: np.ndarray, min_matches: int) -> Alignment | None:
@@ -1318,6 +1321,8 @@ class ReferenceIndex:
             tensors[p + "bank_valid"] = np.ascontiguousarray(np.packbits(m.bank.valid, axis=-1))
             tensors[p + "bank_colors"] = np.ascontiguousarray(m.bank.colors.astype(np.float32))
             tensors[p + "bank_cell_valid"] = np.ascontiguousarray(m.bank.cell_valid.astype(np.uint8))
+            if m.bank.noise is not None:
+                tensors[p + "bank_noise"] = np.ascontiguousarray(m.bank.noise.astype(np.float32))
             tensors[p + "loo_scores"] = np.ascontiguousarray(m.loo_scores.astype(np.float64))
             if m.evidence is not None:
                 tensors.update(_evidence_tensors(m.evidence, p))
@@ -1601,7 +1606,7 @@ def _load_bank(tensors: dict[str, np.ndarray], p: str, size: int) -> ProductBank
     valid = np.unpackbits(tensors[p + "bank_valid"], axis=-1, count=structure.shape[-1]).astype(bool) \
         if structure.ndim == 3 and len(structure) else np.zeros(structure.shape, bool)
     return ProductBank(structure, valid, tensors[p + "bank_colors"], tensors[p + "bank_cell_valid"].astype(bool),
-                       tensors.get(p + "bank_feats"), tensors.get(p + "bank_occlusion"))
+                       tensors.get(p + "bank_feats"), tensors.get(p + "bank_occlusion"), tensors.get(p + "bank_noise"))
 
 
 def _yaml(data: dict[str, Any]) -> bytes:

@@ -6,7 +6,9 @@ place shows the same part of the package in all of them. Two channels are compar
 * **structure**: grey levels, lightly blurred and normalised by their local mean and contrast (so lighting
   and exposure cancel), compared pixel by pixel at a resolution that shows letters and logo outlines
   (a misspelt wordmark, a wrong font, a mirrored, distorted, moved or look-alike logo, missing parts,
-  extra marks);
+  extra marks); a photo whose sensor noise that blur would not clean is compared, with each reference, at
+  the coarser blur the noise needs (:func:`noise_blur`, :func:`structure_difference`), so the flat parts of
+  a package do not light up with noise;
 * **colour**: the mean colour of each cell, white-balanced on the parts the reference shows as neutral
   (white, grey, black print), compared in Lab chroma (a recoloured logo, a changed packaging colour);
 * **learned** (fine-tuned backbones only): dense descriptors trained by ``brandguard train`` to stay put
@@ -38,10 +40,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from brandguard.localization import estimate_noise
+
 __all__ = [
     "CHANGED_Z",
     "CHANNELS",
     "EVIDENCE_CHANNELS",
+    "NOISE_TARGET",
     "AlignedView",
     "AuthenticEvidence",
     "AuthenticPrior",
@@ -58,9 +63,11 @@ __all__ = [
     "hue_shift",
     "learned_distance",
     "make_view",
+    "noise_blur",
     "occlusion_cells",
     "overlay_spread",
     "scored_region",
+    "structure_difference",
     "top_mean",
     "upsample_to_photo",
 ]
@@ -81,6 +88,7 @@ class AlignedView:
         cell_valid: ``(G, G)`` bool, cells fully inside the photo.
         feats: ``(g, g, D)`` float16 learned descriptors (stride 8), or None without a fine-tuned backbone.
         occlusion: ``(g, g)`` float16 probability that something lies on top of the package, or None.
+        noise: sensor noise of the photo in grey levels of the frame (see :func:`make_view`); 0.0 unknown.
     """
 
     structure: np.ndarray
@@ -89,15 +97,46 @@ class AlignedView:
     cell_valid: np.ndarray
     feats: np.ndarray | None = None
     occlusion: np.ndarray | None = None
+    noise: float = 0.0
+
+
+#: residual sensor noise (grey levels) the structure comparison tolerates after its blur; photos noisier than
+#: that are compared, with their references, at a coarser blur (see :func:`noise_blur`)
+NOISE_TARGET = 1.0
+_MAX_BLUR = 4.0
+
+
+def noise_blur(noise: float) -> float:
+    """Extra Gaussian blur (canonical pixels) that brings a photo with ``noise`` grey levels of sensor noise to
+    :data:`NOISE_TARGET` after the structure blur: 0.0 for photos the standard ``_BLUR`` already cleans.
+
+    White noise of standard deviation ``s`` has ``s / (2 sqrt(pi) t)`` left after a Gaussian of ``t`` pixels.
+    Both the photo and the references it is compared with get the same extra blur, so print is compared at
+    the detail the noisier of the two can show, and flat areas do not light up with noise.
+    """
+    total = noise / (2.0 * np.sqrt(np.pi) * NOISE_TARGET)
+    if total <= _BLUR:
+        return 0.0
+    return float(np.sqrt(min(total, _MAX_BLUR) ** 2 - _BLUR ** 2))
 
 
 def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndarray | None = None,
-              occlusion: np.ndarray | None = None) -> AlignedView:
-    """Prepare an aligned crop for comparison (see the module docstring)."""
+              occlusion: np.ndarray | None = None, noise: float | None = None) -> AlignedView:
+    """Prepare an aligned crop for comparison (see the module docstring).
+
+    Args:
+        crop: ``(S, S, 3)`` uint8 RGB in the canonical frame; valid: ``(S, S)`` bool.
+        cell: comparison cell (pixels); feats, occlusion: see :class:`AlignedView`.
+        noise: the crop's sensor noise in grey levels of the frame, as
+            :func:`brandguard.localization.source_noise` measures it on the photo the crop was warped from
+            (a product enlarged into the frame carries grains a measure on the crop misses); None measures
+            it on the crop (:func:`brandguard.localization.estimate_noise`).
+    """
     S = crop.shape[0]
     G = S // cell
-    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    grey = cv2.GaussianBlur(grey, (0, 0), _BLUR)
+    grey8 = cv2.cvtColor(np.ascontiguousarray(crop, np.uint8), cv2.COLOR_RGB2GRAY)
+    noise = estimate_noise(grey8, valid) if noise is None else float(noise)
+    grey = cv2.GaussianBlur(grey8.astype(np.float32), (0, 0), _BLUR)
     mu = cv2.blur(grey, (_WINDOW, _WINDOW))
     sd = np.sqrt(np.maximum(cv2.blur(grey * grey, (_WINDOW, _WINDOW)) - mu * mu, 0.0))
     structure = (grey - mu) / (sd + 8.0)
@@ -105,7 +144,7 @@ def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndar
     cv = _cells(valid, G)
     return AlignedView(structure.astype(np.float32), valid.astype(bool), colors.astype(np.float32), cv,
                        None if feats is None else np.asarray(feats, np.float16),
-                       None if occlusion is None else np.asarray(occlusion, np.float16))
+                       None if occlusion is None else np.asarray(occlusion, np.float16), noise)
 
 
 @dataclass
@@ -115,7 +154,8 @@ class ProductBank:
     Attributes:
         structure: ``(n, S, S)`` float16; valid: ``(n, S, S)`` bool; colors: ``(n, G, G, 3)`` float32;
         cell_valid: ``(n, G, G)`` bool; feats: ``(n, g, g, D)`` float16 and occlusion ``(n, g, g)`` float16,
-        or None (no fine-tuned backbone).
+        or None (no fine-tuned backbone); noise: ``(n,)`` float32 each reference's sensor noise (grey levels
+        of the frame), or None (banks saved before it was measured: noise-free).
     """
 
     structure: np.ndarray
@@ -124,6 +164,7 @@ class ProductBank:
     cell_valid: np.ndarray
     feats: np.ndarray | None = None
     occlusion: np.ndarray | None = None
+    noise: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.structure.shape[0])
@@ -134,17 +175,23 @@ class ProductBank:
         feats = np.stack([v.feats for v in views]).astype(np.float16) if learned else None  # type: ignore[misc]
         occ = np.stack([v.occlusion for v in views]).astype(np.float16) if learned else None  # type: ignore[misc]
         return cls(np.stack([v.structure for v in views]).astype(np.float16), np.stack([v.valid for v in views]),
-                   np.stack([v.colors for v in views]), np.stack([v.cell_valid for v in views]), feats, occ)
+                   np.stack([v.colors for v in views]), np.stack([v.cell_valid for v in views]), feats, occ,
+                   np.array([v.noise for v in views], np.float32))
+
+    def noise_of(self, i: int) -> float:
+        """Reference ``i``'s estimated sensor noise (grey levels; 0.0 in indexes saved without it)."""
+        return 0.0 if self.noise is None else float(self.noise[i])
 
     def view(self, i: int) -> AlignedView:
         return AlignedView(self.structure[i].astype(np.float32), self.valid[i], self.colors[i], self.cell_valid[i],
                            None if self.feats is None else self.feats[i],
-                           None if self.occlusion is None else self.occlusion[i])
+                           None if self.occlusion is None else self.occlusion[i], self.noise_of(i))
 
     def select(self, rows: list[int]) -> ProductBank:
         return ProductBank(self.structure[rows], self.valid[rows], self.colors[rows], self.cell_valid[rows],
                            None if self.feats is None else self.feats[rows],
-                           None if self.occlusion is None else self.occlusion[rows])
+                           None if self.occlusion is None else self.occlusion[rows],
+                           None if self.noise is None else self.noise[rows])
 
     def concat(self, other: ProductBank) -> ProductBank:
         if len(self) == 0:
@@ -153,9 +200,11 @@ class ProductBank:
             and other.occlusion is not None
         feats = np.concatenate([self.feats, other.feats]) if both else None  # type: ignore[list-item]
         occ = np.concatenate([self.occlusion, other.occlusion]) if both else None  # type: ignore[list-item]
-        return ProductBank(*(np.concatenate([a, b]) for a, b in zip(
-            (self.structure, self.valid, self.colors, self.cell_valid),
-            (other.structure, other.valid, other.colors, other.cell_valid))), feats, occ)
+        noise = np.concatenate([[self.noise_of(i) for i in range(len(self))],
+                                [other.noise_of(i) for i in range(len(other))]]).astype(np.float32)
+        return ProductBank(np.concatenate([self.structure, other.structure]), np.concatenate([self.valid, other.valid]),
+                           np.concatenate([self.colors, other.colors]),
+                           np.concatenate([self.cell_valid, other.cell_valid]), feats, occ, noise)
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
@@ -186,15 +235,31 @@ def hue_shift(colors: np.ndarray, ref_colors: np.ndarray, ok: np.ndarray, min_ch
     return float(d[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
+def structure_difference(view: AlignedView, bank: ProductBank, i: int,
+                         cache: dict[float, np.ndarray] | None = None) -> np.ndarray:
+    """``(S, S)`` float32 absolute difference of the photo's structure and reference ``i``'s, both at the
+    extra blur the noisier of the two needs (:func:`noise_blur`); ``cache`` keeps the photo's blurred
+    structure per blur between references."""
+    extra = noise_blur(max(view.noise, bank.noise_of(i)))
+    ref = bank.structure[i].astype(np.float32)
+    if extra <= 0.3:
+        return np.abs(view.structure - ref)
+    cache = {} if cache is None else cache
+    if extra not in cache:
+        cache[extra] = cv2.GaussianBlur(view.structure, (0, 0), extra)
+    return np.abs(cache[extra] - cv2.GaussianBlur(ref, (0, 0), extra))
+
+
 def closest_references(view: AlignedView, bank: ProductBank, k: int, exclude: int | None = None) -> list[int]:
     """The ``k`` references whose structure is closest to the photo overall (all of them when ``k`` <= 0)."""
     rows = [i for i in range(len(bank)) if i != exclude]
     if k <= 0 or len(rows) <= k:
         return rows
     means = []
+    blurred: dict[float, np.ndarray] = {}
     for i in rows:
         both = bank.valid[i] & view.valid
-        d = np.abs(view.structure - bank.structure[i].astype(np.float32))
+        d = structure_difference(view, bank, i, blurred)
         means.append(float(d[both].mean()) if both.any() else np.inf)
     return [rows[j] for j in np.argsort(means, kind="stable")[:k]]
 
@@ -245,11 +310,12 @@ def distance_maps(view: AlignedView, bank: ProductBank, cell: int = 6, exclude: 
     use_l = view.feats is not None and bank.feats is not None
     best_l = np.full(view.feats.shape[:2], np.inf, np.float32) if use_l else None  # type: ignore[union-attr]
     k3 = np.ones((3, 3), np.uint8)
+    blurred: dict[float, np.ndarray] = {}
     for i in closest_references(view, bank, k, exclude):
         if best_l is not None:
             g = best_l.shape[0]
             best_l = np.minimum(best_l, learned_distance(view.feats, bank.feats[i], _cells(bank.valid[i], g)))  # type: ignore[index, arg-type]
-        d = np.abs(view.structure - bank.structure[i].astype(np.float32))
+        d = structure_difference(view, bank, i, blurred)
         best_s = np.minimum(best_s, np.where(bank.valid[i], d, np.inf))
         ref_rgb, ref_ok = bank.colors[i], bank.cell_valid[i] & view.cell_valid
         ref_lab = _lab(ref_rgb)
