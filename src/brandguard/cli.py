@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("index", help="index directory to update in place")
     r.add_argument("--brand", required=True, help="brand to remove (all its products unless --product)")
     r.add_argument("--product", help="remove only this product of --brand")
+    rf = isub.add_parser("refit", help="refit every product's statistics (and the cold-start calibration) under "
+                         "the prior pooled over the products now: what a build in one go gives (add defers it)")
+    rf.add_argument("index", help="index directory to update in place")
     mv = isub.add_parser("relocate", help="point an index at the folder its references were moved to")
     mv.add_argument("index", help="index directory to update in place")
     mv.add_argument("folder", help="the reference folder's new place (same layout below it)")
@@ -377,6 +380,10 @@ def _run(args: argparse.Namespace) -> int:
             n = index.remove(args.brand, args.product)
             index.save(args.index)
             print(f"removed {n} product(s) -> {args.index}")
+        elif args.index_command == "refit":
+            index.refit_statistics()
+            index.save(args.index)
+            print(f"refitted the statistics of {len(index.products)} product view(s) -> {args.index}")
         else:
             size = sum(f.stat().st_size for f in Path(args.index).rglob("*") if f.is_file())
             _print_info({**index.info(), "text_check": index.text_enabled, "size_bytes": size}, args.json)
