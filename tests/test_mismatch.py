@@ -136,3 +136,20 @@ def test_noise_estimate_follows_sensor_noise_and_ignores_print(rng):
         assert abs(estimate_noise(noisy) - sigma) < 0.2 * sigma
     assert noise_blur(3.0) == 0.0  # what the standard blur already cleans is compared as before
     assert 0.0 < noise_blur(10.0) < noise_blur(25.0)
+
+
+def test_noise_estimate_takes_grey_colour_and_float_images_and_refuses_others(rng):
+    from brandguard.localization import estimate_noise, warp_to_canonical
+    from brandguard.mismatch import noise_blur
+
+    img = np.clip(128 + rng.normal(0, 6.0, (80, 80)), 0, 255)
+    grey8 = img.astype(np.uint8)
+    assert abs(estimate_noise(grey8) - estimate_noise(img)) < 0.5  # uint8 or float, 2-D or (H, W, 1)
+    assert estimate_noise(grey8[..., None]) == estimate_noise(grey8)
+    assert estimate_noise(np.zeros((0, 0), np.uint8)) == 0.0
+    with pytest.raises(DataError, match="expects an"):
+        estimate_noise(np.zeros((8, 8, 4), np.uint8))
+    assert noise_blur(float("nan")) == 0.0  # unmeasured noise changes nothing
+    # a degenerate homography maps nothing of the photo into the frame (and must not hang OpenCV)
+    crop, valid = warp_to_canonical(np.zeros((300, 400, 3), np.uint8), np.zeros((3, 3)), 64)
+    assert crop.shape == (64, 64, 3) and not valid.any()

@@ -115,7 +115,7 @@ def noise_blur(noise: float) -> float:
     the detail the noisier of the two can show, and flat areas do not light up with noise.
     """
     total = noise / (2.0 * np.sqrt(np.pi) * NOISE_TARGET)
-    if total <= _BLUR:
+    if not total > _BLUR:  # NaN too: an unmeasured noise changes nothing
         return 0.0
     return float(np.sqrt(min(total, _MAX_BLUR) ** 2 - _BLUR ** 2))
 
@@ -134,9 +134,11 @@ def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndar
     """
     S = crop.shape[0]
     G = S // cell
-    grey8 = cv2.cvtColor(np.ascontiguousarray(crop, np.uint8), cv2.COLOR_RGB2GRAY)
-    noise = estimate_noise(grey8, valid) if noise is None else float(noise)
-    grey = cv2.GaussianBlur(grey8.astype(np.float32), (0, 0), _BLUR)
+    # uint8 crops (the pipeline's) are converted to grey in uint8, as they always were
+    grey = cv2.cvtColor(np.ascontiguousarray(crop, np.uint8 if crop.dtype == np.uint8 else np.float32),
+                        cv2.COLOR_RGB2GRAY)
+    noise = estimate_noise(grey, valid) if noise is None else float(noise)
+    grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), _BLUR)
     mu = cv2.blur(grey, (_WINDOW, _WINDOW))
     sd = np.sqrt(np.maximum(cv2.blur(grey * grey, (_WINDOW, _WINDOW)) - mu * mu, 0.0))
     structure = (grey - mu) / (sd + 8.0)
