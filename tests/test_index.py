@@ -90,7 +90,21 @@ def test_old_format_is_refused_with_rebuild_hint(saved_index, tmp_path):
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexCompatibilityError) as err:
         ReferenceIndex.load(old)
-    assert "brandguard index build" in str(err.value)
+    assert "brandguard index build" in str(err.value) and "upgrade" not in str(err.value)
+
+
+def test_newer_format_asks_for_an_upgrade(saved_index, tmp_path):
+    from brandguard.index import INDEX_FORMAT
+
+    new = tmp_path / "new"
+    shutil.copytree(saved_index, new)
+    manifest = json.loads((new / "manifest.json").read_text())
+    manifest["format"], manifest["brandguard_version"] = INDEX_FORMAT + 1, "9.0.0"
+    (new / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexCompatibilityError) as err:
+        ReferenceIndex.load(new)
+    msg = str(err.value)
+    assert "newer brandguard (9.0.0)" in msg and "pip install -U brandguard" in msg
 
 
 def test_remove_and_add_without_rebuilding(saved_index, small_dataset, embedder, labels, tmp_path):

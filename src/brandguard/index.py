@@ -1555,6 +1555,12 @@ class ReferenceIndex:
         if manifest.get("kind") != "brandguard-reference-index":
             raise IndexCorruptError(f"{directory} is not a brandguard reference index")
         fmt = manifest.get("format")
+        if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > INDEX_FORMAT:
+            raise IndexCompatibilityError(
+                f"index {directory} has format {fmt}, written by a newer brandguard "
+                f"({manifest.get('brandguard_version')}) than this one ({__version__}, which reads format "
+                f"{' or '.join(map(str, READABLE_FORMATS))}); upgrade brandguard (pip install -U brandguard) to read "
+                "it, or rebuild it with this version's `brandguard index build`")
         if fmt not in READABLE_FORMATS:
             raise IndexCompatibilityError(
                 f"index {directory} has format {fmt} (written by brandguard {manifest.get('brandguard_version')}) "
