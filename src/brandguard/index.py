@@ -72,15 +72,13 @@ from brandguard.localization import (
     warp_to_canonical,
 )
 from brandguard.mismatch import (
-    _GENERIC_LEVEL,
+    _NO_ENTRY,
     CHANNELS,
-    EVIDENCE_CHANNELS,
     AlignedView,
     AuthenticEvidence,
     AuthenticPrior,
     NormalStats,
     ProductBank,
-    _level,
     authentic_stats,
     distance_maps,
     fit_normal_stats,
@@ -1724,8 +1722,6 @@ def pixel_digest(image: np.ndarray) -> str:
     return "pixels:" + sha256_bytes(f"{arr.shape}{arr.dtype}".encode() + arr.tobytes())[7:]
 
 
-#: a view that adds nothing to the pooled prior (fewer than two references with simulated photos)
-_NO_ENTRY = np.zeros((0, 2, EVIDENCE_CHANNELS), np.float32)
 #: the pooled prior may move this much (relative, its largest entry) before every product is refitted under it
 #: (see :meth:`ReferenceIndex.refit_default_calibration`)
 PRIOR_TOLERANCE = 0.02
@@ -1734,46 +1730,9 @@ PRIOR_TOLERANCE = 0.02
 CALIBRATION_GROWTH = 0.01
 
 
-def prior_entry(evidence: AuthenticEvidence, region: np.ndarray) -> np.ndarray:
-    """One product's share of :meth:`~brandguard.mismatch.AuthenticPrior.pool`: what the pool takes from it.
-
-    Args:
-        evidence: the product's simulated-listing evidence.
-        region: ``(G, G)`` bool, its scored cells.
-
-    Returns:
-        ``(2, 2, 3)`` float32: its level (typical distance, spread; per evidence channel) and the ratio of that
-        level to its own-reference level; ``(0, 2, 3)`` for a product with cross comparisons from fewer than
-        two references (the pool leaves it out).
-    """
-    if evidence.sources < 2:
-        return _NO_ENTRY
-    cache = evidence.__dict__.setdefault("_levels", {})  # the pool's own cache: each level is computed once
-    key = np.asarray(region, bool).tobytes()
-    if key not in cache:
-        cache[key] = _level(evidence.cross, region)
-    level = np.stack(cache[key])
-    return np.stack([level, level / np.where(evidence.own_level > 0, evidence.own_level, np.nan)]).astype(np.float32)
-
-
-def pool_prior(entries: Sequence[np.ndarray]) -> AuthenticPrior:
-    """:meth:`AuthenticPrior.pool <brandguard.mismatch.AuthenticPrior.pool>` from the products' entries
-    (:func:`prior_entry`): the same prior, without reading any product's evidence. A median, so it has no
-    running sum; its cost is a median over ``(products, 12)`` numbers (milliseconds at 100,000 products).
-
-    Args:
-        entries: each product's ``(2, 2, 3)`` or ``(0, 2, 3)`` entry.
-    """
-    rows = [e for e in entries if len(e)]
-    if not rows:
-        return AuthenticPrior.pool([])
-    table = np.stack(rows)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        level, ratio = np.nanmedian(table[:, 0], 0), np.nanmedian(table[:, 1], 0)
-    level = np.where(np.isfinite(level), level, _GENERIC_LEVEL)
-    ratio = np.where(np.isfinite(ratio), np.maximum(ratio, 1.0), 2.0)
-    return AuthenticPrior(level.astype(np.float32), ratio.astype(np.float32), len(rows))
+#: one product's share of the pooled cold-start prior, and the prior pooled from those shares
+prior_entry = AuthenticPrior.entry
+pool_prior = AuthenticPrior.from_entries
 
 
 def prior_drift(new: AuthenticPrior, old: AuthenticPrior) -> float:
