@@ -52,12 +52,18 @@ from brandguard.localization import (
     canonical_to_image_corners,
     crop_canonical,
     detect_keypoints,
+    fit_surface,
     product_side,
+    search_cylinder,
     support_mask,
+    surface_valid,
 )
-from brandguard.mismatch import CHANNELS, make_view, upsample_to_photo
+from brandguard.mismatch import CHANNELS, make_view, structure_map, upsample_to_photo
 
 __all__ = ["VERDICTS", "Detector", "Match", "Prediction", "build_index", "load", "predict"]
+
+#: fit-and-recrop rounds of a curved package's surface (each sees the flow the previous one left)
+_SURFACE_ROUNDS = 2
 
 VERDICTS = ("authentic", "suspicious", "counterfeit", "unknown", "error")
 
@@ -158,6 +164,16 @@ class Prediction:
         row["instances"] = str(self.instances)
         row["note"] = "; ".join(self.notes)
         return row
+
+
+def _surface_note(a: Any) -> tuple[str, ...]:
+    """The note of a label compared through a cylinder (:meth:`Detector._crop`)."""
+    s = getattr(a, "surface", None)
+    if s is None or s.params is None:
+        return ()
+    note = (f"curved label (bottle or can, about {np.degrees(s.params[0]):.0f} deg either side): compared "
+            f"through a cylinder, where it faces the camera")
+    return (note,)
 
 
 def _full(prepared: Any) -> np.ndarray:
@@ -290,8 +306,7 @@ class Detector:
         cut = [weak[i][1:] if i in weak and a is weak[i][0] else None for i, a, _ in to_compare]
         crops, valids, noises = [], [], []
         for (i, a, _), c in zip(to_compare, cut):
-            crop, valid, noise = (c[0], c[1], c[3]) if c is not None else crop_canonical(
-                prepared[i][0], _full(prepared[i]), a.H, loc.canonical_size, with_noise=True)
+            crop, valid, noise = (c[0], c[1], c[3]) if c is not None else self._crop(prepared[i], a)
             crops.append(crop)
             valids.append(valid)
             noises.append(noise)
@@ -339,6 +354,39 @@ class Detector:
             if best.sane and best.inliers >= self.index.thresholds.min_inliers:
                 found = [best]
         return found, best
+
+    def _crop(self, prepared: Any, a: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        """The aligned crop of alignment ``a`` from a decoded photo: ``(crop, valid, noise)``
+        (:func:`~brandguard.localization.crop_canonical`). With ``localization.curved_surfaces``, where the
+        crop departs from the product's first reference by a smooth warp (a label wrapped on a bottle:
+        :func:`~brandguard.localization.fit_surface`), the crop is taken again through that warp and
+        ``valid`` keeps only what the photo shows in enough detail
+        (:func:`~brandguard.localization.surface_valid`); the surface is recorded as ``a.surface``."""
+        loc = self.config.localization
+        S = loc.canonical_size
+        crop, valid, noise = crop_canonical(prepared[0], _full(prepared), a.H, S, with_noise=True)
+        bank = self.index.products[a.product_id].bank
+        if not loc.curved_surfaces or len(bank) == 0:
+            return crop, valid, noise
+        ref = bank.structure[0].astype(np.float32)
+        surface = search_cylinder(ref, structure_map(crop), valid & bank.valid[0])
+        if surface is None:
+            return crop, valid, noise
+        refined = None  # the search's rough cylinder is never used as it is: the flow must confirm it
+        for _ in range(_SURFACE_ROUNDS):
+            c2, v2 = crop_canonical(prepared[0], _full(prepared), a.H, S, surface=surface)
+            fitted = fit_surface(ref, structure_map(c2), v2 & bank.valid[0], surface)
+            if fitted is None:
+                break
+            moved = float(np.abs(fitted.grid - surface.grid).max())
+            surface = refined = fitted
+            if moved < 1.0:
+                break
+        if refined is None:
+            return crop, valid, noise
+        crop, valid, noise = crop_canonical(prepared[0], _full(prepared), a.H, S, with_noise=True, surface=surface)
+        a.surface = surface  # recorded for the prediction's note
+        return crop, valid & surface_valid(surface, S, loc.surface_min_detail), noise
 
     def _search_full_resolution(self, ok: list[int], aligns: list[Any], prepared: list[Any]) -> list[Any]:
         """A second search for photos where the working copy found no product but the full resolution is
@@ -402,8 +450,7 @@ class Detector:
         (the crop and vector are those the comparison uses)."""
         if not candidates:
             return {}
-        S = self.config.localization.canonical_size
-        cut = [crop_canonical(prepared[i][0], _full(prepared[i]), a.H, S, with_noise=True) for i, a in candidates]
+        cut = [self._crop(prepared[i], a) for i, a in candidates]
         g = self.index.embedder.embed_global([c[0] for c in cut])
         out = {}
         for (i, a), (crop, valid, noise), v in zip(candidates, cut, g):
@@ -592,12 +639,12 @@ class Detector:
         order = np.argsort(-sims, kind="stable")
         matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])
         zmap = res.heatmap
-        heat = upsample_to_photo(zmap, a.H, cfg.localization.canonical_size, image.shape[:2])
+        heat = upsample_to_photo(zmap, a.H, cfg.localization.canonical_size, image.shape[:2], a.surface)
         return Prediction(name, verdict, score, raw, m.brand, m.product,
                           similarity=matches[0].similarity, reference=matches[0].reference, matches=matches,
                           inliers=a.inliers, channels=channels, heatmap=heat,
                           quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size), instances=1,
-                          notes=((m.evidence_note,) if m.evidence_note else ()) + res.notes,
+                          notes=((m.evidence_note,) if m.evidence_note else ()) + res.notes + _surface_note(a),
                           text=tuple({"expected": d["text"], "read": d["read"], "confidence": float(d["confidence"]),
                                       "distance": float("nan") if d.get("skipped") else float(d["distance"]),
                                       "counted": float(g["distance"]), "skipped": bool(d.get("skipped", False))}

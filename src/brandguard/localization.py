@@ -17,26 +17,33 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+from scipy.optimize import least_squares
 
 __all__ = [
     "Alignment",
     "Keypoints",
+    "Surface",
     "canonical_to_image_corners",
     "crop_canonical",
     "detect_keypoints",
     "estimate_homography",
     "estimate_noise",
+    "fit_surface",
     "homography_is_sane",
     "match_pair",
     "points_in_quad",
     "product_side",
     "resize_transform",
+    "search_cylinder",
     "source_noise",
+    "surface_offsets",
+    "surface_valid",
     "warp_to_canonical",
 ]
 
@@ -60,6 +67,40 @@ class Keypoints:
 
 
 @dataclass
+class Surface:
+    """How a label wrapped on a cylinder (a bottle, can or jar) departs from the plane its homography
+    describes (:func:`search_cylinder`, :func:`fit_surface`).
+
+    Canonical pixel ``q`` shows at photo pixel ``H @ (q + offset(q))``, ``offset`` interpolated bilinearly
+    from ``grid``.
+
+    Attributes:
+        grid: ``(g, g, 2)`` float32 offsets (canonical pixels, x then y) at the nodes
+            ``(j, i) * (size - 1) / (g - 1)`` of the canonical frame (row ``i``, column ``j``).
+        detail: ``(g, g)`` float32 the photo's local detail at each node relative to the plane's at the same
+            node (smallest singular value of the offset map's Jacobian): 1 on a flat face, ``cos(theta)``
+            where a label turns away from the camera by ``theta``.
+        inliers: sampled pixels whose optical flow the cylinder follows within 2 pixels (0: not refined).
+        support: ``(n, 2)`` canonical positions of those pixels.
+        axis: 0 the cylinder stands (the label wraps along canonical x), 1 it lies.
+        params: the cylinder's ten parameters: curvature ``k`` (radians of label per half frame), the line
+            facing the camera ``c`` (-1..1), the rows' bend ``t0, t1`` and an affine correction (6).
+        gain: how much the cylinder raised the profiles' correlation with the reference's over the plane
+            (:func:`search_cylinder`).
+        plane_inliers: of the same samples, those the homography alone puts within 2 pixels.
+    """
+
+    grid: np.ndarray
+    detail: np.ndarray
+    inliers: int
+    support: np.ndarray
+    axis: int = 0
+    params: np.ndarray | None = None
+    gain: float = 0.0
+    plane_inliers: int = 0
+
+
+@dataclass
 class Alignment:
     """A verified match of a photo to a product.
 
@@ -80,6 +121,9 @@ class Alignment:
     #: ``(n, 2)`` canonical-frame positions of the inlier keypoints (where the photo and the references agree
     #: in geometry: see :func:`support_mask`), or None when not recorded
     support: np.ndarray | None = None
+    #: the cylinder a wrapped label was compared through (:class:`Surface`; set by the detector, see
+    #: :func:`search_cylinder`), or None: the homography alone
+    surface: Surface | None = None
 
 
 def _sift(n: int) -> cv2.SIFT:
@@ -210,6 +254,244 @@ def support_mask(support: np.ndarray | None, size: int, margin: int, min_cover: 
     return mask.astype(bool)
 
 
+def _project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    p = np.c_[pts, np.ones(len(pts))] @ np.asarray(H, np.float64).T
+    return p[:, :2] / np.where(np.abs(p[:, 2:3]) < 1e-12, 1e-12, p[:, 2:3])
+
+
+def _cylinder_offsets(p: np.ndarray, u: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Offsets (canonical pixels) of a label wrapped on a cylinder, seen through the homography that fits
+    its middle: ``u`` ``(n, 2)`` canonical positions in -1..1; ``axis`` 0: the cylinder stands (the label
+    wraps along x), 1: it lies. Parameters ``p``: curvature ``k`` (radians of label per half frame), the
+    line facing the camera ``c``, the bend of the label's rows ``t0 + t1 * v`` (looking down on it), and an
+    affine correction (6)."""
+    k, c, t0, t1 = p[:4]
+    a = p[4:10]
+    w, v = (u[:, 0], u[:, 1]) if axis == 0 else (u[:, 1], u[:, 0])
+    d = w - c
+    along = d * np.sinc(k * d / np.pi) - d  # sin(k d) / k - d
+    across = (t0 + t1 * v) * (1.0 - np.cos(k * d))
+    half = (size - 1) / 2.0
+    ox, oy = (along, across) if axis == 0 else (across, along)
+    ox = ox + a[0] + a[1] * u[:, 0] + a[2] * u[:, 1]
+    oy = oy + a[3] + a[4] * u[:, 0] + a[5] * u[:, 1]
+    return np.c_[ox, oy] * half
+
+
+def _cylinder_residual(p: np.ndarray, u: np.ndarray, f: np.ndarray, axis: int, size: int) -> np.ndarray:
+    return (_cylinder_offsets(p, u, axis, size) - f).ravel()
+
+
+#: the most a label's rows bend (half-frames per unit of ``1 - cos``): a camera 17 degrees above the label
+_MAX_BEND = 0.3
+
+
+def _surface_of(axis: int, params: np.ndarray, size: int, grid: int = 17) -> Surface:
+    """The :class:`Surface` of a cylinder (see :func:`_cylinder_offsets`), with its detail map."""
+    t = np.linspace(-1.0, 1.0, grid)
+    gyy, gxx = np.meshgrid(t, t, indexing="ij")
+    field = _cylinder_offsets(params, np.c_[gxx.ravel(), gyy.ravel()], axis, size).reshape(grid, grid, 2)
+    # the Jacobian of q -> q + offset(q) (crop pixels per canonical pixel), by central differences
+    dt = 2.0 / (grid - 1)
+    per_px = 2.0 / max(size - 1, 1)
+    dx = np.gradient(field, dt, axis=1) * per_px
+    dy = np.gradient(field, dt, axis=0) * per_px
+    J = np.stack([np.stack([1 + dx[..., 0], dy[..., 0]], -1), np.stack([dx[..., 1], 1 + dy[..., 1]], -1)], -2)
+    det = np.linalg.det(J)
+    detail = np.where(det > 0, np.linalg.svd(J, compute_uv=False)[..., -1], 0.0).astype(np.float32)
+    return Surface(np.clip(field, -0.5 * size, 0.5 * size).astype(np.float32), detail, 0,
+                   np.zeros((0, 2), np.float32), axis, np.asarray(params, np.float64))
+
+
+def search_cylinder(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray, *, min_gain: float = 0.03,
+                    min_curvature: float = 0.3, bins: int = 24, columns: int = 128) -> Surface | None:
+    """Whether the photo shows the label wrapped on a cylinder, and roughly how: a direct search over the
+    cylinder's curvature and the line facing the camera.
+
+    A wrapped label is compressed towards its edges along the wrap and unchanged across it, so each
+    column (or row) of the label keeps its print. The magnitude of the reference's and the photo's
+    structure is averaged into ``bins`` x ``columns`` cells (profiles that a row bend of a few pixels does
+    not disturb); for each
+    curvature ``k`` (0 to 2.4 radians per half frame) and centre ``c``, the photo's profiles are resampled
+    at ``c + sin(k (x - c)) / k`` and correlated with the reference's (normalised cross-correlation over
+    the valid columns). A flat package's best curvature is 0; this costs a few milliseconds, and the dense
+    refinement (:func:`fit_surface`) runs only where a cylinder explains the print better.
+
+    Args:
+        reference, photo: ``(S, S)`` float32 structure maps (:func:`brandguard.mismatch.structure_map`), the
+            photo aligned by its homography.
+        valid: ``(S, S)`` bool where both are valid.
+        min_gain: the best cylinder must raise the correlation by this much over the plane (``k = 0``) ...
+        min_curvature: ... and curve by at least this much (``k``; 0.3: a label seen over 34 degrees);
+            otherwise None.
+        bins: profile bins across the wrap.
+        columns: profile columns along it.
+
+    Returns:
+        The cylinder as a :class:`Surface` (no affine correction yet), or None.
+
+    Raises:
+        ValueError: when the three arrays are not the same square shape.
+    """
+    _check_maps(reference, photo, valid)
+    size = reference.shape[0]
+    n = min(size, columns)  # profile columns along the wrap
+    half = (n - 1) / 2.0
+    vm = np.asarray(valid, np.float32)
+    kk, cc = (g.ravel() for g in np.meshgrid(np.arange(0.0, 2.41, 0.15), np.arange(-0.5, 0.51, 0.1)))
+    d = (np.arange(n) / half - 1.0)[None, :] - cc[:, None]
+    src = (cc[:, None] + d * np.sinc(kk[:, None] * d / np.pi) + 1.0) * half  # (G, n) photo column per column
+    i0 = np.clip(np.floor(src).astype(int), 0, n - 2)
+    fr = np.clip(src - i0, 0.0, 1.0).astype(np.float32)
+    best: tuple[float, float, int, float] | None = None
+    for axis in (0, 1):
+        r, p, m = (reference, photo, vm) if axis == 0 else (reference.T, photo.T, vm.T)
+        # (bins, n) profiles: |structure| keeps what cancels in a plain mean (strokes are +/- around 0)
+        prof = [cv2.resize(np.ascontiguousarray(np.abs(np.nan_to_num(a)) * m, np.float32), (n, bins),
+                           interpolation=cv2.INTER_AREA) for a in (r, p)]
+        prof = [a - a.mean() for a in prof]
+        cov = cv2.resize(np.ascontiguousarray(m), (n, bins), interpolation=cv2.INTER_AREA) > 0.5
+        R, P = prof
+        Pw = P[:, i0] * (1.0 - fr) + P[:, i0 + 1] * fr  # (bins, G, S)
+        both = cov[:, i0] & cov[:, i0 + 1] & cov[:, None, :]
+        Rb = np.where(both, R[:, None, :], 0.0)
+        Pw = np.where(both, Pw, 0.0)
+        ncc = (Rb * Pw).sum((0, 2)) / np.sqrt((Rb * Rb).sum((0, 2)) * (Pw * Pw).sum((0, 2)) + 1e-9)
+        gain = ncc - float(ncc[kk == 0].max())
+        g = int(np.argmax(gain))
+        if best is None or gain[g] > best[0]:
+            best = (float(gain[g]), float(kk[g]), axis, float(cc[g]))
+    assert best is not None
+    gain_best, k, axis, c = best
+    if gain_best < min_gain or k < min_curvature:
+        return None
+    return dataclasses.replace(_surface_of(axis, np.r_[k, c, np.zeros(8)], size), gain=gain_best)
+
+
+def _check_maps(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray) -> None:
+    r, p = np.shape(reference), np.shape(photo)
+    if r != p or r != np.shape(valid) or len(r) != 2 or r[0] != r[1]:
+        raise ValueError(f"need three (S, S) maps of one size (reference, photo, valid), got {r}, {p}, "
+                         f"{np.shape(valid)}")
+
+
+def fit_surface(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray, prior: Surface, *,
+                step: int = 4, min_points: int = 200, scale: float = 1.5, min_ratio: float = 1.3,
+                min_inliers: int = 400, min_curvature: float = 0.45, min_side: float = 0.25) -> Surface | None:
+    """A cylinder's fit refined on the dense optical flow between a reference and the photo's crop taken
+    through it: the label wrapped on a bottle, can or jar, to about a pixel.
+
+    The homography fits the flattest part of the label (RANSAC keeps the largest planar set of keypoint
+    matches; the compressed edges of a wrapped label match few keypoints at all), so the label's edges
+    land too far out and its rows bend; :func:`search_cylinder` finds the curvature roughly. Method: DIS
+    optical flow (Kroeger et al., ECCV 2016; OpenCV's ``DISOpticalFlow``) from the reference's
+    contrast-normalised grey to the photo's, sampled every ``step`` pixels where the reference has texture,
+    added to ``prior``'s offsets; the ten cylinder parameters refitted to it under a soft-L1 loss
+    (``scipy.optimize.least_squares``, scale ``scale`` pixels): the label's position along the wrap is
+    ``sin(k d) / k`` of its distance ``d`` from the line facing the camera, its rows bend by
+    ``(t0 + t1 v) (1 - cos(k d))`` (the camera above or below the label), plus an affine correction. A
+    local departure (a moved, mirrored or distorted logo, a missing part) is a jump in the flow that ten
+    parameters cannot follow, so its print is still compared. Calling this again on the crop taken through
+    the result refines it where the compression was.
+
+    Args:
+        reference: ``(S, S)`` float32 a reference's structure in the canonical frame
+            (:func:`brandguard.mismatch.structure_map`).
+        photo: ``(S, S)`` float32 the structure of the photo's crop taken through its homography and ``prior``.
+        valid: ``(S, S)`` bool where both are valid.
+        prior: the surface the crop was taken through (:func:`search_cylinder` or an earlier call).
+        step: sampling stride (pixels).
+        min_points: fewer textured valid samples than this: None.
+        scale: the loss's scale (pixels): flow further than this from the model counts less and less.
+        min_ratio: the cylinder must put at least this many times more samples within 2 pixels than the
+            homography alone does (``plane_inliers``) ...
+        min_inliers: ... at least this many samples (of ``(S / step)^2``) ...
+        min_curvature: ... and curve by at least this much (``k``: 0.45, a label turning 26 degrees at
+            the frame's edge) ...
+        min_side: ... and at least this share of the samples it explains and the plane does not must lie
+            on each side of the line facing the camera; otherwise None. A bottle's flow grows smoothly towards both edges of its
+            label and the cylinder follows it nearly everywhere; a moved, distorted or look-alike logo on a
+            flat package moves one region, which a cylinder fitted to it explains no better than the plane
+            (on the demo listings these rules leave every flat package on its homography: README).
+
+    Returns:
+        A :class:`Surface` (canonical ``q`` shows at the homography's crop position ``q + offset(q)``;
+        ``inliers``/``support``: the samples the model follows within 2 pixels), or None (see above, or
+        too little texture to refine on).
+
+    Raises:
+        ValueError: when the three arrays are not the same square shape.
+    """
+    _check_maps(reference, photo, valid)
+    ref = np.asarray(reference, np.float32)
+    size = ref.shape[0]
+    to8 = [np.clip(np.nan_to_num(np.asarray(m, np.float32)) * 40.0 + 128.0, 0, 255).astype(np.uint8)
+           for m in (ref, photo)]
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(to8[0], to8[1], None)
+    textured = np.hypot(cv2.Sobel(ref, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(ref, cv2.CV_32F, 0, 1, ksize=3)) > 0.5
+    inner = cv2.erode(np.asarray(valid, np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    ys, xs = np.mgrid[step // 2:size:step, step // 2:size:step]
+    pick = (inner & textured)[ys, xs]
+    xs, ys = xs[pick], ys[pick]
+    if len(xs) < min_points:
+        return None
+    # ref(q) ~ crop_prior(q + flow(q)) ~ crop_H(q + flow(q) + offset_prior(q)) for a smooth prior
+    f = flow[ys, xs].astype(np.float64) + _surface_maps(prior, size)[0][ys, xs]
+    q = np.c_[xs, ys].astype(np.float64)
+    u = q / max(size - 1, 1) * 2.0 - 1.0
+    sub = np.random.default_rng(0).choice(len(u), 400, replace=False) if len(u) > 400 else np.arange(len(u))
+    x0 = np.zeros(10) if prior.params is None else np.asarray(prior.params, np.float64).copy()
+    lo, hi = np.full(10, -np.inf), np.full(10, np.inf)
+    lo[0], hi[0] = 0.0, 2.5  # up to 143 degrees of label either side of the line facing the camera
+    lo[2:4], hi[2:4] = -_MAX_BEND, _MAX_BEND
+    x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
+    fit = least_squares(_cylinder_residual, x0, args=(u[sub], f[sub], prior.axis, size), loss="soft_l1",
+                        f_scale=scale, max_nfev=25, bounds=(lo, hi))
+    agree = np.linalg.norm(f - _cylinder_offsets(fit.x, u, prior.axis, size), axis=1) < 2.0
+    plane = np.linalg.norm(f, axis=1) < 2.0
+    if agree.sum() < max(min_inliers, min_ratio * plane.sum()) or fit.x[0] < min_curvature:
+        return None
+    # a label turns away on both sides of the line facing the camera: what the cylinder explains and the
+    # plane does not lies on both sides of it (a moved or distorted logo sits on one)
+    gained = agree & ~plane
+    side = u[gained, prior.axis] > fit.x[1]
+    if len(side) == 0 or min(side.mean(), 1.0 - side.mean()) < min_side:
+        return None
+    surface = _surface_of(prior.axis, fit.x, size)
+    return dataclasses.replace(surface, inliers=int(agree.sum()), support=q[agree].astype(np.float32),
+                               gain=prior.gain, plane_inliers=int(plane.sum()))
+
+
+def _surface_maps(surface: Surface, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(size, size, 2)`` offsets and ``(size, size)`` detail of ``surface`` at every canonical pixel
+    (bilinear between the nodes, which sit on the frame's first and last pixels)."""
+    g = surface.grid.shape[0]
+    c = np.arange(size, dtype=np.float32) * (g - 1) / max(size - 1, 1)
+    mx, my = np.meshgrid(c, c)
+    off = cv2.remap(surface.grid, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    det = cv2.remap(surface.detail, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return off, det
+
+
+def surface_offsets(surface: Surface, size: int) -> np.ndarray:
+    """``(size, size, 2)`` float32 offsets (canonical pixels, x then y) of ``surface`` at every canonical
+    pixel: canonical ``q`` shows at the homography's crop position ``q + offset(q)``."""
+    return _surface_maps(surface, size)[0]
+
+
+def surface_valid(surface: Surface, size: int, min_detail: float = 0.4) -> np.ndarray:
+    """The part of the canonical frame a curved alignment shows in enough detail to compare: where the
+    photo shows at least ``min_detail`` of the detail the plane shows there (the compressed edges of a
+    label turning away from the camera hold too little print: on a cylinder, 0.4 keeps the label up to 66
+    degrees from the line facing the camera).
+
+    Returns:
+        ``(size, size)`` bool mask.
+    """
+    _, detail = _surface_maps(surface, size)
+    return detail >= min_detail
+
+
 def product_side(H: np.ndarray, size: int, scale: tuple[float, float] | float = 1.0) -> float:
     """How large the product is in a photo: the square root of the area (pixels) of the canonical frame's
     outline, ``H`` mapping canonical pixels to working-copy pixels and ``scale`` (``sx, sy`` or one factor)
@@ -308,7 +590,7 @@ def source_noise(source: np.ndarray, H: np.ndarray, size: int) -> float:
 
 
 def crop_canonical(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int,
-                   max_oversample: float = 1.5, *, with_noise: bool = False) -> Any:
+                   max_oversample: float = 1.5, *, with_noise: bool = False, surface: Surface | None = None) -> Any:
     """The product's aligned crop, taken from the full-resolution photo.
 
     ``H`` maps canonical pixels to the working copy ``image``; it is scaled to ``full``
@@ -325,14 +607,28 @@ def crop_canonical(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int
         max_oversample: the product's longest outline edge is reduced to at most this many canonical sides.
 
         with_noise: also return the sensor noise of what was warped (:func:`source_noise`).
+        surface: a curved package's residual warp (:func:`fit_surface`), applied on top of ``H``.
 
     Returns:
         ``(crop, valid)`` as :func:`warp_to_canonical`: ``(size, size, 3)`` uint8 and ``(size, size)`` bool;
         ``(crop, valid, noise)`` with ``with_noise``.
     """
     source, Hs = _crop_source(image, full, H, size, max_oversample)
-    crop, valid = warp_to_canonical(source, Hs, size)
+    crop, valid = warp_to_canonical(source, Hs, size) if surface is None else _warp_surface(source, Hs, surface, size)
     return (crop, valid, source_noise(source, Hs, size)) if with_noise else (crop, valid)
+
+
+def _warp_surface(image: np.ndarray, H: np.ndarray, surface: Surface, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`warp_to_canonical` through a curved alignment: canonical ``q`` samples ``H @ (q + offset(q))``."""
+    if not np.all(np.isfinite(H)) or abs(float(np.linalg.det(np.asarray(H, np.float64)))) < 1e-12:
+        return np.zeros((size, size, 3), np.uint8), np.zeros((size, size), bool)
+    off, _ = _surface_maps(surface, size)
+    q = np.stack(np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64)), -1) + off
+    p = _project(H, q.reshape(-1, 2)).reshape(size, size, 2).astype(np.float32)
+    crop = cv2.remap(image, p[..., 0], p[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    h, w = image.shape[:2]
+    valid = (p[..., 0] >= -0.5) & (p[..., 0] <= w - 0.5) & (p[..., 1] >= -0.5) & (p[..., 1] <= h - 0.5)
+    return crop, valid
 
 
 def _crop_source(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int,

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from brandguard.localization import estimate_noise
+from brandguard.localization import Surface, estimate_noise, surface_offsets
 
 __all__ = [
     "CHANGED_Z",
@@ -121,6 +121,30 @@ def noise_blur(noise: float) -> float:
     return float(np.sqrt(min(total, _MAX_BLUR) ** 2 - _BLUR ** 2))
 
 
+def _grey(crop: np.ndarray) -> np.ndarray:
+    # uint8 crops (the pipeline's) are converted to grey in uint8, as they always were
+    return cv2.cvtColor(np.ascontiguousarray(crop, np.uint8 if crop.dtype == np.uint8 else np.float32),
+                        cv2.COLOR_RGB2GRAY)
+
+
+def _normalise(grey: np.ndarray) -> np.ndarray:
+    grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), _BLUR)
+    mu = cv2.blur(grey, (_WINDOW, _WINDOW))
+    sd = np.sqrt(np.maximum(cv2.blur(grey * grey, (_WINDOW, _WINDOW)) - mu * mu, 0.0))
+    return (grey - mu) / (sd + 8.0)
+
+
+def structure_map(crop: np.ndarray) -> np.ndarray:
+    """The structure channel's map of a crop: grey, blurred by ``_BLUR`` (1.5 px), minus its local mean and
+    divided by its local contrast (``_WINDOW`` 15 px, plus 8 grey levels): ``(S, S)`` float32, what
+    :attr:`AlignedView.structure` and :attr:`ProductBank.structure` hold (lighting and shading divided out).
+
+    Args:
+        crop: ``(S, S, 3)`` RGB, uint8 (or float in 0..255).
+    """
+    return _normalise(_grey(crop)).astype(np.float32)
+
+
 def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndarray | None = None,
               occlusion: np.ndarray | None = None, noise: float | None = None) -> AlignedView:
     """Prepare an aligned crop for comparison (see the module docstring).
@@ -135,14 +159,9 @@ def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndar
     """
     S = crop.shape[0]
     G = S // cell
-    # uint8 crops (the pipeline's) are converted to grey in uint8, as they always were
-    grey = cv2.cvtColor(np.ascontiguousarray(crop, np.uint8 if crop.dtype == np.uint8 else np.float32),
-                        cv2.COLOR_RGB2GRAY)
+    grey = _grey(crop)
     noise = estimate_noise(grey, valid) if noise is None else float(noise)
-    grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), _BLUR)
-    mu = cv2.blur(grey, (_WINDOW, _WINDOW))
-    sd = np.sqrt(np.maximum(cv2.blur(grey * grey, (_WINDOW, _WINDOW)) - mu * mu, 0.0))
-    structure = (grey - mu) / (sd + 8.0)
+    structure = _normalise(grey)
     colors = cv2.resize(crop.astype(np.float32) / 255.0, (G, G), interpolation=cv2.INTER_AREA)
     cv = _cells(valid, G)
     return AlignedView(structure.astype(np.float32), valid.astype(bool), colors.astype(np.float32), cv,
@@ -529,9 +548,18 @@ def channel_scores(z_s: np.ndarray, z_c: np.ndarray, mask: np.ndarray, top_fract
     return top_mean(z_s, mask, top_fraction), top_mean(z_c, mask, top_fraction), float(text), learned
 
 
-def upsample_to_photo(zmap: np.ndarray, H: np.ndarray, size: int, photo_shape: tuple[int, int]) -> np.ndarray:
-    """Bring a canonical-frame cell map into photo pixels (zeros outside the product)."""
+def upsample_to_photo(zmap: np.ndarray, H: np.ndarray, size: int, photo_shape: tuple[int, int],
+                      surface: Surface | None = None) -> np.ndarray:
+    """Bring a canonical-frame cell map into photo pixels (zeros outside the product); ``surface``: the
+    cylinder the crop was taken through (:class:`brandguard.localization.Surface`), so a wrapped label's
+    heat lands where its print is (the offsets inverted to first order)."""
     big = cv2.resize(zmap, (size, size), interpolation=cv2.INTER_LINEAR)
+    if surface is not None:
+        off = surface_offsets(surface, size)
+        g = np.arange(size, dtype=np.float32)
+        mx, my = np.meshgrid(g, g)
+        big = cv2.remap(big, mx - off[..., 0], my - off[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                        borderValue=0)
     return cv2.warpPerspective(big, H, (photo_shape[1], photo_shape[0]), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
 
