@@ -342,21 +342,23 @@ def search_cylinder(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray,
     d = (np.arange(n) / half - 1.0)[None, :] - cc[:, None]
     src = (cc[:, None] + d * np.sinc(kk[:, None] * d / np.pi) + 1.0) * half  # (G, n) photo column per column
     i0 = np.clip(np.floor(src).astype(int), 0, n - 2)
-    fr = np.clip(src - i0, 0.0, 1.0).astype(np.float32)
+    fr = np.clip(src - i0, 0.0, 1.0)
     best: tuple[float, float, int, float] | None = None
+    x = np.broadcast_to(np.arange(n), i0.shape)
     for axis in (0, 1):
         r, p, m = (reference, photo, vm) if axis == 0 else (reference.T, photo.T, vm.T)
-        # (bins, n) profiles: |structure| keeps what cancels in a plain mean (strokes are +/- around 0)
-        prof = [cv2.resize(np.ascontiguousarray(np.abs(np.nan_to_num(a)) * m, np.float32), (n, bins),
-                           interpolation=cv2.INTER_AREA) for a in (r, p)]
-        prof = [a - a.mean() for a in prof]
-        cov = cv2.resize(np.ascontiguousarray(m), (n, bins), interpolation=cv2.INTER_AREA) > 0.5
-        R, P = prof
-        Pw = P[:, i0] * (1.0 - fr) + P[:, i0 + 1] * fr  # (bins, G, S)
-        both = cov[:, i0] & cov[:, i0 + 1] & cov[:, None, :]
-        Rb = np.where(both, R[:, None, :], 0.0)
-        Pw = np.where(both, Pw, 0.0)
-        ncc = (Rb * Pw).sum((0, 2)) / np.sqrt((Rb * Rb).sum((0, 2)) * (Pw * Pw).sum((0, 2)) + 1e-9)
+        # (bins, n) profiles: |structure| keeps what cancels in a plain mean (strokes are +/- around 0);
+        # invalid pixels count as 0 in both
+        R, P = (cv2.resize(np.ascontiguousarray(np.abs(np.nan_to_num(a)) * m, np.float32), (n, bins),
+                           interpolation=cv2.INTER_AREA).astype(np.float64) for a in (r, p))
+        R -= R.mean()
+        P -= P.mean()
+        # the correlation of R with P resampled at every (curvature, centre), through the (n, n) products of
+        # their columns: linear interpolation keeps it a weighted sum of those
+        M, Q = R.T @ P, P.T @ P
+        num = ((1.0 - fr) * M[x, i0] + fr * M[x, i0 + 1]).sum(1)
+        den = ((1.0 - fr) ** 2 * Q[i0, i0] + 2.0 * fr * (1.0 - fr) * Q[i0, i0 + 1] + fr ** 2 * Q[i0 + 1, i0 + 1]).sum(1)
+        ncc = num / np.sqrt(float((R * R).sum()) * den + 1e-12)
         gain = ncc - float(ncc[kk == 0].max())
         g = int(np.argmax(gain))
         if best is None or gain[g] > best[0]:
