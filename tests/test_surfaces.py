@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -120,3 +121,16 @@ def test_an_authentic_bottle_is_compared_through_its_curve(detector, bottles):
     for a, f in zip(curved[:n], curved[n:]):
         assert f.raw_score > a.raw_score, (a.raw_score, f.raw_score)
     assert any(f.is_flagged for f in curved[n:])
+
+
+def test_the_curved_label_settings_refuse_what_would_silently_mislead():
+    from brandguard.config import Config
+    from brandguard.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="true or false"):
+        Config().with_overrides({"localization.curved_surfaces": "false"})  # a string would count as true
+    with pytest.raises(ConfigError, match="0..0.8"):
+        Config().with_overrides({"localization.surface_min_detail": 0.99})  # would compare almost nothing
+    assert Config().with_overrides({"localization.curved_surfaces": False}).localization.curved_surfaces is False
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    assert Config.from_yaml(shipped).localization == Config().localization

@@ -38,6 +38,10 @@ class BackboneConfig:
     checkpoint: str | None = None
 
 
+#: the largest ``localization.surface_min_detail``: 0.8 still compares a label up to 37 degrees either side
+_MAX_MIN_DETAIL = 0.8
+
+
 @dataclass(frozen=True)
 class LocalizationConfig:
     """Finding the product in a photo: SIFT keypoints, FAISS matching, RANSAC homography.
@@ -79,7 +83,7 @@ class LocalizationConfig:
             (:func:`brandguard.localization.fit_surface`, about 0.1 s a curved photo), the crop taken through
             it and compared only where the label faces the camera enough (``surface_min_detail``). The
             prediction notes "curved label". On the scene set's bottle photos (demo photo model): honest
-            bottles flagged 75% -> 25%, AUROC 0.68 -> 0.76 (README, "Scenes of real listing photos").
+            bottles flagged 75% -> 25%, AUROC 0.68 -> 0.75 (README, "Scenes of real listing photos").
         surface_min_detail: on a curved alignment, canonical pixels the photo shows at less than this share
             of the detail it shows the flattest part at (a label's edges turning away) are not compared.
     """
@@ -102,10 +106,13 @@ class LocalizationConfig:
     surface_min_detail: float = 0.4
 
     def __post_init__(self) -> None:
+        if not isinstance(self.curved_surfaces, bool):
+            raise ConfigError(f"localization.curved_surfaces must be true or false, got {self.curved_surfaces!r}")
         d = self.surface_min_detail
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:
-            raise ConfigError(f"localization.surface_min_detail must be a number in 0..1 (0.4: the label up to 66 "
-                              f"degrees from the line facing the camera), got {d!r}")
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d <= _MAX_MIN_DETAIL:
+            raise ConfigError(f"localization.surface_min_detail must be a number in 0..{_MAX_MIN_DETAIL} (0.4: the "
+                              f"label up to 66 degrees from the line facing the camera; higher compares little of "
+                              f"a curved label), got {d!r}")
 
 
 @dataclass(frozen=True)
