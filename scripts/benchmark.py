@@ -8,9 +8,12 @@ b. the naive pipeline a user would write first: PIL decode, resize to 224, fp32 
    pooled features, nearest whole-photo reference embedding in a FAISS ``IndexFlatIP``;
 c. end to end: :func:`brandguard.scoring.score_folder` (decode, localise, embed, search, local comparison,
    CSV writing) with the default configuration; ``--text-check both`` times it with the OCR wordmark check
-   on (``c``) and off (``c_off``).
+   on (``c``) and off (``c_off``). The keypoint search is the index's own (printed as ``keypoint search``:
+   an index built before the inverted-file search, ``ivf``, keeps its exact ``flat`` one until rebuilt).
 
-Each stage is warmed up on a few photos before it is timed. Index building and calibration are not timed
+Each stage is warmed up on a few photos before it is timed. Stages b and c take turns on each batch of 32
+photos (``c`` scores one folder a batch), so the load other processes put on a shared machine weighs on
+both alike and their ratio holds. Index building and calibration are not timed
 (``--index`` scores with an index already built and calibrated from ``--data``'s references). Ratios are
 given on wall time and on CPU time (images per CPU second of this process), which other processes on a
 shared machine disturb less.
@@ -33,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +98,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def search_name(index: ReferenceIndex) -> str:
+    """The index's keypoint search as ``brandguard index info`` names it: kind, size, lists visited."""
+    ks = index._local
+    if ks is None:
+        return "none"
+    return f"{ks.kind}, {ks.ntotal} reference keypoints" + (f", nprobe {ks.nprobe}" if ks.kind in ("ivf", "ivfpq") else "")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -128,6 +140,31 @@ def throughput(run: Callable[[int, int], None], n: int, device: torch.device) ->
         return n
 
     return timed(all_items, device)
+
+
+def interleaved(stages: dict[str, Callable[[int, int], int]], n: int,
+                device: torch.device) -> dict[str, tuple[float, float, float]]:
+    """Time several stages on the same ``n`` items, batch by batch in turn: ``{stage: (seconds, images/s, CPU use)}``.
+
+    Each stage ``run(lo, hi)`` does items ``lo:hi`` and returns how many it did. Stages take turns on each
+    batch of :data:`BATCH` items (the order rotating from batch to batch), and a stage's time is the sum of its
+    batches' times, so a load that other processes put on a shared machine for a while weighs on every stage
+    alike and their ratios hold (run one stage after the other and a busy minute lands on one of them only).
+    """
+    secs = dict.fromkeys(stages, 0.0)
+    cpu = dict.fromkeys(stages, 0.0)
+    done = dict.fromkeys(stages, 0)
+    names = list(stages)
+    for b, lo in enumerate(range(0, n, BATCH)):
+        hi = min(n, lo + BATCH)
+        for name in names[b % len(names):] + names[:b % len(names)]:
+            sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            done[name] += stages[name](lo, hi)
+            sync(device)
+            secs[name] += time.perf_counter() - t0
+            cpu[name] += time.process_time() - c0
+    return {k: (secs[k], done[k] / secs[k], cpu[k] / secs[k]) for k in names}
 
 
 def get_dataset(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict[str, Any]]:
@@ -249,24 +286,39 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
     def naive(lo: int, hi: int) -> None:
         flat.search(np.ascontiguousarray(embed_paths(photos[lo:hi]), dtype=np.float32), 1)
 
-    bnaive = throughput(naive, n, device)
-
-    # ---- c. end to end: score_folder on a folder holding exactly those photos
+    # ---- c. end to end: score_folder on folders holding exactly those photos, a batch each
     folder = scratch / "listings"
-    folder.mkdir()
-    for p in photos:
-        shutil.copy2(p, folder / p.name)
-    end2end: dict[str, tuple[float, float, float]] = {}
-    summaries: dict[str, Any] = {}
+    for s in range(0, n, BATCH):
+        (folder / f"{s // BATCH:04d}").mkdir(parents=True)
+        for p in photos[s:s + BATCH]:
+            shutil.copy2(p, folder / f"{s // BATCH:04d}" / p.name)
+    counts: dict[str, Counter[str]] = {check: Counter() for check in checks}
+
+    def scorer(check: str) -> Callable[[int, int], int]:
+        def score(lo: int, hi: int) -> int:
+            index.text_enabled = text_built and check != "off"  # "auto": as built
+            summary = score_folder(folder / f"{lo // BATCH:04d}", det, scratch / f"results_{check}_{lo // BATCH}.csv",
+                                   overwrite=True)
+            counts[check].update(summary.counts)
+            return int(summary.scored)
+
+        return score
+
+    def naive_batch(lo: int, hi: int) -> int:
+        naive(lo, hi)
+        return hi - lo
+
+    # warm-up (not timed), then b and c in turn on each batch: a shared machine's load weighs on both alike
+    naive(0, min(WARMUP, n))
+    if n > BATCH and n % BATCH:
+        naive(0, n % BATCH)
     for check in checks:
-        index.text_enabled = text_built and check != "off"  # "auto": as built
+        index.text_enabled = text_built and check != "off"
         det.predict_batch([str(p) for p in photos[:WARMUP]])
-
-        def score(check: str = check) -> int:
-            summaries[check] = score_folder(folder, det, scratch / f"results_{check}.csv", overwrite=True)
-            return int(summaries[check].scored)
-
-        end2end[check] = timed(score, device)
+    timings = interleaved({"b": naive_batch, **{check: scorer(check) for check in checks}}, n, device)
+    bnaive = timings["b"]
+    end2end = {check: timings[check] for check in checks}
+    summaries = {check: dict(counts[check]) for check in checks}
 
     lib_name = "channels_last" + (f" + {_DTYPE_NAMES[lib_dtype]} autocast" if lib_dtype is not None else ", fp32")
     rows = [
@@ -282,6 +334,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
         "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
         "faiss_threads": faiss.omp_get_max_threads(), "precision": _DTYPE_NAMES[lib_dtype],
         "batch_size": BATCH, "input_size": side,
+        "keypoint_search": search_name(index),
     }
     c = end2end[checks[0]]
     ratios = {"c/b": c[1] / bnaive[1], "c/a": c[1] / a32[1], "c/a_lib": c[1] / alib[1]}
@@ -290,7 +343,8 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
     cpu_ratios = {f"{key}/b": (ips / cpu) / (bnaive[1] / bnaive[2]) for key, _, _, ips, cpu in rows if key.startswith("c")}
 
     print()
-    for k in ("cpu", "gpu", "device", "torch", "faiss", "torch_threads", "faiss_threads", "precision"):
+    for k in ("cpu", "gpu", "device", "torch", "faiss", "torch_threads", "faiss_threads", "precision",
+              "keypoint_search"):
         if env[k] is not None:
             print(f"{k:14s} {env[k]}")
     print(f"{'data':14s} {root} ({meta.get('size', '?')}), {n} listing photos, batch {BATCH}, "
@@ -305,7 +359,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
     print(f"cpu use = process CPU seconds per wall second; on CPU, well under {env['torch_threads']} means other "
           "processes shared the cores and the figures are low")
     for k in checks:
-        print(f"verdicts, text check {k}: {dict(sorted(summaries[k].counts.items()))}")
+        print(f"verdicts, text check {k}: {dict(sorted(summaries[k].items()))}")
 
     if args.json:
         result = {"environment": env, "data": {"root": str(root), "dataset": {k: v for k, v in meta.items() if not isinstance(v, list)},
@@ -316,8 +370,8 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
                                    "cpu_use": round(cpu, 3)} for key, name, secs, ips, cpu in rows},
                   "ratios": {k: round(v, 4) for k, v in ratios.items()},
                   "cpu_time_ratios": {k: round(v, 4) for k, v in cpu_ratios.items()},
-                  "verdicts": summaries[checks[0]].counts,
-                  "verdicts_by_text_check": {k: summaries[k].counts for k in checks}}
+                  "verdicts": summaries[checks[0]],
+                  "verdicts_by_text_check": {k: summaries[k] for k in checks}}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
         print(f"wrote {args.json}")

@@ -89,3 +89,32 @@ def test_embedder_shapes_and_normalisation(embedder):
     assert local.shape[:3] == (3, 8, 8)
     with pytest.raises(ValueError):
         embedder.embed(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_inference_network_folds_batch_norms_without_changing_vectors(embedder):
+    """The embedder runs a copy of the network with its batch norms folded into the convolutions (faster on
+    CPU): the same vectors as the loaded network, which stays as it was (training builds on it)."""
+    import torch.nn.functional as F
+
+    from brandguard.embedding import fold_batchnorm
+
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in embedder.net.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in embedder.backbone.net.modules())
+    images = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    with torch.inference_mode(), embedder._autocast():
+        ref, _ = embedder.backbone.net(embedder._to_tensor(images))
+    np.testing.assert_allclose(embedder.embed_global(list(images)), F.normalize(ref.float(), dim=1).numpy(),
+                               atol=2e-3 if embedder.dtype is not None else 1e-4)
+
+    class NormFirst(torch.nn.Module):  # a batch norm registered after the convolution it comes before
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 1)
+            self.bn = torch.nn.BatchNorm2d(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(self.bn(x))
+
+    odd = NormFirst().eval()
+    odd.bn.running_mean += 0.5  # not the identity: folding it into the convolution would change the output
+    assert fold_batchnorm(odd) is odd  # the check on a probe refuses the fold

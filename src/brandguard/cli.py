@@ -185,6 +185,7 @@ def _index_summary(info: dict) -> list[str]:
     n_desc = info.get("local_descriptors", 0)
     lines.append("keypoint search: " + {
         "flat": "exact (flat FAISS index)",
+        "ivf": "inverted file (FAISS IVF-Flat: exact inner products of the rows in the lists a keypoint visits)",
         "ivfpq": "two-stage (FAISS IVF-PQ shortlist, exact re-ranking from the memory-mapped float16 store)",
         "words": "two-stage (products shortlisted by visual words, exact search among their keypoints in the "
                  "memory-mapped float16 store)",
