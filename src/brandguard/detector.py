@@ -384,7 +384,8 @@ class Detector:
                 break
         if refined is None:
             return crop, valid, noise
-        crop, valid, noise = crop_canonical(prepared[0], _full(prepared), a.H, S, with_noise=True, surface=surface)
+        # the sensor noise is the source's, whatever the warp: measured once, above
+        crop, valid = crop_canonical(prepared[0], _full(prepared), a.H, S, surface=surface)
         a.surface = surface  # recorded for the prediction's note
         return crop, valid & surface_valid(surface, S, loc.surface_min_detail), noise
 

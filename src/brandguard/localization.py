@@ -81,7 +81,6 @@ class Surface:
             node (smallest singular value of the offset map's Jacobian): 1 on a flat face, ``cos(theta)``
             where a label turns away from the camera by ``theta``.
         inliers: sampled pixels whose optical flow the cylinder follows within 2 pixels (0: not refined).
-        support: ``(n, 2)`` canonical positions of those pixels.
         axis: 0 the cylinder stands (the label wraps along canonical x), 1 it lies.
         params: the cylinder's ten parameters: curvature ``k`` (radians of label per half frame), the line
             facing the camera ``c`` (-1..1), the rows' bend ``t0, t1`` and an affine correction (6).
@@ -93,7 +92,6 @@ class Surface:
     grid: np.ndarray
     detail: np.ndarray
     inliers: int
-    support: np.ndarray
     axis: int = 0
     params: np.ndarray | None = None
     gain: float = 0.0
@@ -204,6 +202,11 @@ def homography_is_sane(H: np.ndarray, size: int, image_shape: tuple[int, int], m
     return bool(sides.min() > 0.15 * sides.max())
 
 
+def _degenerate(H: np.ndarray) -> bool:
+    """Whether a homography is not finite or (nearly) singular."""
+    return not np.all(np.isfinite(H)) or abs(float(np.linalg.det(np.asarray(H, np.float64)))) < 1e-12
+
+
 def warp_to_canonical(image: np.ndarray, H: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Warp a photo into the canonical frame given ``H`` (canonical -> photo).
 
@@ -211,8 +214,7 @@ def warp_to_canonical(image: np.ndarray, H: np.ndarray, size: int) -> tuple[np.n
         ``(crop, valid)``: the ``(size, size, 3)`` uint8 crop and a ``(size, size)`` bool mask of the
         pixels that came from inside the photo.
     """
-    if not np.all(np.isfinite(H)) or abs(float(np.linalg.det(np.asarray(H, np.float64)))) < 1e-12:
-        # a degenerate homography maps the frame nowhere (OpenCV can hang on it): nothing of the photo is seen
+    if _degenerate(H):  # it maps the frame nowhere (OpenCV can hang on it): nothing of the photo is seen
         return np.zeros((size, size, 3), np.uint8), np.zeros((size, size), bool)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     crop = cv2.warpPerspective(image, H, (size, size), flags=flags, borderMode=cv2.BORDER_REFLECT)
@@ -252,11 +254,6 @@ def support_mask(support: np.ndarray | None, size: int, margin: int, min_cover: 
     if mask.mean() < min_cover:
         return None
     return mask.astype(bool)
-
-
-def _project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    p = np.c_[pts, np.ones(len(pts))] @ np.asarray(H, np.float64).T
-    return p[:, :2] / np.where(np.abs(p[:, 2:3]) < 1e-12, 1e-12, p[:, 2:3])
 
 
 def _cylinder_offsets(p: np.ndarray, u: np.ndarray, axis: int, size: int) -> np.ndarray:
@@ -299,8 +296,8 @@ def _surface_of(axis: int, params: np.ndarray, size: int, grid: int = 17) -> Sur
     J = np.stack([np.stack([1 + dx[..., 0], dy[..., 0]], -1), np.stack([dx[..., 1], 1 + dy[..., 1]], -1)], -2)
     det = np.linalg.det(J)
     detail = np.where(det > 0, np.linalg.svd(J, compute_uv=False)[..., -1], 0.0).astype(np.float32)
-    return Surface(np.clip(field, -0.5 * size, 0.5 * size).astype(np.float32), detail, 0,
-                   np.zeros((0, 2), np.float32), axis, np.asarray(params, np.float64))
+    return Surface(np.clip(field, -0.5 * size, 0.5 * size).astype(np.float32), detail, 0, axis,
+                   np.asarray(params, np.float64))
 
 
 def search_cylinder(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray, *, min_gain: float = 0.03,
@@ -343,7 +340,7 @@ def search_cylinder(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray,
     src = (cc[:, None] + d * np.sinc(kk[:, None] * d / np.pi) + 1.0) * half  # (G, n) photo column per column
     i0 = np.clip(np.floor(src).astype(int), 0, n - 2)
     fr = np.clip(src - i0, 0.0, 1.0)
-    best: tuple[float, float, int, float] | None = None
+    best = (-np.inf, 0.0, 0, 0.0)  # gain over the plane, curvature, axis, centre
     x = np.broadcast_to(np.arange(n), i0.shape)
     for axis in (0, 1):
         r, p, m = (reference, photo, vm) if axis == 0 else (reference.T, photo.T, vm.T)
@@ -361,9 +358,8 @@ def search_cylinder(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray,
         ncc = num / np.sqrt(float((R * R).sum()) * den + 1e-12)
         gain = ncc - float(ncc[kk == 0].max())
         g = int(np.argmax(gain))
-        if best is None or gain[g] > best[0]:
+        if gain[g] > best[0]:
             best = (float(gain[g]), float(kk[g]), axis, float(cc[g]))
-    assert best is not None
     gain_best, k, axis, c = best
     if gain_best < min_gain or k < min_curvature:
         return None
@@ -418,7 +414,7 @@ def fit_surface(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray, pri
 
     Returns:
         A :class:`Surface` (canonical ``q`` shows at the homography's crop position ``q + offset(q)``;
-        ``inliers``/``support``: the samples the model follows within 2 pixels), or None (see above, or
+        ``inliers``: the samples the model follows within 2 pixels), or None (see above, or
         too little texture to refine on).
 
     Raises:
@@ -460,8 +456,7 @@ def fit_surface(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray, pri
     if len(side) == 0 or min(side.mean(), 1.0 - side.mean()) < min_side:
         return None
     surface = _surface_of(prior.axis, fit.x, size)
-    return dataclasses.replace(surface, inliers=int(agree.sum()), support=q[agree].astype(np.float32),
-                               gain=prior.gain, plane_inliers=int(plane.sum()))
+    return dataclasses.replace(surface, inliers=int(agree.sum()), gain=prior.gain, plane_inliers=int(plane.sum()))
 
 
 def _surface_maps(surface: Surface, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -622,11 +617,12 @@ def crop_canonical(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int
 
 def _warp_surface(image: np.ndarray, H: np.ndarray, surface: Surface, size: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`warp_to_canonical` through a curved alignment: canonical ``q`` samples ``H @ (q + offset(q))``."""
-    if not np.all(np.isfinite(H)) or abs(float(np.linalg.det(np.asarray(H, np.float64)))) < 1e-12:
+    if _degenerate(H):
         return np.zeros((size, size, 3), np.uint8), np.zeros((size, size), bool)
     off, _ = _surface_maps(surface, size)
     q = np.stack(np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64)), -1) + off
-    p = _project(H, q.reshape(-1, 2)).reshape(size, size, 2).astype(np.float32)
+    p = cv2.perspectiveTransform(q.reshape(1, -1, 2), np.asarray(H, np.float64)).reshape(size, size, 2)
+    p = p.astype(np.float32)
     crop = cv2.remap(image, p[..., 0], p[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     h, w = image.shape[:2]
     valid = (p[..., 0] >= -0.5) & (p[..., 0] <= w - 0.5) & (p[..., 1] >= -0.5) & (p[..., 1] <= h - 0.5)
