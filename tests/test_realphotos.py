@@ -71,11 +71,13 @@ def test_sibling_products_are_never_flagged(real_predictions):
 
 def test_a_sibling_read_as_another_name_says_so(real_predictions):
     """The vanilla yoghurt matched to its indexed sibling (natural yoghurt) reads VANILJ where the references
-    read NATURELL: another name, not a misspelling, so it is no text evidence and the reviewer is told."""
-    from brandguard.comparison import OTHER_NAME_NOTE
+    read NATURELL, its only reference line: another name, not a misspelling, and nothing of the indexed
+    product's, so it is a product the index does not hold (`unknown`) and the reviewer is told why."""
+    from brandguard.comparison import OTHER_NAME_NOTE, OTHER_PRODUCT_NOTE
 
     _, rows = real_predictions
     siblings = [(i, p) for i, p in rows if i.label == "unrelated"]
     assert len(siblings) == 4
     vanilla = next(p for i, p in siblings if Path(i.path).name == "Arla-Mild-Vanilla-Yoghurt_001.jpg")
-    assert OTHER_NAME_NOTE in vanilla.notes and vanilla.verdict != "counterfeit"
+    assert OTHER_NAME_NOTE in vanilla.notes and OTHER_PRODUCT_NOTE in vanilla.notes
+    assert vanilla.verdict == "unknown" and vanilla.score == 0.0

@@ -205,16 +205,83 @@ def test_a_confident_letter_swap_in_a_line_the_references_read_alike_needs_less_
 
 
 def test_another_name_is_told_from_a_misspelling():
-    """A sibling's product line (VANILJ where the references read NATURELL) is another name; every
-    misspelling the demo generator makes, subtle or gross, still reads as a misspelling."""
+    """A sibling's product line (VANILJ where the references read NATURELL) and another brand's short name
+    (UBAR, the middle of SUBARU, where they read BMW) are other names; every misspelling the demo generator
+    makes, subtle or gross, of long and three-letter names alike, still reads as a misspelling."""
     from brandguard.synth.edits import misspell
     from brandguard.text import reads_other_name
 
     line = {"text": "NATURELL", "read": "VANILJ", "confidence": 0.94}
     assert reads_other_name(line)
     assert not reads_other_name({**line, "confidence": 0.6})  # an unsure reading names nothing
+    assert reads_other_name({"text": "BMW", "read": "UBAR", "confidence": 0.98})
+    assert reads_other_name({"text": "KFC", "read": "HOT", "confidence": 0.98})
+    assert not reads_other_name({"text": "BMW", "read": "MBV", "confidence": 0.98})  # 3 edits, 2 letters kept
+    assert not reads_other_name({"text": "LG", "read": "EA", "confidence": 0.98})  # too short to name anything
+    assert not reads_other_name({"text": "Burger King", "read": "Burg QUALITY", "confidence": 0.98})  # a sticker
+    wordmark = {"text": "BMW", "read": "Elite Scale", "confidence": 0.98}  # slid onto the product's next line
+    assert reads_other_name(wordmark) and not reads_other_name(wordmark, names=["BMW", "Elite Scale Model"])
     rng = np.random.default_rng(0)
-    for name in ("Reebok", "Adidas", "Garmin", "Nikon", "Intel", "Samsung", "Philips", "Canon", "Puma"):
+    for name in ("Reebok", "Adidas", "Garmin", "Nikon", "Intel", "Samsung", "Philips", "Canon", "Puma",
+                 "BMW", "KFC", "JBL", "Jeep", "Nike", "Dior", "TACO BELL", "Burger King"):
         for strength in ("subtle", "gross"):
             for _ in range(10):
                 assert not reads_other_name({"text": name, "read": misspell(name, strength, rng), "confidence": 1.0})
+
+
+def _reading(text: str, read: str, conf: float = 0.98) -> dict:
+    """One line of :func:`brandguard.text.text_mismatch` details."""
+    from brandguard.text import misspelt_distance
+
+    return {"text": text, "read": read, "confidence": conf, "distance": misspelt_distance(text, read),
+            "box": [20, 30, 70, 60], "consistent": True, "skipped": False}
+
+
+def test_a_photo_that_reads_another_name_and_none_of_its_own_is_another_product():
+    """Another brand's product sharing an indexed layout reads another name and nothing of the product's own;
+    a sticker over one line, a misspelt wordmark or a line read unsurely leave the photo this product's."""
+    from brandguard.text import other_name_lines, reads_other_product
+
+    other_brand = [_reading("BMW", "UBAR"), _reading("Elite Scale Model 1:43", "Flow Scale Model 1:43", 0.95)]
+    assert other_name_lines(other_brand) == [True, False] and reads_other_product(other_brand)
+    assert reads_other_product([_reading("NATURELL", "VANILJ", 0.94)])  # a sibling flavour, its only line
+    unsure = [other_brand[0], {**other_brand[1], "confidence": 0.6}]
+    assert other_name_lines(unsure) == [True, False] and not reads_other_product(unsure)  # confirms nothing
+    sticker = [_reading("THE", "THE"), _reading("NORTH", "NOBES")]  # something over the name, a line reads right
+    assert other_name_lines(sticker) == [False, True] and not reads_other_product(sticker)
+    badge = [_reading("KFC", "KFC"), _reading("KFC", "HOT")]  # the same name reads right elsewhere: not another
+    assert other_name_lines(badge) == [False, False] and not reads_other_product(badge)
+    misspelt = [_reading("BMW", "MBVV"), _reading("Elite Scale Model 1:43", "Elite Scale Model 1:43")]
+    assert other_name_lines(misspelt) == [False, False] and not reads_other_product(misspelt)
+    skipped = [{**_reading("BMW", ""), "confidence": 0.0, "distance": 0.0, "skipped": True}]
+    assert not reads_other_product(skipped) and not reads_other_product([])
+
+
+def test_compare_takes_another_name_for_no_text_evidence_and_says_it_is_another_product():
+    """In the one comparison, a line read as another name is no misspelling (the text channel does not count
+    it) and a photo that reads nothing of its own product says so, which the detector turns into `unknown`."""
+    from brandguard import comparison
+    from brandguard.config import Config
+    from brandguard.mismatch import CHANNELS, ProductBank, fit_normal_stats, make_view
+
+    S, cell, rng = 96, 6, np.random.default_rng(3)
+
+    def package(first_stroke: int = 24) -> np.ndarray:
+        yy, xx = np.mgrid[0:S, 0:S]
+        img = np.stack([120 + 60 * np.sin(xx / 9.0), 90 + 50 * np.cos(yy / 7.0), 160 + 0 * xx], -1).astype(np.float32)
+        img[30:60, 20:70] = (230, 40, 40)
+        img[34:56, first_stroke:66:5] = 0  # the strokes of the line
+        return np.clip(img + rng.normal(0, 2.0, img.shape), 0, 255).astype(np.uint8)
+
+    bank = ProductBank.from_views([make_view(package(), np.ones((S, S), bool), cell) for _ in range(4)])
+    stats, _ = fit_normal_stats(bank, cell)
+    view = make_view(package(26), np.ones((S, S), bool), cell)  # the line's strokes changed
+    text = CHANNELS.index("text")
+    other = comparison.compare(view, bank, stats, Config().compare, text_details=[
+        _reading("BMW", "UBAR"), {**_reading("Elite Scale", "Flow Scale"), "box": [20, 70, 70, 90]}])
+    assert other.other_product and other.differs_widely
+    assert comparison.OTHER_PRODUCT_NOTE in other.notes and comparison.OTHER_NAME_NOTE in other.notes
+    assert np.isnan(other.text_details[0]["distance"])  # no misspelling evidence from another name
+    misspelt = comparison.compare(view, bank, stats, Config().compare, text_details=[_reading("BMW", "MBVV")])
+    assert not misspelt.other_product and not misspelt.notes
+    assert misspelt.channels[text] > 0  # a misspelling read where the strokes changed counts

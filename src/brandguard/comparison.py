@@ -53,8 +53,8 @@ from brandguard.mismatch import (
     occlusion_cells,
 )
 
-__all__ = ["EDITION_NOTE", "EDITION_SHARE", "OTHER_NAME_NOTE", "OVERLAY_NOTE", "SWAP_SUPPORT", "TEXT_SUPPORT", "Comparison",
-           "DistanceMaps", "compare", "line_support", "reference_text_details"]
+__all__ = ["EDITION_NOTE", "EDITION_SHARE", "OTHER_NAME_NOTE", "OTHER_PRODUCT_NOTE", "OVERLAY_NOTE", "SWAP_SUPPORT",
+           "TEXT_SUPPORT", "Comparison", "DistanceMaps", "compare", "line_support", "reference_text_details"]
 
 #: structure evidence (90th percentile of the structure heatmap in a line's box, standard deviations) a text
 #: misread needs before it counts: OCR misreads blurred but authentic print, a misspelling also changes strokes
@@ -68,8 +68,11 @@ SWAP_SUPPORT = 2.0
 #: edition) is likelier than a counterfeit edit (see ``Comparison.differs_widely``)
 EDITION_SHARE = 0.5
 EDITION_NOTE = "differs in large areas: another edition or product?"
-#: a product line read confidently as another name (:func:`brandguard.text.reads_other_name`)
-OTHER_NAME_NOTE = "reads another name: another product of the brand?"
+#: a reference line read confidently as another name (:func:`brandguard.text.reads_other_name`)
+OTHER_NAME_NOTE = "reads another name: another product?"
+#: a reference line reads another name and none reads what the references read
+#: (:func:`brandguard.text.reads_other_product`; see ``Comparison.other_product``)
+OTHER_PRODUCT_NOTE = "reads another name, none of this product's: a product the index does not hold"
 OVERLAY_NOTE = "text or marks over the whole photo (a seller's watermark?) discounted"
 
 #: ``(structure, colour, learned)`` distance maps, each ``(G, G)`` float32 (learned None without descriptors)
@@ -96,7 +99,7 @@ class Comparison:
             :data:`brandguard.mismatch.CHANGED_Z`, before the overlay discount: it only ever lowers a verdict,
             see :attr:`differs_widely`).
         notes: what a reviewer should know about this comparison (:data:`OVERLAY_NOTE`, :data:`EDITION_NOTE`,
-            :data:`OTHER_NAME_NOTE`).
+            :data:`OTHER_NAME_NOTE`, :data:`OTHER_PRODUCT_NOTE`).
     """
 
     channels: tuple[float, float, float, float]
@@ -118,6 +121,13 @@ class Comparison:
         another name (:data:`OTHER_NAME_NOTE`): a verdict resting on it should go to a person
         (``suspicious``), not to a takedown."""
         return self.changed >= EDITION_SHARE or OTHER_NAME_NOTE in self.notes
+
+    @property
+    def other_product(self) -> bool:
+        """Whether the photo's text names another product, and nothing it reads names this one
+        (:data:`OTHER_PRODUCT_NOTE`, :func:`brandguard.text.reads_other_product`): another brand's product
+        that shares this one's layout, or a sibling the index does not hold; the verdict is ``unknown``."""
+        return OTHER_PRODUCT_NOTE in self.notes
 
 
 def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: CompareConfig, *,
@@ -164,11 +174,14 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
     details = [dict(d) for d in (text_details or [])]
     text = float("nan")
     if details:
-        from brandguard.text import confident_swap, reads_other_name
+        from brandguard.text import confident_swap, other_name_lines, reads_other_product
 
+        other = other_name_lines(details)  # before the structure gate: what the OCR read, as read
+        if reads_other_product(details):
+            notes.append(OTHER_PRODUCT_NOTE)
         supported = []
-        for d in details:  # a misspelling also changes strokes: keep a misread only where structure agrees
-            if np.isfinite(d["distance"]) and d["distance"] > 0 and reads_other_name(d):
+        for d, named in zip(details, other):  # a misspelling also changes strokes: keep a misread where structure agrees
+            if named:
                 d["distance"] = float("nan")  # another name, not a misspelling: no text evidence either way
                 if OTHER_NAME_NOTE not in notes:
                     notes.append(OTHER_NAME_NOTE)

@@ -149,6 +149,11 @@ class CompareConfig:
             model's watermark scene, and on the second photo model it fired on gross counterfeit edits
             without any watermark (their changes are spread because authentic variation is underestimated
             there), turning them `authentic`.
+        seller_overlays: where a photo would be flagged, look for a seller's overlay (a shop name tiled over
+            the photo) among what changed: changes that repeat beyond the package under translations the
+            background repeats under too (:func:`brandguard.overlays.find_overlay`) are filled in and left out
+            of the structure channel, and the photo is compared again. Print on the package does not continue
+            beyond it, so an extra mark on a counterfeit stays.
     """
 
     max_references_per_product: int = 16
@@ -160,10 +165,14 @@ class CompareConfig:
     simulated_views: int = 3
     support_margin: int = 0
     overlay_discount: bool = False
+    seller_overlays: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.margin, int) or self.margin < 0:
             raise ConfigError(f"compare.margin must be a whole number of cells >= 0, got {self.margin!r}")
+        for flag in ("overlay_discount", "seller_overlays"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"compare.{flag} must be true or false, got {getattr(self, flag)!r}")
         # YAML 1.1 reads an unquoted ``off``/``on`` as a boolean: accept it as the word it was written as
         if isinstance(self.text_check, bool):
             object.__setattr__(self, "text_check", "on" if self.text_check else "off")

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from brandguard.calibration import format_score, verdict_for
@@ -323,7 +324,10 @@ class Detector:
             for k, (i, a, side) in enumerate(to_compare):
                 keep = support_mask(a.support, loc.canonical_size, cfg.compare.support_margin)
                 valid = valids[k] if keep is None else valids[k] & keep  # what the alignment vouches for
-                p = self._compare(names[i], prepared[i][0], a, gvec[k], crops[k], valid, feats[k], occ[k], noises[k])
+                others = [q for j, (i2, a2, _) in enumerate(to_compare) if i2 == i and j != k
+                          for q in [canonical_to_image_corners(a2.H, loc.canonical_size)] if q is not None]
+                p = self._compare(names[i], prepared[i][0], a, gvec[k], crops[k], valid, feats[k], occ[k], noises[k],
+                                  others)
                 per_photo.setdefault(i, []).append((p, side))
             for i, instances in per_photo.items():
                 results[i] = self._worst_instance(instances)
@@ -426,7 +430,9 @@ class Detector:
         (highest raw score) of those large enough to judge (of all when none is), its verdict lowered when
         its product is too small to judge, the heatmap the maximum over every instance."""
         loc = self.config.localization
-        judged = [(p, side) for p, side in instances if side >= loc.min_product_side] or instances
+        # an instance whose text names another product is not one of ours: the others are judged first
+        known = [(p, side) for p, side in instances if p.verdict != "unknown"] or instances
+        judged = [(p, side) for p, side in known if side >= loc.min_product_side] or known
         p, side = max(judged, key=lambda ps: (ps[0].raw_score if ps[0].channels else -np.inf))
         notes = list(p.notes)
         verdict = p.verdict
@@ -617,25 +623,48 @@ class Detector:
 
     def _compare(self, name: str, image: np.ndarray, a: Any, g: np.ndarray, crop: np.ndarray,
                  valid: np.ndarray, feats: np.ndarray | None = None, occlusion: np.ndarray | None = None,
-                 noise: float | None = None) -> Prediction:
+                 noise: float | None = None, others: Sequence[np.ndarray] = ()) -> Prediction:
+        """One instance compared with its product's references: the prediction of photo ``name``.
+
+        ``image`` is the working copy ``a.H`` maps to; ``crop``, ``valid``, ``noise`` its aligned crop
+        (:meth:`_crop`); ``g`` the crop's global vector; ``feats``, ``occlusion`` its learned maps (or None);
+        ``others`` the outlines (working-copy pixels) of the photo's other instances.
+        """
         cfg, index = self.config, self.index
         m = index.products[a.product_id]
         if m.stats is None or len(m.bank) == 0:
             return Prediction(name, "unknown", 0.0, brand=m.brand, product=m.product, inliers=a.inliers,
                               notes=(m.evidence_note,) if m.evidence_note else ())
-        view = make_view(crop, valid, cfg.compare.cell, feats, occlusion, noise)
-        res = compare(view, m.bank, m.stats, cfg.compare)
-        text_details: list[dict[str, Any]] = []
         reader = index.text_reader if m.text_lines else None
-        if reader is not None:
-            text_details = self._read_text(crop, m.text_lines, reader, res.structure)
-            if text_details:  # the same comparison (its distance maps kept), with the text channel
-                res = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details, distances=res.distances,
-                              text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
+
+        def run(crop: np.ndarray, ignore: np.ndarray | None = None) -> tuple[Any, list[dict[str, Any]], Any]:
+            view = make_view(crop, valid, cfg.compare.cell, feats, occlusion, noise, ignore)
+            res = compare(view, m.bank, m.stats, cfg.compare)
+            text_details: list[dict[str, Any]] = []
+            if reader is not None:
+                text_details = self._read_text(crop, m.text_lines, reader, res.structure)
+                if text_details:  # the same comparison (its distance maps kept), with the text channel
+                    res = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details,
+                                  distances=res.distances,
+                                  text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
+            return res, text_details, view
+
+        res, text_details, view = run(crop)
+        raw, score, verdict = self._judge(m.brand, res.channels, res.text_details)
+        overlay_note: tuple[str, ...] = ()
+        if cfg.compare.seller_overlays and verdict != "authentic" and a.surface is None:
+            # flagged: is what changed a seller's overlay that repeats beyond the package? (overlays module)
+            ov = self._seller_overlay(image, a, view, res, others)
+            if ov is not None:
+                cleaned = cv2.inpaint(np.ascontiguousarray(crop), ov.mask.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+                res, text_details, view = run(cleaned, ov.mask)
+                raw, score, verdict = self._judge(m.brand, res.channels, res.text_details)
+                overlay_note = (ov.note,)
         channels = res.channels
-        raw, score, verdict = self._judge(m.brand, channels, res.text_details)
         if res.differs_widely and verdict == "counterfeit":  # another edition or product? a person decides
             verdict = "suspicious"
+        if res.other_product:  # its text names another product, none of this one's: not a product the index holds
+            verdict, score = "unknown", 0.0
         sims = m.global_vecs @ g
         order = np.argsort(-sims, kind="stable")
         matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])
@@ -645,11 +674,26 @@ class Detector:
                           similarity=matches[0].similarity, reference=matches[0].reference, matches=matches,
                           inliers=a.inliers, channels=channels, heatmap=heat,
                           quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size), instances=1,
-                          notes=((m.evidence_note,) if m.evidence_note else ()) + res.notes + _surface_note(a),
+                          notes=((m.evidence_note,) if m.evidence_note else ()) + res.notes + overlay_note
+                          + _surface_note(a),
                           text=tuple({"expected": d["text"], "read": d["read"], "confidence": float(d["confidence"]),
                                       "distance": float("nan") if d.get("skipped") else float(d["distance"]),
                                       "counted": float(g["distance"]), "skipped": bool(d.get("skipped", False))}
                                      for d, g in zip(text_details, res.text_details)))
+
+    def _seller_overlay(self, image: np.ndarray, a: Any, view: Any, res: Any,
+                        others: Sequence[np.ndarray]) -> Any:
+        """The seller's overlay over a flagged instance (:func:`brandguard.overlays.find_overlay`), or None."""
+        from brandguard.mismatch import closest_references
+        from brandguard.overlays import find_overlay
+
+        bank = self.index.products[a.product_id].bank
+        best = closest_references(view, bank, 1)
+        if not best:
+            return None
+        residual = view.structure - bank.structure[best[0]].astype(np.float32)
+        return find_overlay(image, a.H, self.config.localization.canonical_size, residual, res.structure,
+                            view.valid & bank.valid[best[0]], cell=self.config.compare.cell, others=others)
 
     def _read_text(self, crop: np.ndarray, lines: Sequence[dict[str, Any]], reader: Any,
                    structure: np.ndarray) -> list[dict[str, Any]]:

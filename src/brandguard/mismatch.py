@@ -75,6 +75,7 @@ __all__ = [
 
 _BLUR = 1.5      # pixels (canonical frame): removes noise and JPEG blocks before comparing structure
 _WINDOW = 15     # pixels: local mean/contrast window of the structure normalisation
+_MIN_KEPT = 0.25  # share of a cell's pixels the structure channel needs outside AlignedView.ignore
 _NEUTRAL_CHROMA = 12.0  # Lab chroma under which a reference cell counts as neutral (white balance)
 
 
@@ -90,6 +91,8 @@ class AlignedView:
         feats: ``(g, g, D)`` float16 learned descriptors (stride 8), or None without a fine-tuned backbone.
         occlusion: ``(g, g)`` float16 probability that something lies on top of the package, or None.
         noise: sensor noise of the photo in grey levels of the frame (see :func:`make_view`); 0.0 unknown.
+        ignore: ``(S, S)`` bool pixels left out of the structure channel (a seller's overlay over the package,
+            :func:`brandguard.overlays.find_overlay`), or None.
     """
 
     structure: np.ndarray
@@ -99,6 +102,7 @@ class AlignedView:
     feats: np.ndarray | None = None
     occlusion: np.ndarray | None = None
     noise: float = 0.0
+    ignore: np.ndarray | None = None
 
 
 #: residual sensor noise (grey levels) the structure comparison tolerates after its blur; photos noisier than
@@ -146,7 +150,8 @@ def structure_map(crop: np.ndarray) -> np.ndarray:
 
 
 def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndarray | None = None,
-              occlusion: np.ndarray | None = None, noise: float | None = None) -> AlignedView:
+              occlusion: np.ndarray | None = None, noise: float | None = None,
+              ignore: np.ndarray | None = None) -> AlignedView:
     """Prepare an aligned crop for comparison (see the module docstring).
 
     Args:
@@ -156,6 +161,7 @@ def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndar
             :func:`brandguard.localization.source_noise` measures it on the photo the crop was warped from
             (a product enlarged into the frame carries grains a measure on the crop misses); None measures
             it on the crop (:func:`brandguard.localization.estimate_noise`).
+        ignore: ``(S, S)`` bool pixels to leave out of the structure channel (see :class:`AlignedView`).
     """
     S = crop.shape[0]
     G = S // cell
@@ -166,7 +172,8 @@ def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndar
     cv = _cells(valid, G)
     return AlignedView(structure.astype(np.float32), valid.astype(bool), colors.astype(np.float32), cv,
                        None if feats is None else np.asarray(feats, np.float16),
-                       None if occlusion is None else np.asarray(occlusion, np.float16), noise)
+                       None if occlusion is None else np.asarray(occlusion, np.float16), noise,
+                       None if ignore is None else np.asarray(ignore, bool))
 
 
 @dataclass
@@ -354,6 +361,12 @@ def distance_maps(view: AlignedView, bank: ProductBank, cell: int = 6, exclude: 
         best_c = np.minimum(best_c, dc)
     pooled = cv2.resize(np.where(np.isfinite(best_s), best_s, 0.0), (G, G), interpolation=cv2.INTER_AREA)
     covered = cv2.resize(np.isfinite(best_s).astype(np.float32), (G, G), interpolation=cv2.INTER_AREA) > 0.99
+    if view.ignore is not None:  # the mean over the pixels kept; a cell mostly left out says nothing
+        keep = (~view.ignore).astype(np.float32)
+        kept = cv2.resize(keep, (G, G), interpolation=cv2.INTER_AREA)
+        pooled = cv2.resize(np.where(np.isfinite(best_s), best_s, 0.0) * keep, (G, G),
+                            interpolation=cv2.INTER_AREA) / np.maximum(kept, 1e-6)
+        covered &= kept >= _MIN_KEPT
     d_s = np.where(covered & view.cell_valid, pooled, np.nan).astype(np.float32)
     d_c = np.where(best_c < 1e2, best_c, np.nan).astype(np.float32)
     d_l = None

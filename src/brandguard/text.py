@@ -30,6 +30,8 @@ import numpy as np
 __all__ = [
     "MIN_CONFIDENCE",
     "MIN_READ_SHARE",
+    "OTHER_NAME_RUN",
+    "OTHER_NAME_SHARE",
     "SWAP_CONFIDENCE",
     "TextReader",
     "available",
@@ -40,11 +42,15 @@ __all__ = [
     "misspelt_count",
     "misspelt_distance",
     "normalise",
+    "other_name_lines",
     "read_lines_many",
     "read_reference_text",
+    "reads_other_name",
+    "reads_other_product",
     "reference_lines",
     "reference_reads",
     "set_reader_threads",
+    "shared_letters",
     "text_distance",
     "text_mismatch",
     "unread_details",
@@ -348,31 +354,131 @@ def misspelt_distance(expected: str, read: str) -> float:
     return wrong / seen if seen else float("nan")
 
 
-#: a confident reading whose letters match the expected text's this little (``difflib`` ratio) names something
-#: else: another product of the brand (a flavour, a size), not a misspelling of this one (:func:`reads_other_name`)
-OTHER_NAME_SIMILARITY = 0.35
+#: a confident reading that shares (order ignored) fewer than this share of the expected text's characters and
+#: at most this share of its own names something else (:func:`reads_other_name`); a misspelling keeps all but
+#: one or two letters of the name it imitates
+OTHER_NAME_SHARE = 0.5
+#: a reading that keeps this many characters of the expected text in a row shows part of that text (a sticker
+#: or a finger over the rest of it), not another name (:func:`reads_other_name`)
+OTHER_NAME_RUN = 3
 
 
-def reads_other_name(detail: dict[str, Any]) -> bool:
-    """Whether a line's reading is another name rather than a misspelling of the expected one.
+def shared_letters(a: str, b: str) -> int:
+    """How many characters two texts have in common, order ignored (each character counted as often as it
+    occurs in both), after :func:`normalise`.
 
-    A look-alike misspelling keeps most of the letters of the name it imitates (``Adibas`` / ``Adidas``:
-    similarity 0.83; the demo generator's gross misspellings, two swapped letters and a replaced one, stay
-    at or above 0.44). A product line read confidently (at least :data:`MIN_CONFIDENCE`), in full (at least 4
-    characters, of an expected text of at least 5), whose letters match the expected ones less than
-    :data:`OTHER_NAME_SIMILARITY` (``difflib.SequenceMatcher`` ratio of the normalised texts) is another
-    name: ``VANILJ`` where the references read ``NATURELL`` is a sibling flavour (0.29), which the index
-    does not hold, not a counterfeit of the indexed one.
+    Example:
+        >>> shared_letters("BMW", "MBVV"), shared_letters("BMW", "UBAR")
+        (2, 1)
+    """
+    return sum((Counter(normalise(a)) & Counter(normalise(b))).values())
+
+
+def reads_other_name(detail: dict[str, Any], names: Sequence[str] = ()) -> bool:
+    """Whether a line's reading is another name rather than a misspelling (or a partly covered reading) of
+    the expected one: ``UBAR`` (the middle of ``SUBARU``) where the references read ``BMW``, ``VANILJ`` (a
+    sibling flavour) where they read ``NATURELL``.
+
+    A look-alike misspelling keeps all but one or two letters of the name it imitates, in whatever order
+    (``Adibas`` / ``Adidas``, the demo generator's gross ``MBV`` / ``BMW``: two swapped letters and a replaced
+    one), and a partly covered name keeps a run of its characters (``Burg QUALITY``: a sticker over ``Burger
+    King``). Another name shares letters only by chance. So a reading is another name when it is
+
+    * confident (at least :data:`MIN_CONFIDENCE`) and at least 3 characters long, of an expected text of at
+      least 3 (a two-letter mark read as two other letters is too little to name anything);
+    * and, against the expected text and each of ``names``: the two share (:func:`shared_letters`) fewer
+      than :data:`OTHER_NAME_SHARE` of the other text's characters and at most that share of the reading's,
+      and no :data:`OTHER_NAME_RUN` characters in a row.
+
+    Order-free sharing, not edit distance, is what works for short names: ``MBV`` and ``UBAR`` are both
+    three edits from ``BMW``, but the first keeps two of its three letters and the second one.
 
     Args:
         detail: one line of :func:`text_mismatch` details (``text``, ``read``, ``confidence``).
+        names: other texts the reading may be of (the product's other reference lines: a reading that slid
+            onto the next line reads that line, not another name).
+
+    Example:
+        >>> reads_other_name({"text": "BMW", "read": "UBAR", "confidence": 0.98})
+        True
+        >>> reads_other_name({"text": "BMW", "read": "MBV", "confidence": 0.98})
+        False
     """
     import difflib
 
-    expected, read = normalise(str(detail.get("text", ""))), normalise(str(detail.get("read", "")))
-    if float(detail.get("confidence", 0.0)) < MIN_CONFIDENCE or len(expected) < 5 or len(read) < 4:
+    read = normalise(str(detail.get("read", "")))
+    expected = normalise(str(detail.get("text", "")))
+    if float(detail.get("confidence", 0.0)) < MIN_CONFIDENCE or len(expected) < 3 or len(read) < 3:
         return False
-    return difflib.SequenceMatcher(None, expected, read).ratio() < OTHER_NAME_SIMILARITY
+    for other in {expected, *(normalise(str(n)) for n in names)} - {""}:
+        shared = shared_letters(other, read)
+        run = difflib.SequenceMatcher(None, other, read, autojunk=False).find_longest_match(
+            0, len(other), 0, len(read)).size
+        if shared >= OTHER_NAME_SHARE * len(other) or shared > OTHER_NAME_SHARE * len(read) or run >= OTHER_NAME_RUN:
+            return False
+    return True
+
+
+def _reads_right(d: dict[str, Any]) -> bool:
+    """A line read confidently as the references read it (misspelt distance 0, :func:`misspelt_distance`)."""
+    dist = float(d.get("distance", float("nan")))
+    return not d.get("skipped", False) and float(d.get("confidence", 0.0)) >= MIN_CONFIDENCE and dist == 0
+
+
+def other_name_lines(details: Sequence[dict[str, Any]]) -> list[bool]:
+    """Per reference line of a photo, whether its reading is another name (:func:`reads_other_name`, against
+    every line of the product) and so no evidence of a misspelling: a sibling's flavour, another brand's name.
+
+    A reading counts only when it is a misread (distance above 0) and no other line the references read the
+    same way reads right: ``HOT`` where they read ``KFC``, on a package that reads ``KFC`` right where they
+    read ``KFC`` too, is something printed over this product's name (a badge, a sticker), not another name.
+
+    Args:
+        details: the OCR details of the reference lines placed in the photo, as :func:`text_mismatch` returns
+            them (``text``, ``read``, ``confidence``, ``distance``), before any structure gate.
+
+    Returns:
+        one bool per line of ``details``.
+    """
+    names = [str(d.get("text", "")) for d in details]
+    right = {normalise(str(d.get("text", ""))) for d in details if _reads_right(d)}
+    out = []
+    for d in details:
+        dist = float(d.get("distance", float("nan")))
+        out.append(bool(np.isfinite(dist) and dist > 0 and normalise(str(d.get("text", ""))) not in right
+                        and reads_other_name(d, names)))
+    return out
+
+
+def reads_other_product(details: Sequence[dict[str, Any]]) -> bool:
+    """Whether a photo's readings of a product's reference lines name another product: at least one line
+    reads another name (:func:`other_name_lines`), and no line reads what the references read: every line
+    placed was read confidently (not skipped, not mostly covered) and none reads right (misspelt distance 0).
+
+    ``UBAR`` / ``Flow Scale Model`` where the references read ``BMW`` / ``Elite Scale Model`` is another brand's
+    product that shares the layout, and ``VANILJ`` where the one line reads ``NATURELL`` a sibling flavour:
+    products the index does not hold. ``THE`` / ``NOBES`` where they read ``THE`` / ``NORTH`` (a sticker over
+    the name) is not: a line reads right; nor is a photo with a line left unread or read unsurely, which
+    confirms nothing either way.
+
+    Args:
+        details: the OCR details of every reference line placed in the photo, as :func:`text_mismatch` returns
+            them (``skipped`` lines were not read), before any structure gate.
+
+    Example:
+        >>> lines = [{"text": "BMW", "read": "UBAR", "confidence": 0.98, "distance": 1.0},
+        ...          {"text": "Elite Scale Model", "read": "Flow Scale Model", "confidence": 0.95, "distance": 0.07}]
+        >>> reads_other_product(lines), reads_other_product(lines[:1] + [{**lines[1], "confidence": 0.6}])
+        (True, False)
+    """
+    if not details:
+        return False
+    for d in details:
+        if d.get("skipped", False) or float(d.get("confidence", 0.0)) < MIN_CONFIDENCE:
+            return False  # a line not read surely confirms nothing either way
+        if not np.isfinite(float(d.get("distance", float("nan")))) or _reads_right(d):
+            return False  # mostly covered, or read right: this product
+    return any(other_name_lines(details))
 
 
 #: OCR confidence from which a photo's full-length letter swap in a consistently read line is evidence in
