@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     rf = isub.add_parser("refit", help="refit every product's statistics (and the cold-start calibration) under "
                          "the prior pooled over the products now: what a build in one go gives (add defers it)")
     rf.add_argument("index", help="index directory to update in place")
+    cp = isub.add_parser("compact", help="rewrite an index as one segment, dropping the bytes of removed or replaced "
+                         "products (saves do it by themselves once those are half the files)")
+    cp.add_argument("index", help="index directory to update in place")
     mv = isub.add_parser("relocate", help="point an index at the folder its references were moved to")
     mv.add_argument("index", help="index directory to update in place")
     mv.add_argument("folder", help="the reference folder's new place (same layout below it)")
@@ -192,6 +195,11 @@ def _index_summary(info: dict) -> list[str]:
     }.get(str(kind), str(kind)) + f", {n_desc:,} reference keypoints")
     text = info.get("text_check")
     lines.append("text check (OCR of the wordmark): " + ("unknown" if text is None else "on" if text else "off"))
+    st = info.get("storage")
+    if st:
+        lines.append(f"storage: {st['array_segments']} array segment(s), {st['keypoint_segments']} keypoint segment(s), "
+                     f"{_size(st['bytes'])}, of which {_size(st['dead_bytes'])} dead (removed or replaced products; "
+                     "`brandguard index compact` drops them)")
     cal = info.get("calibration")
     if not cal:
         lines.append("calibration in force: none (run `brandguard calibrate IDX --authentic PHOTOS`)")
@@ -381,6 +389,10 @@ def _run(args: argparse.Namespace) -> int:
             n = index.remove(args.brand, args.product)
             index.save(args.index)
             print(f"removed {n} product(s) -> {args.index}")
+        elif args.index_command == "compact":
+            done = index.compact(args.index)
+            print(f"compacted into one segment: {_size(done['bytes_before'])} -> {_size(done['bytes_after'])} "
+                  f"({_size(done['dead_bytes_dropped'])} dead dropped) -> {args.index}")
         elif args.index_command == "refit":
             index.refit_statistics()
             index.save(args.index)

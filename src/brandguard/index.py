@@ -19,7 +19,9 @@ depends on file names. Each view keeps:
   product can be localised.
 
 ``save(dir)`` writes one self-describing directory (backbone, weights digest, preprocessing,
-dimensions, thresholds, library version, resolved config, checksums of every file), atomically.
+dimensions, thresholds, library version, resolved config, checksums of every file), atomically. Saving again
+to the same directory is incremental: the products added or changed since go to one new segment file, the
+others' segments are not touched, and ``compact()`` (or a save, once half the bytes are dead) writes it whole.
 
 Example:
     >>> import brandguard as bg
@@ -48,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from brandguard import __version__
-from brandguard.arraystore import ArrayStore, LazyField, TensorView
+from brandguard.arraystore import ArrayStore, LazyField, TensorView, write_safetensors
 from brandguard.backbones import spec_to_dict
 from brandguard.calibration import ChannelFusion, ScoreCalibrator, Thresholds
 from brandguard.comparison import compare, reference_text_details
@@ -87,15 +89,25 @@ from brandguard.mismatch import (
 )
 from brandguard.references import ReferenceItem, read_references
 from brandguard.shortlist import KeypointSearch
-from brandguard.storage import file_digest, sha256_bytes, verify_directory, write_directory
+from brandguard.storage import (
+    MANIFEST,
+    file_digest,
+    sha256_bytes,
+    update_directory,
+    verify_directory,
+    write_directory,
+)
 from brandguard.text import reference_lines
 
 __all__ = ["INDEX_FORMAT", "THIN_EVIDENCE", "ProductModel", "RefRecord", "ReferenceIndex", "pixel_digest"]
 
 #: 4: a product's references are grouped into views (``ProductModel.view``); a format-3 index loads as one
 #: view per product (what it was: references that did not align with its anchor are not compared against)
-INDEX_FORMAT = 4
-READABLE_FORMATS = (3, 4)
+#: 5: a product's arrays lie in segments (``arrays.safetensors``, ``arrays.<generation>.safetensors``) named in
+#: ``products.json``, and an incremental save's small files in ``gen-<generation>/``; a format 3 or 4 index is one
+#: segment with its small files at the top (see ``ReferenceIndex.save``)
+INDEX_FORMAT = 5
+READABLE_FORMATS = (3, 4, 5)
 #: a view with fewer keypoints repeated across its references than this is topped up with the other keypoints
 #: inside the region the repeated ones cover (see ``ReferenceIndex._fit_view``)
 VIEW_KEYPOINTS = 1000
@@ -264,6 +276,8 @@ class ReferenceIndex:
         self._local_pid = np.zeros(0, np.int32)
         self._local_xy = np.zeros((0, 2), np.float32)
         self._global_rows: list[tuple[int, int]] = []
+        #: the directory this index was loaded from or last saved to, and how its arrays lie there (see save)
+        self._disk: _DiskState | None = None
         #: the pooled prior every product's statistics are fitted under (see :meth:`refit_statistics`); None
         #: until the first fit
         self.prior: AuthenticPrior | None = None
@@ -922,7 +936,7 @@ class ReferenceIndex:
             r, img = item
             out = []
             for photo in simulate_listing_photos(img, np.random.default_rng([seed, r]), views):
-                kp = detect_keypoints(photo, loc.keypoint_side, loc.query_keypoints)
+                kp = detect_keypoints(photo, loc.query_side, loc.query_keypoints)
                 ia, ib = match_pair(kp, canon)
                 H, mask = estimate_homography(canon.xy[ib], kp.xy[ia], self._ransac_px(photo.shape))
                 if H is None or mask.sum() < self.thresholds.min_inliers or \
@@ -1307,7 +1321,7 @@ class ReferenceIndex:
     def refine_alignment(self, a: Alignment, image: np.ndarray, full: np.ndarray) -> Alignment:
         """The alignment ``a`` re-estimated on keypoints of the product's region of the full-resolution photo.
 
-        Keypoints are detected on a copy whose long side is ``localization.keypoint_side``; in a large or
+        Keypoints are detected on a copy whose long side is ``localization.query_side``; in a large or
         wide photo a product is then a few dozen pixels and few of its keypoints are found (weak or no
         match, a loose homography). When the full resolution holds the product at least 1.5 times larger
         than that copy did, its region (outline plus 15%) is cut from ``full``, reduced to at most
@@ -1337,7 +1351,7 @@ class ReferenceIndex:
         x1, y1 = int(min(full.shape[1], np.ceil(hi[0] + m[0]))), int(min(full.shape[0], np.ceil(hi[1] + m[1])))
         if x1 - x0 < 16 or y1 - y0 < 16:
             return a
-        kp_scale = loc.keypoint_side / max(image.shape[:2])  # keypoint-image pixels per working pixel
+        kp_scale = loc.query_side / max(image.shape[:2])  # query keypoint-image pixels per working pixel
         region_long = max(x1 - x0, y1 - y0)
         if min(region_long, loc.keypoint_side) < 1.5 * kp_scale * region_long / max(sx, sy):
             return a  # the keypoint image already saw the product at (nearly) this detail
@@ -1436,6 +1450,8 @@ class ReferenceIndex:
             "thin_products": [f"{k} ({n})" for k, n in self.thin_products()],
             "local_descriptors": int(self._local.ntotal) if self._local is not None else 0,
             "local_index": self._local.kind if self._local is not None else None, "global_dim": int(self._global.d) if self._global is not None else 0,
+            # the directory it was loaded from or saved to: segments, their bytes and the dead ones (see save)
+            "storage": self.storage_info(),
             "canonical_size": self.config.localization.canonical_size,
             "thresholds": self.thresholds.to_dict(),
             # which calibration is in force: the cold start (simulated listing photos of the references) until
@@ -1458,62 +1474,146 @@ class ReferenceIndex:
     def save(self, directory: str | Path) -> None:
         """Write the index as one self-describing directory, atomically (see module docstring).
 
+        Saving again to the directory the index was loaded from (or last saved to) is **incremental**: the
+        arrays of products added or changed since go to one new segment (``arrays.<generation>.safetensors``),
+        the keypoint descriptors added since to ``keypoints.<generation>.npy``, the small search structures and
+        descriptions to a new ``gen-<generation>/`` folder, and the new manifest replaces the old one last
+        (every file written under a temporary name, fsynced and renamed first; :func:`storage.update_directory`),
+        so a crash mid-save leaves the previous index loadable. The segments of unchanged products are not
+        touched; those of removed or replaced products stay (dead bytes) until :meth:`compact`, which a save
+        does by itself once the dead bytes would exceed :data:`COMPACT_DEAD_SHARE` of the segment files. Saving
+        anywhere else, or to a directory changed by someone else since, writes the whole index (one segment).
+
         Reference paths are stored relative to the reference folder, which is recorded twice: as an absolute
         path and relative to ``directory``; :meth:`load` finds the references at either place, so an index
         works from any working directory and after the index and its references were moved together.
-        """
-        import faiss
-        from safetensors.numpy import save as st_save
 
-        tensors: dict[str, np.ndarray] = {}
-        products_meta = []
+        Raises:
+            DataError: ``directory`` is a file or a folder of other files.
+        """
+        directory = Path(directory)
+        plan = self._increment_plan(directory)
+        if plan is None:
+            self._write_whole(directory)
+        else:
+            self._write_increment(directory, plan)
+
+    def compact(self, directory: str | Path | None = None) -> dict[str, int]:
+        """Rewrite the saved index as one segment, dropping the bytes of removed or replaced products.
+
+        The keypoint store keeps only the live rows (renumbered; the search structures keep their training, so
+        search finds the same neighbours: :meth:`KeypointSearch.compacted`), then the whole index is written
+        atomically as :meth:`save` writes a new one.
+
+        Args:
+            directory: where to write (default: the directory the index was loaded from or last saved to).
+
+        Returns:
+            ``{"bytes_before": ..., "bytes_after": ..., "dead_bytes_dropped": ...}``: segment bytes (arrays and
+            keypoint descriptors) before and after, and the dead bytes dropped.
+
+        Raises:
+            DataError: no ``directory`` and the index was never loaded or saved.
+
+        Example:
+            >>> index = bg.ReferenceIndex.load("idx/")   # doctest: +SKIP
+            >>> index.compact()["dead_bytes_dropped"]      # doctest: +SKIP
+            0
+        """
+        state = self._disk
+        if directory is None:
+            if state is None:
+                raise DataError("this index was never saved: pass the directory to write it to")
+            directory = state.directory
+        before = self.storage_info() if state is not None else None
+        self._write_whole(Path(directory))
+        after = self.storage_info() or {"bytes": 0}
+        return {"bytes_before": int(before["bytes"]) if before else 0, "bytes_after": int(after["bytes"]),
+                "dead_bytes_dropped": int(before["dead_bytes"]) if before else 0}
+
+    def storage_info(self) -> dict[str, Any] | None:
+        """How the index lies in the directory it was loaded from or last saved to (None: neither).
+
+        Returns:
+            ``directory``, ``generation`` (saves since the last whole write), ``array_segments`` and
+            ``keypoint_segments`` (files), ``bytes`` (of those segment files) and ``dead_bytes`` (the part no
+            product of the index as it is now uses: removed or replaced products, until :meth:`compact`).
+        """
+        state = self._disk
+        if state is None:
+            return None
+        live, _ = self._live_array_bytes(state)
+        kp_rows = state.kp_rows
+        kp_live = self._live_keypoint_rows(kp_rows)
+        payload = sum(state.payload.values())
+        return {"directory": state.directory, "generation": state.generation,
+                "array_segments": len(state.segments), "keypoint_segments": len(state.kp_segments),
+                "bytes": int(sum(state.segments.values()) + kp_rows * _KP_ROW_BYTES),
+                "dead_bytes": int(max(0, payload - live) + max(0, kp_rows - kp_live) * _KP_ROW_BYTES)}
+
+    def _live_array_bytes(self, state: _DiskState) -> tuple[int, set[str]]:
+        """Bytes of the saved segments that products of the index as it is now use (each stored product once; a
+        product changed since is not counted), and the segments that hold them."""
+        seen: dict[tuple[str, str], int] = {}
+        for m in self.products:
+            d = m.__dict__.get("_disk")
+            if d is not None and d.segment in state.segments and _clean_in(m, state.uid):
+                seen[(d.segment, d.prefix)] = d.nbytes
+        return sum(seen.values()), {s for s, _ in seen}
+
+    def _live_keypoint_rows(self, below: int | None = None) -> int:
+        """Keypoint store rows of products of the index (only those before row ``below``: saved ones)."""
+        return sum(len(m.kp_xy) for m in self.products if 0 <= m.kp_start and (below is None or m.kp_start < below))
+
+    def _increment_plan(self, directory: Path) -> list[ProductModel] | None:
+        """The products to write in an incremental save to ``directory``, or None when the whole index must be
+        written (another directory, the directory changed since, the keypoint store rebuilt, or too many dead
+        bytes: auto-compaction)."""
+        state = self._disk
+        if state is None or os.path.realpath(directory) != state.directory or self._local is None \
+                or self._local.store is not state.kp_store or len(self._local.store) < state.kp_rows:
+            return None
+        try:
+            on_disk = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if (on_disk.get("storage") or {}).get("save_id") != state.save_id:
+            return None  # written by someone else since: never append to what we did not read
+        dirty = [m for m in self.products if not _clean_in(m, state.uid)]
+        # dead bytes after this save: the payload of the segments kept (those holding unchanged products) and of
+        # the new one, less what is live
+        new_bytes = sum(_tensor_bytes(_product_tensors(m, "")) for m in dirty)
+        live, used = self._live_array_bytes(state)
+        payload = sum(n for s, n in state.payload.items() if s in used) + new_bytes
+        live += new_bytes
+        kp_total = len(self._local.store)
+        dead = max(0, payload - live) + max(0, kp_total - self._live_keypoint_rows()) * _KP_ROW_BYTES
+        if dead > COMPACT_DEAD_SHARE * (payload + kp_total * _KP_ROW_BYTES):
+            return None
+        return dirty
+
+    def _small_files(self, directory: Path, products_meta: list[dict[str, Any]]) -> dict[str, Any]:
+        """The search structures and descriptions, rewritten at every save (everything but the segments)."""
+        import faiss
+
+        assert self._local is not None
         root = _saved_root(self)
-        for i, m in enumerate(self.products):
-            p = f"p{i}."
-            tensors[p + "kp_xy"] = np.ascontiguousarray(m.kp_xy.astype(np.float32))
-            tensors[p + "global"] = np.ascontiguousarray(m.global_vecs.astype(np.float32))
-            tensors[p + "bank_structure"] = np.ascontiguousarray(m.bank.structure.astype(np.float16))
-            tensors[p + "bank_valid"] = np.ascontiguousarray(np.packbits(m.bank.valid, axis=-1))
-            tensors[p + "bank_colors"] = np.ascontiguousarray(m.bank.colors.astype(np.float32))
-            tensors[p + "bank_cell_valid"] = np.ascontiguousarray(m.bank.cell_valid.astype(np.uint8))
-            if m.bank.noise is not None:
-                tensors[p + "bank_noise"] = np.ascontiguousarray(m.bank.noise.astype(np.float32))
-            tensors[p + "loo_scores"] = np.ascontiguousarray(m.loo_scores.astype(np.float64))
-            # what refitting the cold start needs of every product, kept small and read at load (see
-            # refit_default_calibration): adding a product then reads no other product's evidence
-            for name, dtype in (("prior_entry", np.float32), ("calibration_scores", np.float64),
-                                ("reference_similarity", np.float32)):
-                if getattr(m, name) is not None:
-                    tensors[p + name] = np.ascontiguousarray(np.asarray(getattr(m, name), dtype))
-            if m.evidence is not None:
-                tensors.update(_evidence_tensors(m.evidence, p))
-            if m.bank.feats is not None and m.bank.occlusion is not None:
-                tensors[p + "bank_feats"] = np.ascontiguousarray(m.bank.feats.astype(np.float16))
-                tensors[p + "bank_occlusion"] = np.ascontiguousarray(m.bank.occlusion.astype(np.float16))
-            if m.stats is not None:
-                for name in ("mu_s", "sigma_s", "mu_c", "sigma_c", "mu_l", "sigma_l"):
-                    if getattr(m.stats, name) is not None:
-                        tensors[p + name] = np.ascontiguousarray(getattr(m.stats, name).astype(np.float32))
-                tensors[p + "region"] = np.ascontiguousarray(m.stats.region.astype(np.uint8))
-            products_meta.append({"brand": m.brand, "product": m.product, "anchor": m.anchor,
-                                  "bank_refs": m.bank_refs, "has_stats": m.stats is not None,
-                                  "kp_start": m.kp_start, "view": m.view,
-                                  "calibration_cross": m.calibration_cross, "calibration_refs": m.calibration_refs,
-                                  "ref_text": m.ref_text, "text_lines": m.text_lines,
-                                  "refs": [{**r.__dict__, "path": _relative_to(r.path, root)} for r in m.refs]})
-        files = {
-            "arrays.safetensors": st_save(tensors),
+        keypoint_files = {k: v for k, v in self._local.to_files().items() if k != "keypoints.npy"}
+        return {
             "products.json": json.dumps({"products": products_meta, "skipped": self.skipped,
                                          "duplicates": self.duplicates,
                                          "references_root": None if root is None else {
                                              "absolute": root,
                                              "from_index": os.path.relpath(root, os.path.abspath(directory))},
                                          }).encode(),
-            **self._local.to_files(),  # keypoints.faiss (codes) + keypoints.npy (memory-mapped at load)
+            **keypoint_files,  # keypoints.faiss (codes; keypoints.words.safetensors for words) + keypoints.json
             "global.faiss": faiss.serialize_index(self._global).tobytes(),
             "config.yaml": _yaml(self.config.to_dict()),
         }
-        manifest = {
+
+    def _manifest(self, storage: dict[str, Any]) -> dict[str, Any]:
+        assert self._global is not None
+        return {
             "format": INDEX_FORMAT, "brandguard_version": __version__, "kind": "brandguard-reference-index",
             "backbone": self.backbone_info,
             "dimensions": {"global": int(self._global.d), "keypoint": 128,
@@ -1531,8 +1631,114 @@ class ReferenceIndex:
             "text_check": self.text_enabled,
             "counts": {k: v for k, v in self.info().items() if k in ("brands", "products", "references",
                                                                       "references_compared", "local_descriptors")},
+            # where the products' arrays and keypoints lie (see save): segments in order, this save's folder
+            "storage": storage,
         }
-        write_directory(directory, files, manifest)
+
+    def _write_whole(self, directory: Path) -> None:
+        """Write every product into one segment (``arrays.safetensors``, ``keypoints.npy`` with the live keypoint
+        rows only) and the small files at the top of a new directory that replaces ``directory`` atomically
+        (:func:`storage.write_directory`)."""
+        from brandguard.shortlist import RowStore
+
+        assert self._local is not None
+        search, starts = self._local, [m.kp_start for m in self.products]
+        if len(self._local.store) > self._live_keypoint_rows():  # rows of removed products: keep the live ones
+            spans = [(m.kp_start, len(m.kp_xy)) for m in self.products if m.kp_start >= 0]
+            search = self._local.compacted(spans)
+            offsets = iter(np.cumsum([0] + [n for _, n in spans]).tolist())
+            starts = [next(offsets) if m.kp_start >= 0 else -1 for m in self.products]
+        root = _saved_root(self)
+        products = list(self.products)
+        specs, sizes = _segment_specs(products)
+        products_meta = [{**_product_meta(m, root, "arrays.safetensors", f"p{i}.", sizes[i]), "kp_start": starts[i]}
+                         for i, m in enumerate(products)]
+        uid, save_id = os.urandom(8).hex(), os.urandom(8).hex()
+        storage = {"uid": uid, "save_id": save_id, "generation": 0, "small": "",
+                   "array_segments": {"arrays.safetensors": sum(sizes)},
+                   "keypoint_segments": [["keypoints.npy", len(search.store)]]}
+        local, self._local = self._local, search  # the small files describe the search written
+        try:
+            # streamed one product at a time: a catalogue's arrays are never all in memory at once
+            files = {"arrays.safetensors": lambda fh: write_safetensors(fh, specs, _segment_arrays(products)),
+                     **self._small_files(directory, products_meta), "keypoints.npy": search.store.write_npy}
+        finally:
+            self._local = local
+        write_directory(directory, files, self._manifest(storage))
+        # committed. From now on the arrays are read from this directory (the old files stay readable through
+        # the memory maps still open on them until those are dropped)
+        if search is not local or isinstance(local.store.base, np.memmap):
+            if len(search.store):
+                search.store = RowStore(np.load(directory / "keypoints.npy", mmap_mode="r", allow_pickle=False))
+            if search is not local:
+                for m, start in zip(self.products, starts):
+                    m.kp_start = start
+                    if start >= 0:
+                        m.kp_desc = search.store[start:start + len(m.kp_xy)]
+                self._local = search
+                self._known_sizes = {m.kp_start: len(m.kp_xy) for m in self.products if m.kp_start >= 0}
+                self._known_starts = set(self._known_sizes)
+                self._refresh_tables()
+        store = None
+        for i, m in enumerate(self.products):
+            if "_store" in m.__dict__ and not any(f in m.__dict__ for f in _LAZY_FIELDS):
+                store = store or _segment_store([directory / "arrays.safetensors"],
+                                                self.config.localization.canonical_size,
+                                                self.config.runtime.cached_products)
+                m.__dict__.update(_store=store, _prefix=f"0:p{i}.")
+        checksums = _listed_checksums(directory)
+        size = (directory / "arrays.safetensors").stat().st_size
+        self._disk = _DiskState(os.path.realpath(directory), uid, save_id, 0, {"arrays.safetensors": size},
+                                {"arrays.safetensors": sum(sizes)}, [("keypoints.npy", len(self._local.store))],
+                                self._local.store, checksums)
+        for i, (m, n) in enumerate(zip(self.products, sizes)):
+            m.__dict__["_disk"] = _ProductDisk(uid, "arrays.safetensors", f"p{i}.", n, _held(m))
+
+    def _write_increment(self, directory: Path, dirty: list[ProductModel]) -> None:
+        """Write only ``dirty`` products' arrays (one new segment), the keypoint rows added since the last save
+        (one new keypoint segment), the small files (a new folder) and the new manifest (see :meth:`save`)."""
+        state = self._disk
+        assert state is not None and self._local is not None
+        g = state.generation + 1
+        seg = f"arrays.{g}.safetensors"
+        specs, sizes = _segment_specs(dirty)
+        written = {id(m): (f"p{j}.", sizes[j]) for j, m in enumerate(dirty)}  # id(model) -> (prefix, bytes)
+        root = _saved_root(self)
+        products_meta = []
+        for m in self.products:
+            if id(m) in written:
+                products_meta.append(_product_meta(m, root, seg, *written[id(m)]))
+            else:
+                d = m.__dict__["_disk"]
+                products_meta.append(_product_meta(m, root, d.segment, d.prefix, d.nbytes))
+        used = {pm["segment"] for pm in products_meta}
+        new_files: dict[str, Any] = {}
+        segments = {s: n for s, n in state.segments.items() if s in used}  # a segment no product uses is dropped
+        payload = {s: n for s, n in state.payload.items() if s in used}
+        if dirty:
+            new_files[seg] = lambda fh: write_safetensors(fh, specs, _segment_arrays(dirty))
+            payload[seg] = sum(sizes)
+        kp_segments = list(state.kp_segments)
+        if len(self._local.store) > state.kp_rows:
+            kseg = f"keypoints.{g}.npy"
+            start = state.kp_rows
+            new_files[kseg] = lambda fh: self._local.store.write_npy(fh, start=start)  # type: ignore[union-attr]
+            kp_segments.append((kseg, len(self._local.store) - start))
+        small = f"gen-{g}"
+        new_files.update({f"{small}/{k}": v for k, v in self._small_files(directory, products_meta).items()})
+        save_id = os.urandom(8).hex()
+        storage = {"uid": state.uid, "save_id": save_id, "generation": g, "small": small,
+                   "array_segments": payload, "keypoint_segments": [[f, n] for f, n in kp_segments]}
+        kept = {f: c for f, c in state.checksums.items() if f in segments or f in {k for k, _ in kp_segments}}
+        checksums = update_directory(directory, new_files, kept, self._manifest(storage))
+        # committed: record where everything lies now
+        if dirty:
+            segments[seg] = (directory / seg).stat().st_size
+        self._disk = _DiskState(state.directory, state.uid, save_id, g, segments, payload, kp_segments,
+                                self._local.store, {f: c for f, c in checksums.items() if not f.startswith(small + "/")})
+        for m in dirty:
+            prefix, n = written[id(m)]
+            m.__dict__["_disk"] = _ProductDisk(state.uid, seg, prefix, n, _held(m))
 
     @classmethod
     def load(cls, directory: str | Path) -> ReferenceIndex:
@@ -1564,26 +1770,45 @@ class ReferenceIndex:
                 f"index {directory} has format {fmt} (written by brandguard {manifest.get('brandguard_version')}) "
                 f"but this brandguard ({__version__}) reads format {' or '.join(map(str, READABLE_FORMATS))}; rebuild it with "
                 "`brandguard index build`")
+        # where the arrays lie (see save): segments in order and this save's folder of small files; an index
+        # saved before segments (format 3, 4) is one segment with the small files at the top
+        layout = manifest.get("storage") or {}
+        small = str(layout.get("small", ""))
+        payload = {str(k): v for k, v in (layout.get("array_segments") or {"arrays.safetensors": None}).items()}
+        kp_segments = [(str(f), n) for f, n in (layout.get("keypoint_segments") or [["keypoints.npy", None]])]
+        names = [*payload, *(f for f, _ in kp_segments)] + ([small] if small else [])
+        if any(not n or "/" in n or "\\" in n or n.startswith(".") for n in names):
+            raise IndexCorruptError(f"index {directory} names files outside it in {MANIFEST}; rebuild it with "
+                                    "`brandguard index build`")
+        seg_index = {f: k for k, f in enumerate(payload)}
         try:
             import yaml
 
-            config = Config.from_dict(yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8")))
-            meta = json.loads((directory / "products.json").read_text(encoding="utf-8"))
+            config = Config.from_dict(yaml.safe_load((directory / small / "config.yaml").read_text(encoding="utf-8")))
+            meta = json.loads((directory / small / "products.json").read_text(encoding="utf-8"))
             S = config.localization.canonical_size
-            # comparison banks, statistics, evidence and global vectors stay in the memory-mapped file and are
-            # read per product when a photo matches it (bounded cache: runtime.cached_products)
-            store = ArrayStore(directory / "arrays.safetensors", lambda get, p: _heavy_fields(tensors, p, S),
-                               config.runtime.cached_products)
+            # comparison banks, statistics, evidence and global vectors stay in the memory-mapped segments and
+            # are read per product when a photo matches it (bounded cache: runtime.cached_products)
+            store = _segment_store([directory / f for f in payload], S, config.runtime.cached_products)
             tensors = TensorView(store)
-            local = KeypointSearch.from_files(directory)  # descriptors memory-mapped, codes in memory
+            # descriptors memory-mapped (one file per segment), codes in memory
+            local = KeypointSearch.from_files(directory / small, segments=[directory / f for f, _ in kp_segments])
+            legacy_bytes = _segment_product_bytes(directory / next(iter(payload))) \
+                if any("nbytes" not in pm for pm in meta["products"]) else {}
         except (OSError, ValueError, DataError, SafetensorError) as exc:
             raise IndexCorruptError(f"index {directory} could not be read ({exc}); rebuild it with "
                                     "`brandguard index build`") from exc
         root_found, root_meta = _find_references_root(directory, meta.get("references_root"))
         base = root_found or (root_meta or {}).get("absolute")
         products = []
+        uid = str(layout.get("uid") or os.urandom(8).hex())
         for i, pm in enumerate(meta["products"]):
-            p = f"p{i}."
+            segment, prefix = str(pm.get("segment", next(iter(payload)))), str(pm.get("prefix", f"p{i}."))
+            if segment not in seg_index:
+                raise IndexCorruptError(f"product {pm.get('brand')}/{pm.get('product')} of index {directory} lies in "
+                                        f"segment {segment}, which {MANIFEST} does not list; rebuild it with "
+                                        "`brandguard index build`")
+            p = f"{seg_index[segment]}:{prefix}"
             if base:
                 for r in pm["refs"]:
                     r["path"] = os.path.normpath(os.path.join(base, r["path"]))
@@ -1599,6 +1824,8 @@ class ReferenceIndex:
                 calibration_cross=bool(pm.get("calibration_cross", False)),
                 calibration_refs=int(pm.get("calibration_refs", 0)),
                 reference_similarity=tensors.get(p + "reference_similarity"), _store=store, _prefix=p)
+            nbytes = int(pm["nbytes"]) if "nbytes" in pm else legacy_bytes.get(prefix, 0)
+            m.__dict__["_disk"] = _ProductDisk(uid, segment, prefix, nbytes, _held(m))
             products.append(m)
         cal = ScoreCalibrator.from_dict(manifest["calibration"]) if manifest.get("calibration") else None
         index = cls.__new__(cls)
@@ -1625,7 +1852,14 @@ class ReferenceIndex:
         index._known_sizes = {m.kp_start: len(m.kp_xy) for m in products if m.kp_start >= 0}
         index._known_starts = set(index._known_sizes)
         index._refresh_tables()
-        index._global = faiss.deserialize_index(np.frombuffer((directory / "global.faiss").read_bytes(), np.uint8))
+        index._global = faiss.deserialize_index(np.frombuffer((directory / small / "global.faiss").read_bytes(),
+                                                              np.uint8))
+        if any(n is None for n in payload.values()):  # one segment saved before sizes were recorded: all of it live
+            payload = {f: sum(m.__dict__["_disk"].nbytes for m in products) for f in payload}
+        index._disk = _DiskState(os.path.realpath(directory), uid, layout.get("save_id"), int(layout.get("generation", 0)),
+                                 {f: (directory / f).stat().st_size for f in payload}, payload,
+                                 [(f, len(local.store) if n is None else int(n)) for f, n in kp_segments], local.store,
+                                 dict(manifest.get("files", {})))
         return index
 
 
@@ -1853,3 +2087,158 @@ def _yaml(data: dict[str, Any]) -> bytes:
     buf = io.StringIO()
     yaml.safe_dump(data, buf, sort_keys=False)
     return buf.getvalue().encode()
+
+
+# ----------------------------------------------------------------- segments (see ReferenceIndex.save)
+#: a save compacts (writes the whole index as one segment) instead of adding a segment once the bytes no product
+#: uses any more (removed or replaced products' arrays and keypoint rows) would exceed this share of the segment
+#: files: the directory then never holds more than about twice the live bytes
+COMPACT_DEAD_SHARE = 0.5
+#: bytes of one stored keypoint descriptor (128 float16)
+_KP_ROW_BYTES = 256
+#: the arrays a product's segment holds (a product whose values of these are those written is not written again)
+_ARRAY_FIELDS = ("kp_xy", "global_vecs", "bank", "stats", "evidence", "loo_scores", "prior_entry",
+                 "calibration_scores", "reference_similarity")
+#: those a loaded index reads on demand (brandguard.arraystore.LazyField)
+_LAZY_FIELDS = ("bank", "stats", "global_vecs", "evidence")
+_UNREAD = object()  # a lazily read field not read into the model (still the one on disk)
+
+
+@dataclass
+class _ProductDisk:
+    """Where a product's arrays lie in a saved index, and the values they were written from."""
+
+    uid: str  #: the directory lineage (:class:`_DiskState`)
+    segment: str  #: the safetensors file
+    prefix: str  #: its tensors' prefix there (``"p12."``)
+    nbytes: int  #: bytes of its tensors
+    held: dict[str, Any]  #: the model's value of each of :data:`_ARRAY_FIELDS` when written or loaded
+
+
+@dataclass
+class _DiskState:
+    """What an index knows of the directory it was loaded from or last saved to (see ``ReferenceIndex.save``)."""
+
+    directory: str  #: real path
+    uid: str  #: made by each whole write, kept by incremental saves
+    save_id: str | None  #: of the manifest written or read last (the directory must still hold it to be appended to)
+    generation: int  #: saves since the last whole write
+    segments: dict[str, int]  #: array segment file -> its bytes
+    payload: dict[str, int]  #: array segment file -> bytes of the products written into it
+    kp_segments: list[tuple[str, int]]  #: keypoint store segment files and their rows, in row order
+    kp_store: Any  #: the keypoint store whose first rows those segments hold
+    checksums: dict[str, str]  #: recorded checksums of the segment files
+
+    @property
+    def kp_rows(self) -> int:
+        return sum(n for _, n in self.kp_segments)
+
+
+def _held(m: ProductModel) -> dict[str, Any]:
+    return {f: m.__dict__.get(f, _UNREAD) for f in _ARRAY_FIELDS}
+
+
+def _clean_in(m: ProductModel, uid: str) -> bool:
+    """Whether ``m``'s arrays are stored, unchanged, in the directory of lineage ``uid`` (every field is still
+    the object written or loaded: the index replaces arrays, it never edits them in place)."""
+    d = m.__dict__.get("_disk")
+    return d is not None and d.uid == uid and all(m.__dict__.get(f, _UNREAD) is v for f, v in d.held.items())
+
+
+def _tensor_bytes(tensors: dict[str, np.ndarray]) -> int:
+    return int(sum(t.nbytes for t in tensors.values()))
+
+
+def _product_tensors(m: ProductModel, p: str) -> dict[str, np.ndarray]:
+    """A product's arrays as named tensors (prefix ``p``): what its segment holds."""
+    tensors: dict[str, np.ndarray] = {}
+    tensors[p + "kp_xy"] = np.ascontiguousarray(m.kp_xy, np.float32)
+    tensors[p + "global"] = np.ascontiguousarray(m.global_vecs, np.float32)
+    tensors[p + "bank_structure"] = np.ascontiguousarray(m.bank.structure, np.float16)
+    tensors[p + "bank_valid"] = np.ascontiguousarray(np.packbits(m.bank.valid, axis=-1))
+    tensors[p + "bank_colors"] = np.ascontiguousarray(m.bank.colors, np.float32)
+    tensors[p + "bank_cell_valid"] = np.ascontiguousarray(m.bank.cell_valid, np.uint8)
+    if m.bank.noise is not None:
+        tensors[p + "bank_noise"] = np.ascontiguousarray(m.bank.noise, np.float32)
+    tensors[p + "loo_scores"] = np.ascontiguousarray(m.loo_scores, np.float64)
+    # what refitting the cold start needs of every product, kept small and read at load (see
+    # refit_default_calibration): adding a product then reads no other product's evidence
+    for name, dtype in (("prior_entry", np.float32), ("calibration_scores", np.float64),
+                        ("reference_similarity", np.float32)):
+        if getattr(m, name) is not None:
+            tensors[p + name] = np.ascontiguousarray(np.asarray(getattr(m, name), dtype))
+    if m.evidence is not None:
+        tensors.update(_evidence_tensors(m.evidence, p))
+    if m.bank.feats is not None and m.bank.occlusion is not None:
+        tensors[p + "bank_feats"] = np.ascontiguousarray(m.bank.feats, np.float16)
+        tensors[p + "bank_occlusion"] = np.ascontiguousarray(m.bank.occlusion, np.float16)
+    if m.stats is not None:
+        for name in ("mu_s", "sigma_s", "mu_c", "sigma_c", "mu_l", "sigma_l"):
+            if getattr(m.stats, name) is not None:
+                tensors[p + name] = np.ascontiguousarray(getattr(m.stats, name), np.float32)
+        tensors[p + "region"] = np.ascontiguousarray(m.stats.region, np.uint8)
+    return tensors
+
+
+def _segment_specs(products: Sequence[ProductModel]) -> tuple[list[tuple[str, np.dtype, tuple[int, ...]]], list[int]]:
+    """Name, dtype and shape of every tensor of a segment holding ``products`` (product ``j`` under prefix
+    ``p<j>.``), and each product's bytes; each product's arrays are made and dropped in turn."""
+    specs: list[tuple[str, np.dtype, tuple[int, ...]]] = []
+    sizes = []
+    for j, m in enumerate(products):
+        t = _product_tensors(m, f"p{j}.")
+        specs.extend((k, v.dtype, v.shape) for k, v in t.items())
+        sizes.append(_tensor_bytes(t))
+    return specs, sizes
+
+
+def _segment_arrays(products: Sequence[ProductModel]) -> Iterator[np.ndarray]:
+    """The tensors of :func:`_segment_specs`, in its order, one product's at a time."""
+    for j, m in enumerate(products):
+        yield from _product_tensors(m, f"p{j}.").values()
+
+
+def _product_meta(m: ProductModel, root: str | None, segment: str, prefix: str, nbytes: int) -> dict[str, Any]:
+    """A product's entry of ``products.json``: its description and where its arrays lie."""
+    return {"brand": m.brand, "product": m.product, "anchor": m.anchor,
+            "bank_refs": m.bank_refs, "has_stats": _has_stats(m),
+            "kp_start": m.kp_start, "view": m.view,
+            "calibration_cross": m.calibration_cross, "calibration_refs": m.calibration_refs,
+            "ref_text": m.ref_text, "text_lines": m.text_lines,
+            "refs": [{**r.__dict__, "path": _relative_to(r.path, root)} for r in m.refs],
+            "segment": segment, "prefix": prefix, "nbytes": nbytes}
+
+
+def _segment_store(paths: list[Path], size: int, cached_products: int) -> ArrayStore:
+    """The array segments of a saved index, each product's lazily read fields built by :func:`_heavy_fields`."""
+    holder: list[ArrayStore] = []
+    store = ArrayStore(list(paths), lambda get, p: _heavy_fields(TensorView(holder[0]), p, size), cached_products)
+    holder.append(store)
+    return store
+
+
+def _has_stats(m: ProductModel) -> bool:
+    """Whether the product has authentic statistics, without reading a lazily loaded product from disk."""
+    store = m.__dict__.get("_store")
+    if "stats" not in m.__dict__ and store is not None:
+        return bool(store.has(m.__dict__["_prefix"] + "mu_s"))
+    return m.stats is not None
+
+
+def _listed_checksums(directory: Path) -> dict[str, str]:
+    """The checksums a directory's manifest lists (just written by this process)."""
+    return dict(json.loads((directory / MANIFEST).read_text(encoding="utf-8")).get("files", {}))
+
+
+def _segment_product_bytes(path: Path) -> dict[str, int]:
+    """Bytes of each product's tensors (by prefix, ``"p12."``) in a safetensors file, from its header only
+    (indexes saved before ``products.json`` recorded them)."""
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    out: dict[str, int] = defaultdict(int)
+    for name, spec in header.items():
+        if name != "__metadata__" and "." in name:
+            start, end = spec["data_offsets"]
+            out[name[:name.index(".") + 1]] += int(end) - int(start)
+    return dict(out)

@@ -48,7 +48,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -63,20 +63,33 @@ DIM = 128
 
 
 class RowStore:
-    """Descriptor rows by row id: a (memory-mapped) base array plus rows appended since it was written.
+    """Descriptor rows by row id: (memory-mapped) segments on disk plus rows appended since they were written.
 
-    Appending never copies the base, so adding a product to a catalogue whose store is a 25 GB memory map
-    costs only the new rows. Supports ``len``, ``shape``, slicing and integer-array indexing (rows).
+    Appending never copies the segments, so adding a product to a catalogue whose store is a 25 GB memory map
+    costs only the new rows; a saved index keeps them as one ``.npy`` file per save that added rows
+    (:meth:`write_npy` with ``start``), which :class:`RowStore` reads as consecutive segments. Supports ``len``,
+    ``shape``, slicing and integer-array indexing (rows).
+
+    Args:
+        base: the first segment ``(n0, 128)`` float16 (an array or a read-only memory map).
+        more: further segments, in row order (rows ``n0 ..``).
     """
 
-    def __init__(self, base: np.ndarray) -> None:
+    def __init__(self, base: np.ndarray, more: Sequence[np.ndarray] = ()) -> None:
         self.base = base
+        self.segments = [base, *more]
+        self._ends = np.cumsum([len(a) for a in self.segments]).astype(np.int64)
         self._tail: list[np.ndarray] = []
         self._tail_rows = 0
         self._joined: np.ndarray | None = None
 
+    @property
+    def disk_rows(self) -> int:
+        """Rows held by the segments (the rest were appended since)."""
+        return int(self._ends[-1])
+
     def __len__(self) -> int:
-        return len(self.base) + self._tail_rows
+        return self.disk_rows + self._tail_rows
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -95,6 +108,11 @@ class RowStore:
             self._tail = [self._joined] if self._tail_rows else []
         return self._joined
 
+    def _parts(self) -> list[tuple[int, np.ndarray]]:
+        """``(first row, array)`` of every segment and of the appended rows."""
+        starts = [0, *self._ends[:-1].tolist()]
+        return [*zip(starts, self.segments), (self.disk_rows, self._tail_array())]
+
     def __getitem__(self, key: Any) -> np.ndarray:
         nb = len(self.base)
         if isinstance(key, slice):
@@ -103,30 +121,65 @@ class RowStore:
                 raise IndexError("RowStore slices must be contiguous")
             if stop <= nb:
                 return self.base[start:stop]
-            if start >= nb:
-                return self._tail_array()[start - nb:stop - nb]
-            return np.concatenate([self.base[start:nb], self._tail_array()[:stop - nb]])
+            pieces = [a[max(0, start - s):max(0, stop - s)] for s, a in self._parts() if s < stop and s + len(a) > start]
+            return pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces else np.zeros((0, DIM), np.float16)
         rows = np.asarray(key, np.int64)
-        if not self._tail_rows:
+        if len(self.segments) == 1 and not self._tail_rows:
             return self.base[rows]
         out = np.empty((len(rows), DIM), np.float16)
-        low = rows < nb
-        out[low] = self.base[rows[low]]
-        out[~low] = self._tail_array()[rows[~low] - nb]
+        for s, a in self._parts():
+            hit = (rows >= s) & (rows < s + len(a))
+            if hit.any():
+                out[hit] = a[rows[hit] - s]
         return out
 
     def in_memory_bytes(self) -> int:
-        """Bytes held in memory (a memory-mapped base counts nothing)."""
-        base = 0 if isinstance(self.base, np.memmap) else int(np.asarray(self.base).nbytes)
-        return base + self._tail_rows * DIM * 2
+        """Bytes held in memory (memory-mapped segments count nothing)."""
+        held = sum(int(a.nbytes) for a in self.segments if isinstance(a, np.ndarray) and not isinstance(a, np.memmap))
+        return held + self._tail_rows * DIM * 2
 
-    def write_npy(self, fh: BinaryIO, chunk: int = 1 << 20) -> None:
-        """Write the whole store to ``fh`` as one ``.npy`` array (float16), streamed in chunks of rows."""
+    def write_npy(self, fh: BinaryIO, chunk: int = 1 << 20, start: int = 0) -> None:
+        """Write rows ``start ..`` of the store to ``fh`` as one ``.npy`` array (float16), streamed in chunks of
+        rows (``start > 0``: a segment holding only the rows appended since the first ``start`` were saved)."""
         np.lib.format.write_array_header_1_0(fh, {"descr": np.dtype(np.float16).str, "fortran_order": False,
-                                                  "shape": (len(self), DIM)})
-        for part in (self.base, self._tail_array()):
-            fh.writelines(np.ascontiguousarray(part[s:s + chunk], np.float16).tobytes()
-                          for s in range(0, len(part), chunk))
+                                                  "shape": (len(self) - start, DIM)})
+        for s, part in self._parts():
+            fh.writelines(np.ascontiguousarray(part[i:i + chunk], np.float16).tobytes()
+                          for i in range(max(0, start - s), len(part), chunk))
+
+
+class _Gathered:
+    """Rows ``spans`` of another store, renumbered ``0 ..`` (read through, nothing copied): the store of a
+    :meth:`KeypointSearch.compacted` search until it is written and memory-mapped again."""
+
+    dtype = np.dtype(np.float16)
+    ndim = 2
+
+    def __init__(self, source: RowStore, spans: Sequence[tuple[int, int]]) -> None:
+        kept = [(int(s), int(n)) for s, n in spans if n > 0]
+        self.source = source
+        self.starts = np.array([s for s, _ in kept], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum([n for _, n in kept])]).astype(np.int64)
+        self.shape = (int(self.offsets[-1]), DIM)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, _ = key.indices(len(self))
+            first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+            pieces = []
+            k = max(first, 0)
+            while k < len(self.starts) and self.offsets[k] < stop:
+                lo, hi = max(start, self.offsets[k]), min(stop, self.offsets[k + 1])
+                s = self.starts[k] + lo - self.offsets[k]
+                pieces.append(np.asarray(self.source[int(s):int(s + hi - lo)], np.float16))
+                k += 1
+            return np.concatenate(pieces) if pieces else np.zeros((0, DIM), np.float16)
+        rows = np.asarray(key, np.int64)
+        span = np.searchsorted(self.offsets, rows, side="right") - 1
+        return np.asarray(self.source[self.starts[span] + rows - self.offsets[span]], np.float16)
 
 
 class KeypointSearch:
@@ -301,6 +354,40 @@ class KeypointSearch:
             return before - self.ntotal
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
 
+    def compacted(self, spans: Sequence[tuple[int, int]]) -> KeypointSearch:
+        """A copy holding only the rows of ``spans``, renumbered ``0 ..`` in the order given, with the same trained
+        structures (codes, lists, vocabulary: nothing is trained again), so it finds the same neighbours.
+
+        Its store reads through to this one's (nothing is copied into memory); write it (:meth:`to_files`) and
+        load it again to have it memory-mapped from its own file.
+
+        Args:
+            spans: ``(first row, rows)`` of each product kept, in the order its rows are to be stored (a product
+                of ``words`` is one document, even with no rows).
+
+        Returns:
+            The new search; its row ``r`` is the ``r``-th kept row (a product's new first row is the sum of the
+            rows of the spans before it).
+        """
+        import faiss
+
+        store = RowStore(_Gathered(self.store, spans))  # type: ignore[arg-type]
+        index: Any
+        if isinstance(self.index, VisualWords):
+            index = VisualWords(self.index.level1, self.index.level2)
+            chunk = 262_144
+            words = [index.assign(store[s:s + chunk]) for s in range(0, len(store), chunk)]
+            index.add_documents(np.concatenate(words) if words else np.zeros(0, np.int32),
+                                np.array([n for _, n in spans], np.int64), start=0)
+            index._merge()
+            return KeypointSearch(store, index, refine=self.refine, nprobe=self.nprobe, candidates=self.candidates)
+        index = faiss.clone_index(self.index)
+        index.reset()  # the trained quantizer, codebooks and rotation stay; the entries go
+        ks = KeypointSearch(store, index, refine=self.refine, nprobe=self.nprobe, candidates=self.candidates)
+        if len(store):
+            ks._add_rows(np.arange(len(store), dtype=np.int64))
+        return ks
+
     def _add_rows(self, ids: np.ndarray, chunk: int = 262_144) -> None:
         for s in range(0, len(ids), chunk):
             part = ids[s:s + chunk]
@@ -391,13 +478,16 @@ class KeypointSearch:
         return {**codes, "keypoints.npy": self.store.write_npy, "keypoints.json": json.dumps(settings).encode()}
 
     @classmethod
-    def from_files(cls, directory: str | Path, *, mmap: bool = True, nprobe: int | None = None) -> KeypointSearch:
+    def from_files(cls, directory: str | Path, *, mmap: bool = True, nprobe: int | None = None,
+                   segments: Sequence[str | Path] | None = None) -> KeypointSearch:
         """Load what :meth:`to_files` wrote; the descriptor store is memory-mapped (read-only) by default.
 
         Args:
             directory: the folder holding the files.
             mmap: memory-map the descriptors (else read them into memory).
             nprobe: inverted lists visited per query (default: as saved).
+            segments: the ``.npy`` files of the descriptor store, in row order (default: ``keypoints.npy`` in
+                ``directory``); an index saved incrementally keeps one per save that added keypoints.
 
         Raises:
             IndexCorruptError: the files are unreadable or disagree.
@@ -407,7 +497,11 @@ class KeypointSearch:
         d = Path(directory)
         try:
             settings = json.loads((d / "keypoints.json").read_text(encoding="utf-8"))
-            store = np.load(d / "keypoints.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            parts = [np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+                     for f in (segments if segments else [d / "keypoints.npy"])]
+            if any(a.ndim != 2 or a.shape[1:] != parts[0].shape[1:] for a in parts):
+                raise ValueError(f"keypoint store segments disagree in shape ({[a.shape for a in parts]})")
+            store = RowStore(parts[0], parts[1:])
             index: Any
             if settings.get("kind") == "words":
                 index = VisualWords.from_bytes((d / "keypoints.words.safetensors").read_bytes())
@@ -417,8 +511,8 @@ class KeypointSearch:
             raise IndexCorruptError(f"keypoint search files in {d} are unreadable ({exc}); rebuild the index "
                                     "with `brandguard index build`") from exc
         dim = DIM if isinstance(index, VisualWords) else index.d
-        if store.ndim != 2 or store.shape[1] != DIM or dim != DIM:
-            raise IndexCorruptError(f"keypoint search files in {d} disagree (store {store.shape}, index d={dim});"
+        if parts[0].ndim != 2 or parts[0].shape[1] != DIM or dim != DIM:
+            raise IndexCorruptError(f"keypoint search files in {d} disagree (store {parts[0].shape}, index d={dim});"
                                     " rebuild the index with `brandguard index build`")
         if isinstance(index, VisualWords) and len(index.doc_start) and \
                 int(index.doc_start[-1] + index.doc_len[-1]) > len(store):

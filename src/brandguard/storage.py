@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 from brandguard.errors import DataError, IndexCorruptError
 
 __all__ = ["MANIFEST", "atomic_write_bytes", "atomic_write_text", "check_output_path", "display_text", "file_digest",
-           "sha256_bytes", "verify_directory", "write_directory"]
+           "sha256_bytes", "update_directory", "verify_directory", "write_directory"]
 
 MANIFEST = "manifest.json"
 _SURROGATE_BYTE = re.compile("[\udc80-\udcff]")
@@ -140,6 +140,107 @@ def write_directory(target: str | Path, files: Mapping[str, bytes | Callable[[Bi
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _fsync_dir(path: str | Path) -> None:
+    """Make a folder's entries (files created or renamed in it) durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes | Callable[[BinaryIO], None]) -> str:
+    """Write one new file through a temporary name in its folder, fsync it, rename it; returns its checksum."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _follow_umask(tmp)
+        digest = sha256_bytes(data) if isinstance(data, bytes) else file_digest(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return digest
+
+
+def _replace_manifest(target: Path, data: bytes) -> None:
+    """The commit point of :func:`update_directory`: the new manifest replaces the old one in one rename."""
+    atomic_write_bytes(target / MANIFEST, data)
+    _fsync_dir(target)
+
+
+def update_directory(target: str | Path, files: Mapping[str, bytes | Callable[[BinaryIO], None]],
+                     kept: Mapping[str, str], manifest: Mapping[str, Any]) -> dict[str, str]:
+    """Update a directory written by :func:`write_directory` in place: add ``files``, keep the files ``kept``
+    untouched, and switch to the new ``manifest`` atomically.
+
+    Every new file is written under a temporary name, fsynced and renamed to a name the current manifest does
+    not list; the folders are fsynced; then the new manifest replaces the old one in one rename (the commit
+    point). A crash before it leaves the previous directory exactly as it was (its manifest lists only its own
+    files, all untouched), plus unlisted files that the next update removes. After the commit, every file the
+    new manifest does not list is removed.
+
+    Args:
+        target: a brandguard directory (it holds a manifest).
+        files: new files by name (``"gen-3/products.json"``: subfolders allowed), as bytes or as a function that
+            writes them to an open binary file.
+        kept: files already in ``target`` that stay, with their recorded checksums (not read again).
+        manifest: the new manifest, without ``files`` (the checksums of ``kept`` and ``files`` are added).
+
+    Returns:
+        The checksums the new manifest lists, by file name.
+
+    Raises:
+        DataError: ``target`` is not a brandguard directory, or a new file would overwrite a file the current
+            manifest lists.
+    """
+    target = Path(target)
+    if not (target / MANIFEST).is_file():
+        raise DataError(f"{target} has no {MANIFEST}: it can only be written whole (write_directory)")
+    try:
+        listed = set(json.loads((target / MANIFEST).read_text(encoding="utf-8")).get("files", {}))
+    except (OSError, ValueError):
+        listed = set()
+    clash = sorted(set(files) & listed)
+    if clash:
+        raise DataError(f"updating {target} would overwrite {', '.join(clash)}, which its manifest lists")
+    checksums = dict(kept)
+    for name, data in files.items():
+        checksums[name] = _write_durably(target / name, data)
+    for folder in {(target / name).parent for name in files}:
+        _fsync_dir(folder)
+    full = dict(manifest)
+    full["files"] = checksums
+    _replace_manifest(target, json.dumps(full, indent=2, sort_keys=False).encode("utf-8"))
+    keep = {str(Path(name)) for name in checksums} | {MANIFEST}
+    for path in sorted(target.rglob("*"), key=lambda p: -len(p.parts)):  # files first, then emptied folders
+        rel = str(path.relative_to(target))
+        if rel in keep:
+            continue
+        try:  # a file still open elsewhere (Windows) stays until the next update
+            if path.is_dir() and not path.is_symlink():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return checksums
 
 
 def check_output_path(path: str | Path, what: str, *, folder: bool = False) -> Path:
