@@ -10,6 +10,8 @@ c. end to end: :func:`brandguard.scoring.score_folder` (decode, localise, embed,
    CSV writing) with the default configuration; ``--text-check both`` times it with the OCR wordmark check
    on (``c``) and off (``c_off``). The keypoint search is the index's own (printed as ``keypoint search``:
    an index built before the inverted-file search, ``ivf``, keeps its exact ``flat`` one until rebuilt).
+   ``--set KEY=VALUE`` overrides the configuration it scores with (a query-side setting, e.g.
+   ``localization.query_side``), so a setting's speed is timed against the naive pipeline in one run.
 
 Each stage is warmed up on a few photos before it is timed. Stages b and c take turns on each batch of 32
 photos (``c`` scores one folder a batch), so the load other processes put on a shared machine weighs on
@@ -23,6 +25,7 @@ Example:
     python scripts/benchmark.py --data /tmp/bench_data --n 200 --json bench.json
     python scripts/benchmark.py --data /tmp/bench_data --device cuda
     OMP_NUM_THREADS=2 python scripts/benchmark.py --data demo/data --index demo/index --n 200 --text-check both
+    OMP_NUM_THREADS=2 python scripts/benchmark.py --data demo/data --index demo/index --set localization.query_side=448
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
 
 import brandguard
@@ -52,6 +56,7 @@ from brandguard.backbones import load_backbone
 from brandguard.config import Config
 from brandguard.detector import Detector
 from brandguard.embedding import resolve_device, resolve_precision
+from brandguard.errors import BrandguardError
 from brandguard.images import list_images
 from brandguard.index import ReferenceIndex
 from brandguard.references import read_labels, read_references
@@ -78,7 +83,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--index", type=Path, default=None,
                     help="a built and calibrated index of --data's references to score with, instead of "
                          "building and calibrating one (minutes for the full data set)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="configuration override of the end-to-end stage (repeatable), e.g. "
+                         "localization.query_side=448 to time a query-side setting against the same index")
     args = ap.parse_args(argv)
+    try:
+        args.overrides = parse_overrides(args.overrides)
+        Config().with_overrides(args.overrides)
+    except (ValueError, BrandguardError) as exc:
+        ap.error(str(exc))
     if args.n < 1:
         ap.error("--n must be at least 1")
     try:
@@ -86,6 +99,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     except (RuntimeError, ValueError) as exc:
         ap.error(str(exc))
     return args
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dotted-key override mapping, each value read as YAML (``448`` an int).
+
+    Raises:
+        ValueError: an item has no ``=``.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set wants KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def cpu_model() -> str:
@@ -234,7 +262,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
     checks = ("on", "off") if args.text_check == "both" else (args.text_check,)
     if args.index is not None:
         index = ReferenceIndex.load(args.index)
-        index.config = index.config.with_overrides({"runtime.device": str(device)})
+        index.config = index.config.with_overrides({"runtime.device": str(device), **args.overrides})
         if "on" in checks and not index.text_enabled:
             raise SystemExit(f"--text-check on: the index {args.index} was built without the text check")
         det = Detector(index)
@@ -242,7 +270,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
               flush=True)
     else:
         cfg = Config().with_overrides({"runtime.device": str(device),
-                                       "compare.text_check": "on" if "on" in checks else checks[0]})
+                                       "compare.text_check": "on" if "on" in checks else checks[0], **args.overrides})
         index = ReferenceIndex.build(root / "refs", cfg)
         det = Detector(index)
         det.calibrate([str(i.path) for i in read_labels(root / "calibration" / "labels.csv") if i.label == "authentic"])
@@ -335,6 +363,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
         "faiss_threads": faiss.omp_get_max_threads(), "precision": _DTYPE_NAMES[lib_dtype],
         "batch_size": BATCH, "input_size": side,
         "keypoint_search": search_name(index),
+        "overrides": ", ".join(f"{k}={v}" for k, v in args.overrides.items()) or None,
     }
     c = end2end[checks[0]]
     ratios = {"c/b": c[1] / bnaive[1], "c/a": c[1] / a32[1], "c/a_lib": c[1] / alib[1]}
@@ -344,7 +373,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
 
     print()
     for k in ("cpu", "gpu", "device", "torch", "faiss", "torch_threads", "faiss_threads", "precision",
-              "keypoint_search"):
+              "keypoint_search", "overrides"):
         if env[k] is not None:
             print(f"{k:14s} {env[k]}")
     print(f"{'data':14s} {root} ({meta.get('size', '?')}), {n} listing photos, batch {BATCH}, "

@@ -221,6 +221,9 @@ def test_another_name_is_told_from_a_misspelling():
     assert not reads_other_name({"text": "Burger King", "read": "Burg QUALITY", "confidence": 0.98})  # a sticker
     wordmark = {"text": "BMW", "read": "Elite Scale", "confidence": 0.98}  # slid onto the product's next line
     assert reads_other_name(wordmark) and not reads_other_name(wordmark, names=["BMW", "Elite Scale Model"])
+    # a sibling's product line shares most letters of the short wordmark by chance: that line does not count
+    sibling = {"text": "Edge Sports Bottle", "read": "Plus Running Socks", "confidence": 0.98}
+    assert reads_other_name(sibling, names=["Nike", "Edge Sports Bottle"])
     rng = np.random.default_rng(0)
     for name in ("Reebok", "Adidas", "Garmin", "Nikon", "Intel", "Samsung", "Philips", "Canon", "Puma",
                  "BMW", "KFC", "JBL", "Jeep", "Nike", "Dior", "TACO BELL", "Burger King"):

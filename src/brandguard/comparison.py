@@ -50,6 +50,7 @@ from brandguard.mismatch import (
     channel_scores,
     discount_overlay,
     distance_maps,
+    kept_cells,
     occlusion_cells,
 )
 
@@ -162,6 +163,7 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
     occ = occlusion_cells(view.occlusion, G)
     z_s, z_c, z_l = anomaly_maps(d_s, d_c, stats, view.cell_valid, d_l, occ)
     mask = stats.region & view.cell_valid
+    kept = kept_cells(view)  # where an overlay was left out, the cells that still count under a text line
     changed = changed_share(z_s, mask)  # print that differs: another edition or product?
     overlay = 0.0
     if settings.overlay_discount:  # text tiled over the whole photo: only what stands out counts
@@ -186,7 +188,7 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
                 if OTHER_NAME_NOTE not in notes:
                     notes.append(OTHER_NAME_NOTE)
             need = SWAP_SUPPORT if confident_swap(d) else TEXT_SUPPORT  # a sure misspelling needs less
-            if line_support(z_s, d["box"], cell) < need and np.isfinite(d["distance"]):
+            if line_support(z_s, d["box"], cell, kept) < need and np.isfinite(d["distance"]):
                 d["distance"] = 0.0
             supported.append(d["distance"])
         finite = [v for v in supported if np.isfinite(v)]
@@ -203,7 +205,7 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
                       overlay=overlay, changed=changed, notes=tuple(notes))
 
 
-def line_support(structure: np.ndarray, box: Sequence[float], cell: int) -> float:
+def line_support(structure: np.ndarray, box: Sequence[float], cell: int, kept: np.ndarray | None = None) -> float:
     """The structure evidence under a text line, which a misread there needs (:data:`TEXT_SUPPORT`, or
     :data:`SWAP_SUPPORT` for a confident letter swap) before it counts.
 
@@ -211,6 +213,9 @@ def line_support(structure: np.ndarray, box: Sequence[float], cell: int) -> floa
         structure: ``(G, G)`` standardised structure departure per cell (``Comparison.structure``).
         box: the line's ``[x0, y0, x1, y1]`` in canonical pixels.
         cell: cell size in canonical pixels.
+        kept: ``(G, G)`` bool cells that still count where part of the view was left out (a seller's overlay,
+            :func:`brandguard.mismatch.kept_cells`): the percentile is taken over those of the box when it has
+            any; None: every cell.
 
     Returns:
         The 90th percentile of ``structure`` over the cells the box touches, in standard deviations; NaN when
@@ -218,6 +223,8 @@ def line_support(structure: np.ndarray, box: Sequence[float], cell: int) -> floa
     """
     x0, y0, x1, y1 = (int(v) // cell for v in box)
     box_z = structure[y0:y1 + 1, x0:x1 + 1]
+    if kept is not None and box_z.size and kept[y0:y1 + 1, x0:x1 + 1].any():
+        box_z = box_z[kept[y0:y1 + 1, x0:x1 + 1]]
     return float(np.quantile(box_z, 0.9)) if box_z.size else float("nan")
 
 

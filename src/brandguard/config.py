@@ -48,7 +48,15 @@ class LocalizationConfig:
 
     Attributes:
         max_side: photos are decoded so that their long side is at most this many pixels.
-        keypoint_side: long side (pixels) of the grey image keypoints are detected on.
+        keypoint_side: long side (pixels) of the grey image a reference's keypoints are detected on (stored
+            in the index: changing it means building the index again).
+        query_side: long side (pixels) of the grey image a listing photo's keypoints are detected on; None
+            (default): ``keypoint_side`` (see :attr:`query_detect_side`). A query-side setting: the index's
+            reference keypoints stay valid, SIFT being scale invariant. SIFT's cost grows with the pixels it
+            sees (OpenCV doubles the image for its first octave): 448 instead of 512 costs about a fifth less
+            (60 -> 47 ms a photo) but aligns less precisely and finds fewer keypoints on small products
+            (demo listings: detection at 5% FPR 77.9% -> 76.7%; scene set's small products: right product
+            91.7% -> 86.1%; README "Throughput"), so it is not the default.
         query_keypoints: keypoints detected per listing photo.
         reference_keypoints: keypoints detected per reference photo.
         max_descriptors_per_product: bound on the descriptors kept per product in the index.
@@ -90,6 +98,7 @@ class LocalizationConfig:
 
     max_side: int = 640
     keypoint_side: int = 512
+    query_side: int | None = None
     query_keypoints: int = 800
     reference_keypoints: int = 1500
     max_descriptors_per_product: int = 3000
@@ -113,6 +122,15 @@ class LocalizationConfig:
             raise ConfigError(f"localization.surface_min_detail must be a number in 0..{_MAX_MIN_DETAIL} (0.4: the "
                               f"label up to 66 degrees from the line facing the camera; higher compares little of "
                               f"a curved label), got {d!r}")
+        q = self.query_side
+        if q is not None and (isinstance(q, bool) or not isinstance(q, int) or q < 64):
+            raise ConfigError(f"localization.query_side must be null (as keypoint_side) or a whole number of pixels, "
+                              f"at least 64, got {q!r}")
+
+    @property
+    def query_detect_side(self) -> int:
+        """Long side (pixels) a listing photo's keypoints are detected at: ``query_side``, else ``keypoint_side``."""
+        return int(self.query_side) if self.query_side is not None else int(self.keypoint_side)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ from brandguard.localization import (
     support_mask,
     surface_valid,
 )
-from brandguard.mismatch import CHANNELS, make_view, structure_map, upsample_to_photo
+from brandguard.mismatch import CHANNELS, kept_cells, make_view, structure_map, upsample_to_photo
 
 __all__ = ["VERDICTS", "Detector", "Match", "Prediction", "build_index", "load", "predict"]
 
@@ -261,7 +261,7 @@ class Detector:
                 photo = load_photo(src, max_side=loc.max_side, full_side=max(loc.full_side, loc.max_side))
             except ImageLoadError as exc:
                 return exc
-            return photo.image, detect_keypoints(photo.image, loc.keypoint_side, loc.query_keypoints), photo.full
+            return photo.image, detect_keypoints(photo.image, loc.query_detect_side, loc.query_keypoints), photo.full
 
         with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
             prepared = list(ex.map(prepare, images))
@@ -600,9 +600,14 @@ class Detector:
         """The verdict ``p`` would get under the current calibration (without scoring the photo again)."""
         if len(p.channels) != len(CHANNELS) or not self.index.thresholds.accepts(p.inliers, p.similarity):
             return "unknown"
+        from brandguard.comparison import EDITION_NOTE, OTHER_NAME_NOTE, OTHER_PRODUCT_NOTE
+
+        if OTHER_PRODUCT_NOTE in p.notes:
+            return "unknown"  # its text names another product (see _compare)
         verdict = self._judge(p.brand, p.channels, p.text)[2]
-        if verdict == "counterfeit" and p.product_side < self.config.localization.min_product_side:
-            return "suspicious"  # too small to judge (see _worst_instance)
+        if verdict == "counterfeit" and (p.product_side < self.config.localization.min_product_side
+                                         or EDITION_NOTE in p.notes or OTHER_NAME_NOTE in p.notes):
+            return "suspicious"  # too small to judge (see _worst_instance), another edition or name (_compare)
         return verdict
 
     def _judge(self, brand: str, channels: Sequence[float],
@@ -637,17 +642,25 @@ class Detector:
                               notes=(m.evidence_note,) if m.evidence_note else ())
         reader = index.text_reader if m.text_lines else None
 
-        def run(crop: np.ndarray, ignore: np.ndarray | None = None) -> tuple[Any, list[dict[str, Any]], Any]:
+        def run(crop: np.ndarray, ignore: np.ndarray | None = None,
+                read_on: Sequence[np.ndarray] = ()) -> tuple[Any, list[dict[str, Any]], Any]:
             view = make_view(crop, valid, cfg.compare.cell, feats, occlusion, noise, ignore)
             res = compare(view, m.bank, m.stats, cfg.compare)
-            text_details: list[dict[str, Any]] = []
-            if reader is not None:
-                text_details = self._read_text(crop, m.text_lines, reader, res.structure)
-                if text_details:  # the same comparison (its distance maps kept), with the text channel
-                    res = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details,
-                                  distances=res.distances,
-                                  text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
-            return res, text_details, view
+            best: tuple[Any, list[dict[str, Any]], Any] = (res, [], view)
+            if reader is None:
+                return best
+            top = -np.inf
+            for image_read in (crop, *read_on):  # each reading as its own comparison; the higher raw score counts
+                text_details = self._read_text(image_read, m.text_lines, reader, res.structure, kept_cells(view))
+                if not text_details:
+                    continue
+                # the same comparison (its distance maps kept), with the text channel
+                r = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details, distances=res.distances,
+                            text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
+                raw_r = self._judge(m.brand, r.channels, r.text_details)[0]
+                if raw_r > top:
+                    top, best = raw_r, (r, text_details, view)
+            return best
 
         res, text_details, view = run(crop)
         raw, score, verdict = self._judge(m.brand, res.channels, res.text_details)
@@ -657,7 +670,9 @@ class Detector:
             ov = self._seller_overlay(image, a, view, res, others)
             if ov is not None:
                 cleaned = cv2.inpaint(np.ascontiguousarray(crop), ov.mask.astype(np.uint8), 3, cv2.INPAINT_TELEA)
-                res, text_details, view = run(cleaned, ov.mask)
+                # read with the overlay filled in and as it is (filled-in strokes can cut letters, the overlay's can
+                # add some); a misread counts only where the structure left after the overlay agrees
+                res, text_details, view = run(cleaned, ov.mask, read_on=(crop,))
                 raw, score, verdict = self._judge(m.brand, res.channels, res.text_details)
                 overlay_note = (ov.note,)
         channels = res.channels
@@ -696,7 +711,7 @@ class Detector:
                             view.valid & bank.valid[best[0]], cell=self.config.compare.cell, others=others)
 
     def _read_text(self, crop: np.ndarray, lines: Sequence[dict[str, Any]], reader: Any,
-                   structure: np.ndarray) -> list[dict[str, Any]]:
+                   structure: np.ndarray, kept: np.ndarray | None = None) -> list[dict[str, Any]]:
         """The OCR details of a product's reference lines in an aligned crop (:func:`brandguard.text.text_mismatch`).
 
         A misread counts only where the structure channel sees changed strokes under the line
@@ -710,7 +725,7 @@ class Detector:
 
         if not self.read_every_line:
             need, cell, S = min(SWAP_SUPPORT, TEXT_SUPPORT), self.config.compare.cell, crop.shape[0]
-            if all(line_support(structure, box, cell) < need for _, box in line_boxes(lines, S)):
+            if all(line_support(structure, box, cell, kept) < need for _, box in line_boxes(lines, S)):
                 return unread_details(lines, S)
         return text_mismatch(crop, lines, reader)[1]
 

@@ -936,7 +936,7 @@ class ReferenceIndex:
             r, img = item
             out = []
             for photo in simulate_listing_photos(img, np.random.default_rng([seed, r]), views):
-                kp = detect_keypoints(photo, loc.query_side, loc.query_keypoints)
+                kp = detect_keypoints(photo, loc.query_detect_side, loc.query_keypoints)
                 ia, ib = match_pair(kp, canon)
                 H, mask = estimate_homography(canon.xy[ib], kp.xy[ia], self._ransac_px(photo.shape))
                 if H is None or mask.sum() < self.thresholds.min_inliers or \
@@ -1321,7 +1321,7 @@ class ReferenceIndex:
     def refine_alignment(self, a: Alignment, image: np.ndarray, full: np.ndarray) -> Alignment:
         """The alignment ``a`` re-estimated on keypoints of the product's region of the full-resolution photo.
 
-        Keypoints are detected on a copy whose long side is ``localization.query_side``; in a large or
+        Keypoints are detected on a copy whose long side is ``localization.query_detect_side``; in a large or
         wide photo a product is then a few dozen pixels and few of its keypoints are found (weak or no
         match, a loose homography). When the full resolution holds the product at least 1.5 times larger
         than that copy did, its region (outline plus 15%) is cut from ``full``, reduced to at most
@@ -1351,7 +1351,7 @@ class ReferenceIndex:
         x1, y1 = int(min(full.shape[1], np.ceil(hi[0] + m[0]))), int(min(full.shape[0], np.ceil(hi[1] + m[1])))
         if x1 - x0 < 16 or y1 - y0 < 16:
             return a
-        kp_scale = loc.query_side / max(image.shape[:2])  # query keypoint-image pixels per working pixel
+        kp_scale = loc.query_detect_side / max(image.shape[:2])  # query keypoint-image pixels per working pixel
         region_long = max(x1 - x0, y1 - y0)
         if min(region_long, loc.keypoint_side) < 1.5 * kp_scale * region_long / max(sx, sy):
             return a  # the keypoint image already saw the product at (nearly) this detail

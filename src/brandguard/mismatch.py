@@ -62,6 +62,7 @@ __all__ = [
     "distance_maps",
     "fit_normal_stats",
     "hue_shift",
+    "kept_cells",
     "learned_distance",
     "make_view",
     "noise_blur",
@@ -147,6 +148,15 @@ def structure_map(crop: np.ndarray) -> np.ndarray:
         crop: ``(S, S, 3)`` RGB, uint8 (or float in 0..255).
     """
     return _normalise(_grey(crop)).astype(np.float32)
+
+
+def kept_cells(view: AlignedView) -> np.ndarray | None:
+    """``(G, G)`` bool, the cells whose structure still counts when part of the view is left out
+    (:attr:`AlignedView.ignore`: at least ``_MIN_KEPT`` of their pixels kept); None when nothing is left out."""
+    if view.ignore is None:
+        return None
+    G = view.cell_valid.shape[0]
+    return cv2.resize((~view.ignore).astype(np.float32), (G, G), interpolation=cv2.INTER_AREA) >= _MIN_KEPT
 
 
 def make_view(crop: np.ndarray, valid: np.ndarray, cell: int = 6, feats: np.ndarray | None = None,

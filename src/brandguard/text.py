@@ -374,6 +374,10 @@ def shared_letters(a: str, b: str) -> int:
     return sum((Counter(normalise(a)) & Counter(normalise(b))).values())
 
 
+#: length ratios (other line / reading) within which a reading may have slid onto another reference line
+_SLID_LENGTH = (0.6, 1.67)
+
+
 def reads_other_name(detail: dict[str, Any], names: Sequence[str] = ()) -> bool:
     """Whether a line's reading is another name rather than a misspelling (or a partly covered reading) of
     the expected one: ``UBAR`` (the middle of ``SUBARU``) where the references read ``BMW``, ``VANILJ`` (a
@@ -396,7 +400,8 @@ def reads_other_name(detail: dict[str, Any], names: Sequence[str] = ()) -> bool:
     Args:
         detail: one line of :func:`text_mismatch` details (``text``, ``read``, ``confidence``).
         names: other texts the reading may be of (the product's other reference lines: a reading that slid
-            onto the next line reads that line, not another name).
+            onto the next line reads that line, not another name); only those from 0.6 to 1.67 times as long
+            as the reading count.
 
     Example:
         >>> reads_other_name({"text": "BMW", "read": "UBAR", "confidence": 0.98})
@@ -410,7 +415,10 @@ def reads_other_name(detail: dict[str, Any], names: Sequence[str] = ()) -> bool:
     expected = normalise(str(detail.get("text", "")))
     if float(detail.get("confidence", 0.0)) < MIN_CONFIDENCE or len(expected) < 3 or len(read) < 3:
         return False
-    for other in {expected, *(normalise(str(n)) for n in names)} - {""}:
+    # another line counts only when the reading could be of it (a reading that slid onto it is about as long):
+    # a long sibling's product line shares most letters of a short wordmark by chance (``Nike``)
+    lines = {n for n in (normalise(str(n)) for n in names) if n and _SLID_LENGTH[0] <= len(n) / len(read) <= _SLID_LENGTH[1]}
+    for other in {expected, *lines}:
         shared = shared_letters(other, read)
         run = difflib.SequenceMatcher(None, other, read, autojunk=False).find_longest_match(
             0, len(other), 0, len(read)).size
