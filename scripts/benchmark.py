@@ -48,7 +48,6 @@ import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
 
 import brandguard
@@ -102,18 +101,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as a dotted-key override mapping, each value read as YAML (``448`` an int).
+    """``KEY=VALUE`` strings as a dotted-key override mapping, each value read as YAML (``448`` an int), as
+    ``brandguard train --set`` reads them.
 
     Raises:
-        ValueError: an item has no ``=``.
+        DataError: an item has no ``=``.
     """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set wants KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    from brandguard.cli import _parse_sets
+
+    return _parse_sets(items)
 
 
 def cpu_model() -> str:
