@@ -147,3 +147,40 @@ def test_two_units_of_a_counterfeit_do_not_make_an_overlay(bank_and_stats):
     other = cv2.perspectiveTransform(np.array([[[0, 0], [S, 0], [S, S], [0, S]]], np.float64), H2).reshape(-1, 2)
     res, ov, _ = _judge(bank_and_stats, photo, H1, others=[other])
     assert res.channels[0] > 8.0 and ov is None
+
+
+@pytest.fixture(scope="module")
+def watermarked(small_dataset):
+    """Seeded watermark-scene photos of the small data set's first products: (design, authentic photo, photo
+    of the same package with a gross extra mark), the seller's name tiled over both."""
+    from brandguard.synth import render_package
+    from brandguard.synth.dataset import RENDER_SCALE, SIZES, _products
+    from brandguard.synth.edits import EDITS
+    from brandguard.synth.scenes import scene_photo
+
+    known, _ = _products("demo", 0, SIZES["small"])
+    out = []
+    for i, d in enumerate(known[:4]):
+        auth, _ = scene_photo(render_package(d, RENDER_SCALE), np.random.default_rng(300 + i), "watermark")
+        fake_design = EDITS["extra_mark"](d, "gross", np.random.default_rng(400 + i))
+        fake, _ = scene_photo(render_package(fake_design, RENDER_SCALE), np.random.default_rng(300 + i), "watermark")
+        out.append((d, auth, fake))
+    return out
+
+
+def test_the_detector_leaves_a_tiled_shop_name_out_and_still_flags_a_printed_mark(detector, watermarked):
+    photos = [w[1] for w in watermarked] + [w[2] for w in watermarked]
+    on = detector.predict_batch(photos)
+    saved = detector.config
+    try:
+        detector.config = saved.with_overrides({"compare.seller_overlays": False})
+        off = detector.predict_batch(photos)
+    finally:
+        detector.config = saved
+    n = len(watermarked)
+    for (d, _, _), p in zip(watermarked, on[:n]):
+        assert (p.brand, p.product) == (d.brand, d.product_slug)
+    assert any(note.startswith("seller's overlay") for p in on[:n] for note in p.notes)
+    assert sum(p.is_flagged for p in on[:n]) < sum(p.is_flagged for p in off[:n])
+    assert all(p.raw_score <= q.raw_score + 1e-6 for p, q in zip(on[:n], off[:n]))
+    assert sum(p.is_flagged for p in on[n:]) == sum(p.is_flagged for p in off[n:]) > 0
