@@ -121,3 +121,22 @@ def test_a_weak_keypoint_match_counts_only_when_the_aligned_photo_looks_like_the
     assert weak.raw_score == pytest.approx(strong.raw_score)
     th.weak_inliers = strong.inliers + 1  # too few matches even for a weak one
     assert det.predict(str(item.path)).verdict == "unknown"
+
+
+def test_an_unknown_photo_names_the_closest_product_it_nearly_matched(detector, labels, monkeypatch):
+    """A photo that falls short of the keypoint rule (a heavy overlay, an edit that broke the matches) is
+    `unknown`, and its note names the product it came near, so a reviewer is not left with nothing."""
+    import dataclasses
+
+    item = next(i for i in labels if i.label == "authentic")
+    found = detector.predict(str(item.path))
+    assert found.verdict != "unknown" and not any(n.startswith("closest indexed") for n in found.notes)
+    strict = dataclasses.replace(detector.index.thresholds, min_inliers=found.inliers + 1, weak_similarity=None)
+    monkeypatch.setattr(detector.index, "thresholds", strict)
+    missed = detector.predict(str(item.path))
+    assert missed.verdict == "unknown" and missed.inliers == found.inliers
+    note = next(n for n in missed.notes if n.startswith("closest indexed product"))
+    assert f"{found.brand}/{found.product}" in note and f"{found.inliers} verified keypoint matches" in note
+    # far below the rule (under half of it) there is nothing worth naming
+    monkeypatch.setattr(detector.index, "thresholds", dataclasses.replace(strict, min_inliers=4 * found.inliers))
+    assert not any(n.startswith("closest indexed") for n in detector.predict(str(item.path)).notes)

@@ -342,8 +342,22 @@ class Detector:
                 matches = tuple(self._match(pid, row, sim) for pid, row, sim in hits)
                 results[i] = Prediction(names[i], "unknown", 0.0, brand="", product="",
                                         similarity=float(np.clip(hits[0][2], 0, 1)) if hits else 0.0,
-                                        reference="", matches=matches, inliers=best.inliers if best else 0)
+                                        reference="", matches=matches, inliers=best.inliers if best else 0,
+                                        notes=self._near_miss(best))
         return [r for r in results if r is not None]
+
+    def _near_miss(self, best: Any) -> tuple[str, ...]:
+        """The note of a photo called ``unknown`` whose closest indexed product came near enough to look at
+        (at least ``weak_inliers`` verified keypoint matches): a package under a heavy overlay or sticker, or
+        a counterfeit whose edit broke its matches, is then not silently passed over."""
+        t = self.index.thresholds
+        weak = t.weak_similarity is not None and 0 < t.weak_inliers < t.min_inliers
+        if best is None or best.inliers < (t.weak_inliers if weak else t.min_inliers // 2):
+            return ()
+        key = self.index.products[best.product_id].key
+        need = f"{t.min_inliers} needed" + (f", or {t.weak_inliers} and a close aligned look" if weak else "")
+        note = f"closest indexed product {key}: {best.inliers} verified keypoint matches, too few to identify it ({need})"
+        return (note,)
 
     def _refine(self, prepared: Any, found: list[Any], best: Any) -> tuple[list[Any], Any]:
         """Alignments of a photo larger than the working size re-estimated at full resolution (see
