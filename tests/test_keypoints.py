@@ -1,0 +1,76 @@
+"""Keypoints a listing photo keeps: a background texture (a checkerboard, tiles, a printed fabric) must not
+take SIFT's whole budget, or the product is never found."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+import brandguard.localization as loc
+from brandguard.localization import detect_keypoints, repeated_keypoints
+
+
+def _checkerboard(shape: tuple[int, int], square: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    return np.repeat((((yy // square) + (xx // square)) % 2 * 215 + 20).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _on_checkerboard(photo: np.ndarray, quad: np.ndarray, square: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The photo with everything outside ``quad`` (the product's outline) replaced by a checkerboard."""
+    inside = np.zeros(photo.shape[:2], np.uint8)
+    cv2.fillConvexPoly(inside, np.round(quad).astype(np.int32), 1)
+    out = np.where(inside[..., None].astype(bool), photo, _checkerboard(photo.shape[:2], square))
+    return np.ascontiguousarray(out), inside.astype(bool)
+
+
+def test_repeated_keypoints_are_the_texture_not_a_few_units():
+    rng = np.random.default_rng(0)
+    texture = np.tile(rng.normal(size=(1, 128)), (40, 1)) + rng.normal(scale=0.005, size=(40, 128))
+    units = np.repeat(rng.normal(size=(30, 128)), 3, axis=0)  # 30 keypoints of a product, 3 units of it
+    desc = np.abs(np.vstack([texture, units])).astype(np.float32)
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    rep = repeated_keypoints(desc)
+    assert rep[:40].all() and not rep[40:].any()
+    assert not repeated_keypoints(desc[:20]).any()  # 19 look-alikes: under the default count of 24
+
+
+@pytest.fixture(scope="module")
+def on_checkerboard(detector, labels):
+    """Authentic listings (found on their own photo) whose background is replaced by a checkerboard."""
+    from brandguard.images import load_image
+
+    out = []
+    for item in [i for i in labels if i.label == "authentic"][:6]:
+        p = detector.predict(str(item.path))
+        if p.verdict == "unknown" or p.quad is None:
+            continue
+        photo = load_image(str(item.path))
+        scale = photo.shape[1] / max(1, p.heatmap.shape[1]) if p.heatmap is not None else 1.0
+        img, inside = _on_checkerboard(photo, p.quad * scale)
+        if inside.mean() < 0.6:  # enough background for the texture to matter
+            out.append((item, img, inside))
+    assert out, "no authentic listing of the small data set shows enough background"
+    return out
+
+
+def test_a_checkerboard_background_leaves_the_product_its_keypoints(on_checkerboard, monkeypatch):
+    _, img, inside = on_checkerboard[0]
+
+    def share_on_product() -> float:
+        kp = detect_keypoints(img, 512, 800)
+        px = np.clip(np.round(kp.xy).astype(int), 0, [img.shape[1] - 1, img.shape[0] - 1])
+        return float(inside[px[:, 1], px[:, 0]].mean())
+
+    kept = share_on_product()
+    monkeypatch.setattr(loc, "REPEAT_SHARE", 2.0)  # SIFT's strongest 800 as they come
+    plain = share_on_product()
+    assert plain < 0.1 and kept > 0.4, (plain, kept)  # measured: 0.7% and 54%
+
+
+def test_a_product_on_a_checkerboard_background_is_found(detector, on_checkerboard, monkeypatch):
+    found = [detector.predict(img) for _, img, _ in on_checkerboard]
+    right = [p.brand == item.brand and p.product == item.product for (item, _, _), p in zip(on_checkerboard, found)]
+    assert sum(right) >= max(1, len(right) - 1), [p.verdict for p in found]
+    monkeypatch.setattr(loc, "REPEAT_SHARE", 2.0)
+    assert all(detector.predict(img).verdict == "unknown" for _, img, _ in on_checkerboard[:2])
