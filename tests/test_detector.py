@@ -140,3 +140,17 @@ def test_an_unknown_photo_names_the_closest_product_it_nearly_matched(detector, 
     # far below the rule (under half of it) there is nothing worth naming
     monkeypatch.setattr(detector.index, "thresholds", dataclasses.replace(strict, min_inliers=4 * found.inliers))
     assert not any(n.startswith("closest indexed") for n in detector.predict(str(item.path)).notes)
+
+
+def test_a_near_miss_on_an_implausible_outline_says_so_with_its_real_count(detector):
+    """A close-up whose matches give an outline larger than the photo is capped under the keypoint rule; the
+    note gives the matches it really had and why it was not compared, not "too few"."""
+    from brandguard.localization import Alignment
+
+    t = detector.index.thresholds
+    capped = Alignment(0, t.min_inliers - 1, np.eye(3), 0.5, False, support=np.zeros((3 * t.min_inliers, 2)))
+    (note,) = detector._near_miss(capped)
+    assert f"{3 * t.min_inliers} keypoint matches" in note and "not a plausible view" in note
+    assert "too few" not in note
+    fine = Alignment(0, t.min_inliers - 1, np.eye(3), 0.5, True, support=np.zeros((t.min_inliers - 1, 2)))
+    assert "too few to identify it" in detector._near_miss(fine)[0]

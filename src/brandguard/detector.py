@@ -352,9 +352,17 @@ class Detector:
         a counterfeit whose edit broke its matches, is then not silently passed over."""
         t = self.index.thresholds
         weak = t.weak_similarity is not None and 0 < t.weak_inliers < t.min_inliers
-        if best is None or best.inliers < (t.weak_inliers if weak else t.min_inliers // 2):
+        if best is None:
+            return ()
+        # an implausible outline's count is capped under the rule (ReferenceIndex): the matches it really had
+        found = len(best.support) if best.support is not None and not best.sane else best.inliers
+        if found < (t.weak_inliers if weak else t.min_inliers // 2):
             return ()
         key = self.index.products[best.product_id].key
+        if not best.sane:
+            note = (f"closest indexed product {key}: {found} keypoint matches, but the outline they give is not a "
+                    "plausible view of the whole package (a close-up or part of it?): not compared")
+            return (note,)
         need = f"{t.min_inliers} needed" + (f", or {t.weak_inliers} and a close aligned look" if weak else "")
         note = f"closest indexed product {key}: {best.inliers} verified keypoint matches, too few to identify it ({need})"
         return (note,)
