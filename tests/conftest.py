@@ -58,6 +58,29 @@ def labels(small_dataset):
     return read_labels(small_dataset.labels_csv)
 
 
+@pytest.fixture(scope="session")
+def scene_pairs():
+    """``make(scene, n, seed)``: seeded photos of one scene of the small data set's first ``n`` products, each
+    ``(design, authentic photo, photo of the same package with a gross extra mark)``; the scene is drawn with
+    ``seed + i`` for both photos of product ``i`` and the mark with ``seed + 100 + i``."""
+    from brandguard.synth import render_package
+    from brandguard.synth.dataset import RENDER_SCALE, SIZES, _products
+    from brandguard.synth.edits import EDITS
+    from brandguard.synth.scenes import scene_photo
+
+    def make(scene: str, n: int, seed: int) -> list[tuple]:
+        known, _ = _products("demo", 0, SIZES["small"])
+        out = []
+        for i, d in enumerate(known[:n]):
+            auth, _ = scene_photo(render_package(d, RENDER_SCALE), np.random.default_rng(seed + i), scene)
+            fake_design = EDITS["extra_mark"](d, "gross", np.random.default_rng(seed + 100 + i))
+            fake, _ = scene_photo(render_package(fake_design, RENDER_SCALE), np.random.default_rng(seed + i), scene)
+            out.append((d, auth, fake))
+        return out
+
+    return make
+
+
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

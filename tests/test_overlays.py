@@ -150,22 +150,10 @@ def test_two_units_of_a_counterfeit_do_not_make_an_overlay(bank_and_stats):
 
 
 @pytest.fixture(scope="module")
-def watermarked(small_dataset):
+def watermarked(small_dataset, scene_pairs):
     """Seeded watermark-scene photos of the small data set's first products: (design, authentic photo, photo
     of the same package with a gross extra mark), the seller's name tiled over both."""
-    from brandguard.synth import render_package
-    from brandguard.synth.dataset import RENDER_SCALE, SIZES, _products
-    from brandguard.synth.edits import EDITS
-    from brandguard.synth.scenes import scene_photo
-
-    known, _ = _products("demo", 0, SIZES["small"])
-    out = []
-    for i, d in enumerate(known[:4]):
-        auth, _ = scene_photo(render_package(d, RENDER_SCALE), np.random.default_rng(300 + i), "watermark")
-        fake_design = EDITS["extra_mark"](d, "gross", np.random.default_rng(400 + i))
-        fake, _ = scene_photo(render_package(fake_design, RENDER_SCALE), np.random.default_rng(300 + i), "watermark")
-        out.append((d, auth, fake))
-    return out
+    return scene_pairs("watermark", 4, 300)
 
 
 def test_the_detector_leaves_a_tiled_shop_name_out_and_still_flags_a_printed_mark(detector, watermarked):

@@ -81,22 +81,10 @@ def test_maps_of_different_sizes_are_refused(label):
 
 
 @pytest.fixture(scope="module")
-def bottles(small_dataset):
+def bottles(small_dataset, scene_pairs):
     """Seeded bottle photos of the small data set's first products: (design, authentic photo, photo of the
     same bottle with a gross extra mark printed on its label)."""
-    from brandguard.synth import render_package
-    from brandguard.synth.dataset import RENDER_SCALE, SIZES, _products
-    from brandguard.synth.edits import EDITS
-    from brandguard.synth.scenes import scene_photo
-
-    known, _ = _products("demo", 0, SIZES["small"])
-    out = []
-    for i, d in enumerate(known[:3]):
-        auth, _ = scene_photo(render_package(d, RENDER_SCALE), np.random.default_rng(100 + i), "bottle")
-        fake_design = EDITS["extra_mark"](d, "gross", np.random.default_rng(200 + i))
-        fake, _ = scene_photo(render_package(fake_design, RENDER_SCALE), np.random.default_rng(100 + i), "bottle")
-        out.append((d, auth, fake))
-    return out
+    return scene_pairs("bottle", 3, 100)
 
 
 def test_an_authentic_bottle_is_compared_through_its_curve(detector, bottles):

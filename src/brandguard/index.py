@@ -56,7 +56,13 @@ from brandguard.calibration import ChannelFusion, ScoreCalibrator, Thresholds
 from brandguard.comparison import compare, reference_text_details
 from brandguard.config import Config
 from brandguard.embedding import Embedder
-from brandguard.errors import DataError, ImageLoadError, IndexCompatibilityError, IndexCorruptError
+from brandguard.errors import (
+    BrandguardError,
+    DataError,
+    ImageLoadError,
+    IndexCompatibilityError,
+    IndexCorruptError,
+)
 from brandguard.images import load_image
 from brandguard.localization import (
     Alignment,
@@ -1592,13 +1598,20 @@ class ReferenceIndex:
             return None
         return dirty
 
+    def _searches(self) -> tuple[Any, Any]:
+        """``(keypoint search, global search)`` of a built index, what every save writes."""
+        if self._local is None or self._global is None:
+            raise BrandguardError("this index has no search structures (no product was built into it): build it "
+                                  "with brandguard index build, or add products, before saving")
+        return self._local, self._global
+
     def _small_files(self, directory: Path, products_meta: list[dict[str, Any]]) -> dict[str, Any]:
         """The search structures and descriptions, rewritten at every save (everything but the segments)."""
         import faiss
 
-        assert self._local is not None
+        local, _ = self._searches()
         root = _saved_root(self)
-        keypoint_files = {k: v for k, v in self._local.to_files().items() if k != "keypoints.npy"}
+        keypoint_files = {k: v for k, v in local.to_files().items() if k != "keypoints.npy"}
         return {
             "products.json": json.dumps({"products": products_meta, "skipped": self.skipped,
                                          "duplicates": self.duplicates,
@@ -1612,11 +1625,11 @@ class ReferenceIndex:
         }
 
     def _manifest(self, storage: dict[str, Any]) -> dict[str, Any]:
-        assert self._global is not None
+        _, global_search = self._searches()
         return {
             "format": INDEX_FORMAT, "brandguard_version": __version__, "kind": "brandguard-reference-index",
             "backbone": self.backbone_info,
-            "dimensions": {"global": int(self._global.d), "keypoint": 128,
+            "dimensions": {"global": int(global_search.d), "keypoint": 128,
                            "canonical_size": self.config.localization.canonical_size,
                            "cells": self.config.localization.canonical_size // self.config.compare.cell},
             "thresholds": self.thresholds.to_dict(),
@@ -1641,11 +1654,11 @@ class ReferenceIndex:
         (:func:`storage.write_directory`)."""
         from brandguard.shortlist import RowStore
 
-        assert self._local is not None
-        search, starts = self._local, [m.kp_start for m in self.products]
-        if len(self._local.store) > self._live_keypoint_rows():  # rows of removed products: keep the live ones
+        local = search = self._searches()[0]
+        starts = [m.kp_start for m in self.products]
+        if len(local.store) > self._live_keypoint_rows():  # rows of removed products: keep the live ones
             spans = [(m.kp_start, len(m.kp_xy)) for m in self.products if m.kp_start >= 0]
-            search = self._local.compacted(spans)
+            search = local.compacted(spans)
             offsets = iter(np.cumsum([0] + [n for _, n in spans]).tolist())
             starts = [next(offsets) if m.kp_start >= 0 else -1 for m in self.products]
         root = _saved_root(self)
@@ -1689,8 +1702,8 @@ class ReferenceIndex:
         checksums = _listed_checksums(directory)
         size = (directory / "arrays.safetensors").stat().st_size
         self._disk = _DiskState(os.path.realpath(directory), uid, save_id, 0, {"arrays.safetensors": size},
-                                {"arrays.safetensors": sum(sizes)}, [("keypoints.npy", len(self._local.store))],
-                                self._local.store, checksums)
+                                {"arrays.safetensors": sum(sizes)}, [("keypoints.npy", len(search.store))],
+                                search.store, checksums)
         for i, (m, n) in enumerate(zip(self.products, sizes)):
             m.__dict__["_disk"] = _ProductDisk(uid, "arrays.safetensors", f"p{i}.", n, _held(m))
 
@@ -1698,7 +1711,9 @@ class ReferenceIndex:
         """Write only ``dirty`` products' arrays (one new segment), the keypoint rows added since the last save
         (one new keypoint segment), the small files (a new folder) and the new manifest (see :meth:`save`)."""
         state = self._disk
-        assert state is not None and self._local is not None
+        local, _ = self._searches()
+        if state is None:
+            raise BrandguardError("this index was not loaded from or saved to a directory: save it whole first")
         g = state.generation + 1
         seg = f"arrays.{g}.safetensors"
         specs, sizes = _segment_specs(dirty)
@@ -1719,11 +1734,11 @@ class ReferenceIndex:
             new_files[seg] = lambda fh: write_safetensors(fh, specs, _segment_arrays(dirty))
             payload[seg] = sum(sizes)
         kp_segments = list(state.kp_segments)
-        if len(self._local.store) > state.kp_rows:
+        if len(local.store) > state.kp_rows:
             kseg = f"keypoints.{g}.npy"
             start = state.kp_rows
-            new_files[kseg] = lambda fh: self._local.store.write_npy(fh, start=start)  # type: ignore[union-attr]
-            kp_segments.append((kseg, len(self._local.store) - start))
+            new_files[kseg] = lambda fh: local.store.write_npy(fh, start=start)
+            kp_segments.append((kseg, len(local.store) - start))
         small = f"gen-{g}"
         new_files.update({f"{small}/{k}": v for k, v in self._small_files(directory, products_meta).items()})
         save_id = os.urandom(8).hex()
@@ -1735,7 +1750,7 @@ class ReferenceIndex:
         if dirty:
             segments[seg] = (directory / seg).stat().st_size
         self._disk = _DiskState(state.directory, state.uid, save_id, g, segments, payload, kp_segments,
-                                self._local.store, {f: c for f, c in checksums.items() if not f.startswith(small + "/")})
+                                local.store, {f: c for f, c in checksums.items() if not f.startswith(small + "/")})
         for m in dirty:
             prefix, n = written[id(m)]
             m.__dict__["_disk"] = _ProductDisk(state.uid, seg, prefix, n, _held(m))
