@@ -49,9 +49,27 @@ def test_demo_with_finetuning_compares_pretrained_and_finetuned(tmp_path):
         assert (out / "index-pretrained" / "manifest.json").is_file()
     else:  # refused: scored with the pretrained backbone, and said so
         assert "did not beat the pretrained backbone" in text and "untuned pretrained backbone" in text
-    # a second run in the same folder replaces what the first wrote
-    run_demo(out, size="small", progress=False, echo=lambda s: None, finetune=True, train_overrides=tiny,
-             photo_models=("demo",))
+
+
+def test_a_second_fine_tuning_run_replaces_only_what_a_demo_wrote(tmp_path):
+    """What a re-run of ``demo --finetune`` in the same folder does with the earlier run's val/ and finetune/
+    (each recognised by the file the demo writes there), and with a folder of the user's under those names."""
+    from brandguard.demo import _clear_generated
+    from brandguard.errors import DataError
+
+    earlier = tmp_path / "finetune"
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "config.yaml").write_text("seed: 0\n")
+    (earlier / "checkpoints" / "last.safetensors").write_bytes(b"x")
+    _clear_generated(earlier, "config.yaml")
+    assert not earlier.exists()
+    theirs = tmp_path / "val"
+    theirs.mkdir()
+    (theirs / "photo.jpg").write_bytes(b"mine")
+    with pytest.raises(DataError, match="not written by brandguard demo"):
+        _clear_generated(theirs, "labels.csv")
+    assert (theirs / "photo.jpg").read_bytes() == b"mine"
+    _clear_generated(tmp_path / "absent", "labels.csv")  # nothing there: nothing to do
 
 
 @pytest.mark.slow

@@ -539,7 +539,7 @@ def line_reads(details: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
 
 
 def reference_reads(ref_text: Sequence[Sequence[dict[str, Any]]], lines: Sequence[dict[str, Any]],
-                    kept: Sequence[float] | None = None) -> list[list[tuple[int, int]]]:
+                    kept: Sequence[float] | np.ndarray | None = None) -> list[list[tuple[int, int]]]:
     """How each reference reads its product's reference lines, as :func:`line_reads` pairs (the
     references' share of the authentic misread rate).
 
