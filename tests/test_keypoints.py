@@ -138,3 +138,39 @@ def test_a_photo_whose_product_is_found_is_detected_once(detector, labels, monke
     item = next(i for i in labels if i.label == "authentic")
     p = detector.predict(str(item.path))
     assert p.verdict != "unknown" and calls == [detector.config.localization.query_keypoints]
+
+
+def _fake_keypoints(n: int) -> loc.Keypoints:
+    rng = np.random.default_rng(n)
+    desc = np.abs(rng.normal(size=(n, 128))).astype(np.float32)
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    return loc.Keypoints(rng.uniform(0, 500, (n, 2)).astype(np.float32), desc, np.ones(n, np.float32))
+
+
+@pytest.mark.parametrize("first, second_product, searched, accepted", [
+    (30, 0, True, True),    # near product 0 (30 of 36: within a quarter of the rule), verified on the second search
+    (30, 1, True, False),   # the second search verifies another product: a look-alike's chance matches, refused
+    (20, 0, False, False),  # too far from the rule to search again (look-alikes went 19-25 -> 39-45 in a review)
+])
+def test_the_second_search_only_confirms_the_product_the_first_came_close_to(
+        detector, monkeypatch, first, second_product, searched, accepted):
+    import brandguard.detector as det_module
+    from brandguard.localization import Alignment
+
+    need = detector.index.thresholds.min_inliers
+    assert need == 36  # the case numbers above are for the default rule
+    near = Alignment(0, first, np.eye(3), 0.5)
+    verified = Alignment(second_product, need + 5, np.eye(3), 0.6)
+    calls = []
+    monkeypatch.setattr(det_module, "detect_keypoints", lambda image, side, n: calls.append(n) or _fake_keypoints(n))
+    monkeypatch.setattr(detector.index, "localize_instances", lambda kps, shapes, k: [([verified], verified)])
+    monkeypatch.setattr(detector, "_refine", lambda prepared, acc, best: (acc, best))
+    n = detector.config.localization.query_keypoints
+    prepared = [(np.zeros((480, 640, 3), np.uint8), _fake_keypoints(n), None)]
+    out = detector._search_more_keypoints([0], [([], near)], prepared)
+    assert calls == ([2 * n] if searched else [])
+    assert out[0] == (([verified], verified) if accepted else ([], near))
+    # a photo whose every keypoint was kept (the budget did not run out) is never searched again
+    calls.clear()
+    few = [(prepared[0][0], _fake_keypoints(n - 1), None)]
+    assert detector._search_more_keypoints([0], [([], near)], few) == [([], near)] and calls == []
