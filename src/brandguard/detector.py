@@ -449,15 +449,8 @@ class Detector:
 
         with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
             kps = list(ex.map(detect, again))
-        out = list(aligns)
-        shapes = [prepared[ok[k]][0].shape for k in again]
-        for k, (acc, best) in zip(again, self.index.localize_instances(kps, shapes, max(1, loc.max_instances))):
-            acc, best = self._refine(prepared[ok[k]], acc, best)
-            near = aligns[k][1].product_id
-            acc = [a for a in acc if a.product_id == near]
-            if acc:  # otherwise the first search's near miss stands (its weak-match check, its note)
-                out[k] = (acc, best if best is not None and best.product_id == near else acc[0])
-        return out
+        return self._search_again(ok, aligns, prepared, again, kps, [prepared[ok[k]][0].shape for k in again],
+                                  near_only=True)
 
     def _search_full_resolution(self, ok: list[int], aligns: list[Any], prepared: list[Any]) -> list[Any]:
         """A second search for photos where the working copy found no product but the full resolution is
@@ -480,15 +473,21 @@ class Detector:
         return self._search_again(ok, aligns, prepared, again, kps, shapes)
 
     def _search_again(self, ok: list[int], aligns: list[Any], prepared: list[Any], again: list[int],
-                      kps: list[Keypoints], shapes: list[tuple[int, ...]]) -> list[Any]:
+                      kps: list[Keypoints], shapes: list[tuple[int, ...]], near_only: bool = False) -> list[Any]:
         """``aligns`` with the photos ``again`` (positions in ``ok``) searched with new keypoints ``kps``
-        (working-copy pixels): the new search is kept when it found a product or came closer to one."""
+        (working-copy pixels): the new search is kept when it found a product or came closer to one. With
+        ``near_only``, only when it verified the product the first search came closest to; otherwise that near
+        miss stands (its weak-match check, its note)."""
         out = list(aligns)
         loc = self.config.localization
         for k, (acc, best) in zip(again, self.index.localize_instances(kps, shapes, max(1, loc.max_instances))):
             acc, best = self._refine(prepared[ok[k]], acc, best)
             old_best = aligns[k][1]
-            if acc or (best is not None and (old_best is None or best.inliers > old_best.inliers)):
+            if near_only:
+                acc = [a for a in acc if a.product_id == old_best.product_id]
+                if acc:
+                    out[k] = (acc, acc[0])
+            elif acc or (best is not None and (old_best is None or best.inliers > old_best.inliers)):
                 out[k] = (acc, best)
         return out
 
