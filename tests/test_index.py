@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +243,63 @@ def test_cold_start_calibration_is_named_and_its_evidence_survives_a_reload(smal
         np.testing.assert_array_equal(a.evidence.cross, b.evidence.cross)
         np.testing.assert_array_equal(a.evidence.cross_valid, b.evidence.cross_valid)
         np.testing.assert_array_equal(a.evidence.cross_source, b.evidence.cross_source)
+
+
+def _distractor(rng: np.random.Generator, name: str, rows: int):
+    """A cheap product of random RootSIFT-like keypoints and no references (it never matches a photo)."""
+    from brandguard.index import ProductModel, _empty_bank
+
+    desc = rng.random((rows, 128)).astype(np.float32) ** 3
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    return ProductModel("distractor", name, [], 0, [], desc.astype(np.float16),
+                        rng.uniform(0, 384, (rows, 2)).astype(np.float32), _empty_bank(), None,
+                        np.zeros((0, 1), np.float32), np.zeros((0, 4)))
+
+
+def test_a_catalogue_grown_past_its_search_size_gets_the_search_a_whole_build_chooses(saved_index, embedder, labels,
+                                                                                     tmp_path, monkeypatch):
+    """Adding products never retrains the keypoint search, so a catalogue built or grown product by product
+    used to keep the exact search chosen for its first products (the demo's 41,000 keypoints were searched
+    exhaustively: a quarter of scoring time). Past ``APPROX_MIN`` live keypoints it is built again as an
+    inverted file, with every product's rows renumbered; an index saved with an outgrown search is rebuilt
+    when loaded, with a warning that says how to keep it. With every list visited the inverted file is exact,
+    so the predictions must not move."""
+    from brandguard.shortlist import KeypointSearch
+
+    index = ReferenceIndex.load(saved_index)
+    photos = [str(i.path) for i in labels if i.label in ("authentic", "counterfeit")][:6]
+    exact = Detector(index, embedder).predict_batch(photos)
+    n = index._local.ntotal
+    assert index._local.kind == "flat"
+    monkeypatch.setattr(KeypointSearch, "APPROX_MIN", n + 200)
+    monkeypatch.setattr(KeypointSearch, "NPROBE", 100_000)  # every list visited: exact neighbours
+    rng = np.random.default_rng(7)
+    index.products.append(_distractor(rng, "a", 150))
+    index._rebuild_search()
+    assert index._local.kind == "flat" and index._local.ntotal == n + 150  # under the size: appended
+    index.products.append(_distractor(rng, "b", 150))
+    index._rebuild_search()
+    assert index._local.kind == "ivf" and index._local.ntotal == n + 300
+    assert [m.kp_start for m in index.products] == np.cumsum([0] + [len(m.kp_xy) for m in index.products])[:-1].tolist()
+    grown = Detector(index, embedder).predict_batch(photos)
+
+    # an index saved by a version that kept the exact search at this size
+    monkeypatch.setattr(KeypointSearch, "APPROX_MIN", 10**9)
+    old = ReferenceIndex.load(saved_index)
+    old.products += [_distractor(np.random.default_rng(7), "a", 150), _distractor(rng, "b", 150)]
+    old._rebuild_search()
+    old.save(tmp_path / "old")
+    assert ReferenceIndex.load(tmp_path / "old")._local.kind == "flat"
+    monkeypatch.setattr(KeypointSearch, "APPROX_MIN", n + 200)
+    with pytest.warns(UserWarning, match=r"built for a smaller catalogue; rebuilt as ivf .*index compact"):
+        loaded = ReferenceIndex.load(tmp_path / "old")
+    assert loaded._local.kind == "ivf"
+    reloaded = Detector(loaded, embedder).predict_batch(photos)
+    loaded.compact()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # kept: it loads without a rebuild
+        assert ReferenceIndex.load(tmp_path / "old")._local.kind == "ivf"
+    for a, b, c in zip(exact, grown, reloaded):
+        assert (a.verdict, a.brand, a.product, a.inliers) == (b.verdict, b.brand, b.product, b.inliers) \
+            == (c.verdict, c.brand, c.product, c.inliers)
+        assert a.score == pytest.approx(b.score, abs=1e-6) and a.score == pytest.approx(c.score, abs=1e-6)

@@ -251,8 +251,7 @@ class KeypointSearch:
         if kind not in ("auto", "flat", "ivf", "ivfpq", "words"):
             raise ValueError(f"kind must be auto, flat, ivf, ivfpq or words, got {kind!r}")
         if kind == "auto":
-            kind = ("words" if documents is not None else "ivfpq") if len(X) >= cls.IVF_MIN \
-                else "ivf" if len(X) >= cls.APPROX_MIN else "flat"
+            kind = cls.kind_for(len(X), documents is not None)
         nprobe = int(nprobe if nprobe is not None else cls.NPROBE if kind == "ivf" else 24)
         store = X if isinstance(X, np.memmap) and X.dtype == np.float16 else np.ascontiguousarray(X, np.float16)
         if kind == "words":
@@ -268,7 +267,7 @@ class KeypointSearch:
         if kind == "flat" or (kind == "ivf" and len(X) < 2 * 40):  # too few rows to cluster: exact
             index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
         elif kind == "ivf":
-            n_lists = int(nlist or max(2, min(4 * int(np.sqrt(len(X))), len(X) // 40)))
+            n_lists = int(nlist or cls._ivf_lists(len(X)))
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, n_lists, faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = seed  # seeded k-means: the same catalogue gives the same lists
             n_train = min(len(X), max(train_size, 40 * n_lists))
@@ -286,6 +285,38 @@ class KeypointSearch:
         ks = cls(store, index, refine=refine, nprobe=nprobe)
         ks._add_rows(np.arange(len(X), dtype=np.int64))
         return ks
+
+    @classmethod
+    def kind_for(cls, rows: int, documents: bool = True) -> str:
+        """The kind :meth:`build` chooses (``kind="auto"``) for ``rows`` descriptors, with or without products'
+        ``documents``."""
+        if rows >= cls.IVF_MIN:
+            return "words" if documents else "ivfpq"
+        return "ivf" if rows >= cls.APPROX_MIN else "flat"
+
+    @staticmethod
+    def _ivf_lists(rows: int) -> int:
+        """Inverted lists of an ``ivf`` search over ``rows`` descriptors: about ``4 * sqrt(rows)``, with at least
+        40 training rows a list."""
+        return max(2, min(4 * int(np.sqrt(rows)), rows // 40))
+
+    def outgrown(self, rows: int | None = None) -> bool:
+        """Whether a catalogue of ``rows`` live descriptors (default: those searched now) has outgrown this search,
+        so that it should be built again (:meth:`build`, ``kind="auto"``).
+
+        :meth:`add` never retrains, so a catalogue grown product by product keeps the structure chosen for its
+        first products: an exact search past :attr:`APPROX_MIN` rows costs an exhaustive scan per photo keypoint,
+        and an inverted file trained on a quarter of today's rows or fewer scans lists four times as long or
+        longer. Outgrown: a ``flat`` search from :attr:`APPROX_MIN` rows, an ``ivf`` one from :attr:`IVF_MIN` or
+        with fewer than half the lists its rows now call for. ``ivfpq`` and ``words`` are never outgrown (their
+        cost is in their shortlist)."""
+        n = self.ntotal if rows is None else int(rows)
+        kind = self.kind
+        if kind == "flat":
+            return n >= self.APPROX_MIN
+        if kind == "ivf":
+            return n >= self.IVF_MIN or self._ivf_lists(n) >= 2 * int(self._ivf().nlist)
+        return False
 
     @property
     def kind(self) -> str:
