@@ -173,3 +173,23 @@ def test_inverted_file_search_finds_the_exact_neighbours_with_exact_scores(tmp_p
     _, i3 = loaded.search(x[:50], 1)
     assert i3[:, 0].tolist() == new.tolist()  # the added rows answer for themselves
     np.testing.assert_array_equal(loaded.search(q, 8)[1], ivf.search(q, 8)[1])
+
+
+def test_a_search_says_when_its_catalogue_has_outgrown_it(monkeypatch):
+    """``add`` never retrains, so the index asks ``outgrown`` whether to build the search again: an exact
+    search from ``APPROX_MIN`` rows; an inverted file from ``IVF_MIN`` rows or once its rows call for twice
+    its lists (two to four times the rows it was trained on). The two-stage kinds never are."""
+    rng = np.random.default_rng(5)
+    x = _catalogue(rng, 40, 100)  # 4,000 rows
+    monkeypatch.setattr(KeypointSearch, "APPROX_MIN", 2_000)
+    monkeypatch.setattr(KeypointSearch, "IVF_MIN", 100_000)
+    flat = KeypointSearch.build(x[:1_500])
+    assert flat.kind == "flat" and not flat.outgrown() and flat.outgrown(2_000)
+    ivf = KeypointSearch.build(x)
+    lists = int(ivf._ivf().nlist)
+    assert ivf.kind == "ivf" and lists == KeypointSearch._ivf_lists(len(x)) and not ivf.outgrown()
+    grown = next(n for n in range(len(x), 100_000, 500) if KeypointSearch._ivf_lists(n) >= 2 * lists)
+    assert not ivf.outgrown(grown - 500) and ivf.outgrown(grown) and 2 * len(x) <= grown <= 4 * len(x)
+    assert ivf.outgrown(100_000)
+    words = KeypointSearch.build(x, kind="words", documents=np.full(40, 100))
+    assert not words.outgrown(10**9)

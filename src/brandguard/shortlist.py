@@ -306,8 +306,8 @@ class KeypointSearch:
 
         :meth:`add` never retrains, so a catalogue grown product by product keeps the structure chosen for its
         first products: an exact search past :attr:`APPROX_MIN` rows costs an exhaustive scan per photo keypoint,
-        and an inverted file trained on a quarter of today's rows or fewer scans lists four times as long or
-        longer. Outgrown: a ``flat`` search from :attr:`APPROX_MIN` rows, an ``ivf`` one from :attr:`IVF_MIN` or
+        and an inverted file trained on a quarter to a half of today's rows or fewer scans lists two to four times
+        as long or longer. Outgrown: a ``flat`` search from :attr:`APPROX_MIN` rows, an ``ivf`` one from :attr:`IVF_MIN` or
         with fewer than half the lists its rows now call for. ``ivfpq`` and ``words`` are never outgrown (their
         cost is in their shortlist)."""
         n = self.ntotal if rows is None else int(rows)
