@@ -196,7 +196,6 @@ def test_many_products_added_and_removed_one_by_one_leave_verdicts_unchanged(sav
     keypoints, no references) are appended to the keypoint search without re-encoding what is there, and
     removing them gives back the same search and the same predictions. The search is the one large
     catalogues get (products shortlisted by visual words), which must agree with the exact one."""
-    from brandguard.index import ProductModel, _empty_bank
     from brandguard.shortlist import KeypointSearch
 
     index = ReferenceIndex.load(saved_index)
@@ -214,11 +213,7 @@ def test_many_products_added_and_removed_one_by_one_leave_verdicts_unchanged(sav
     rows, live = len(index._local), index._local.ntotal
     rng = np.random.default_rng(3)
     for d in range(120):
-        desc = rng.random((50, 128)).astype(np.float32) ** 3
-        desc /= np.linalg.norm(desc, axis=1, keepdims=True)
-        index.products.append(ProductModel(f"distractor{d // 4}", f"p{d % 4}", [], 0, [], desc.astype(np.float16),
-                                           rng.uniform(0, 384, (50, 2)).astype(np.float32), _empty_bank(), None,
-                                           np.zeros((0, 1), np.float32), np.zeros((0, 4))))
+        index.products.append(_distractor(rng, f"p{d % 4}", 50, brand=f"distractor{d // 4}"))
         if d % 60 == 59:
             index._rebuild_search()
     assert len(index._local) == rows + 120 * 50 and index._local.ntotal == live + 120 * 50  # appended, nothing redone
@@ -245,13 +240,13 @@ def test_cold_start_calibration_is_named_and_its_evidence_survives_a_reload(smal
         np.testing.assert_array_equal(a.evidence.cross_source, b.evidence.cross_source)
 
 
-def _distractor(rng: np.random.Generator, name: str, rows: int):
+def _distractor(rng: np.random.Generator, name: str, rows: int, brand: str = "distractor"):
     """A cheap product of random RootSIFT-like keypoints and no references (it never matches a photo)."""
     from brandguard.index import ProductModel, _empty_bank
 
     desc = rng.random((rows, 128)).astype(np.float32) ** 3
     desc /= np.linalg.norm(desc, axis=1, keepdims=True)
-    return ProductModel("distractor", name, [], 0, [], desc.astype(np.float16),
+    return ProductModel(brand, name, [], 0, [], desc.astype(np.float16),
                         rng.uniform(0, 384, (rows, 2)).astype(np.float32), _empty_bank(), None,
                         np.zeros((0, 1), np.float32), np.zeros((0, 4)))
 

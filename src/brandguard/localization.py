@@ -236,8 +236,8 @@ def estimate_homography(src: np.ndarray, dst: np.ndarray, threshold: float) -> t
 
     RANSAC stops once it is :data:`RANSAC_CONFIDENCE` sure to have drawn a sample of four inliers, after at
     most :data:`RANSAC_ITERS` samples. A listing photo's tentative matches with a product can be only 10-15%
-    inliers (clutter, a small product, the 1,600 keypoints of a second search): at 10%, 2,000 samples drew
-    one for 23 of 40 seeded synthetic match sets and 10,000 for all 40 (``tests/test_keypoints.py``), and
+    inliers (clutter, a small product, the 1,600 keypoints of a second search): at 10%, 2,000 samples found
+    the homography for 19 of 40 seeded synthetic match sets and 10,000 for all 40 (``tests/test_keypoints.py``), and
     which of two RANSAC runs found the product then turned on a single changed match. Match sets with many
     inliers stop after a few hundred samples either way; scoring the demo listings costs about 6 ms a photo
     more (README, "Throughput").
