@@ -12,6 +12,8 @@ c. end to end: :func:`brandguard.scoring.score_folder` (decode, localise, embed,
    an index built before the inverted-file search, ``ivf``, keeps its exact ``flat`` one until rebuilt).
    ``--set KEY=VALUE`` overrides the configuration it scores with (a query-side setting, e.g.
    ``localization.query_side``), so a setting's speed is timed against the naive pipeline in one run.
+   With ``--device cuda`` scoring's keypoints, RANSAC and warps run in kornia on the GPU where the ``gpu``
+   extra is installed (``runtime.geometry: auto``, printed as ``geometry``; :mod:`brandguard.accel`).
 
 Each stage is warmed up on a few photos before it is timed. Stages b and c take turns on each batch of 32
 photos (``c`` scores one folder a batch), so the load other processes put on a shared machine weighs on
@@ -24,6 +26,8 @@ Example:
     python scripts/benchmark.py --size small --n 40
     python scripts/benchmark.py --data /tmp/bench_data --n 200 --json bench.json
     python scripts/benchmark.py --data /tmp/bench_data --device cuda
+    python scripts/benchmark.py --data demo/data --index demo/index --device cuda --text-check on   # kornia geometry
+    python scripts/benchmark.py --data demo/data --index demo/index --device cuda --set runtime.geometry=opencv
     OMP_NUM_THREADS=2 python scripts/benchmark.py --data demo/data --index demo/index --n 200 --text-check both
     OMP_NUM_THREADS=2 python scripts/benchmark.py --data demo/data --index demo/index --set localization.query_side=448
 """
@@ -358,7 +362,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
         "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
         "faiss_threads": faiss.omp_get_max_threads(), "precision": _DTYPE_NAMES[lib_dtype],
         "batch_size": BATCH, "input_size": side,
-        "keypoint_search": search_name(index),
+        "keypoint_search": search_name(index), "geometry": index.geometry.name,
         "overrides": ", ".join(f"{k}={v}" for k, v in args.overrides.items()) or None,
     }
     c = end2end[checks[0]]
@@ -369,7 +373,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> int:
 
     print()
     for k in ("cpu", "gpu", "device", "torch", "faiss", "torch_threads", "faiss_threads", "precision",
-              "keypoint_search", "overrides"):
+              "keypoint_search", "geometry", "overrides"):
         if env[k] is not None:
             print(f"{k:14s} {env[k]}")
     print(f"{'data':14s} {root} ({meta.get('size', '?')}), {n} listing photos, batch {BATCH}, "

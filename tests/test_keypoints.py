@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import brandguard.localization as loc
+from brandguard import accel
 from brandguard.localization import detect_keypoints, repeated_keypoints
 
 
@@ -125,16 +126,15 @@ def test_a_product_on_a_cluttered_background_is_searched_again_with_more_keypoin
 
 
 def test_a_photo_whose_product_is_found_is_detected_once(detector, labels, monkeypatch):
-    import brandguard.detector as det_module
 
     calls = []
-    real = det_module.detect_keypoints
+    real = accel.detect_keypoints
 
     def counting(image, side, n):
         calls.append(n)
         return real(image, side, n)
 
-    monkeypatch.setattr(det_module, "detect_keypoints", counting)
+    monkeypatch.setattr(accel, "detect_keypoints", counting)
     item = next(i for i in labels if i.label == "authentic")
     p = detector.predict(str(item.path))
     assert p.verdict != "unknown" and calls == [detector.config.localization.query_keypoints]
@@ -154,7 +154,6 @@ def _fake_keypoints(n: int) -> loc.Keypoints:
 ])
 def test_the_second_search_only_confirms_the_product_the_first_came_close_to(
         detector, monkeypatch, first, second_product, searched, accepted):
-    import brandguard.detector as det_module
     from brandguard.localization import Alignment
 
     need = detector.index.thresholds.min_inliers
@@ -162,7 +161,7 @@ def test_the_second_search_only_confirms_the_product_the_first_came_close_to(
     near = Alignment(0, first, np.eye(3), 0.5)
     verified = Alignment(second_product, need + 5, np.eye(3), 0.6)
     calls = []
-    monkeypatch.setattr(det_module, "detect_keypoints", lambda image, side, n: calls.append(n) or _fake_keypoints(n))
+    monkeypatch.setattr(accel, "detect_keypoints", lambda image, side, n: calls.append(n) or _fake_keypoints(n))
     monkeypatch.setattr(detector.index, "localize_instances", lambda kps, shapes, k: [([verified], verified)])
     monkeypatch.setattr(detector, "_refine", lambda prepared, acc, best: (acc, best))
     n = detector.config.localization.query_keypoints

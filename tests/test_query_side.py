@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import brandguard.detector as detector_module
+from brandguard import accel
 from brandguard.config import Config
 from brandguard.detector import Detector
 from brandguard.errors import ConfigError
@@ -26,13 +26,13 @@ def test_query_side_defaults_to_the_reference_side_and_is_checked() -> None:
 
 def test_listing_keypoints_are_detected_at_query_side(small_index, embedder, labels, monkeypatch) -> None:
     seen: list[int] = []
-    real = detector_module.detect_keypoints
+    real = accel.detect_keypoints
 
     def spy(image, side, n):
         seen.append(int(side))
         return real(image, side, n)
 
-    monkeypatch.setattr(detector_module, "detect_keypoints", spy)
+    monkeypatch.setattr(accel, "detect_keypoints", spy)
     photo = next(str(i.path) for i in labels if i.label == "authentic")
     base = Detector(small_index, embedder).predict(photo)
     assert seen and set(seen) == {small_index.config.localization.keypoint_side}

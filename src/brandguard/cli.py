@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, metavar="N",
                    help="photos per network batch and per flushed group of rows (default: the index's config, 32)")
     s.add_argument("--device", help=DEVICE_HELP)
+    s.add_argument("--geometry", choices=("auto", "opencv", "kornia"),
+                   help="where keypoints, RANSAC and warps run: auto (default: kornia on a CUDA --device when "
+                        "brandguard[gpu] is installed, else OpenCV), opencv, or kornia (on --device)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run")
     s.add_argument("--overwrite", action="store_true", help="replace results already in --out (refused otherwise)")
     s.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
@@ -416,6 +419,9 @@ def _run(args: argparse.Namespace) -> int:
             if args.report:
                 raise DataError("--report is not available with --ray: score with --ray, then run `brandguard score` "
                                 "with --report on the flagged photos")
+            if args.geometry:
+                raise DataError("--geometry is not available with --ray: the actors choose it from --device "
+                                "(kornia on CUDA where brandguard[gpu] is installed)")
             summary = score_ray(args.listings, args.index, args.out, address=args.ray or None, actors=args.ray_actors,
                                 threads_per_actor=args.ray_threads, batch_size=args.batch_size, device=args.device,
                                 resume=args.resume, overwrite=args.overwrite, progress=progress)
@@ -424,7 +430,7 @@ def _run(args: argparse.Namespace) -> int:
 
             check_score_inputs(args.listings, args.out, report=args.report, overwrite=args.overwrite,
                                batch_size=args.batch_size)
-            det = Detector.load(args.index, device=args.device, batch_size=args.batch_size)
+            det = Detector.load(args.index, device=args.device, batch_size=args.batch_size, geometry=args.geometry)
             summary = score_folder(args.listings, det, args.out, report=args.report, resume=args.resume,
                                    overwrite=args.overwrite, progress=progress, report_max_items=args.report_max)
             if det.index.calibrator is not None:

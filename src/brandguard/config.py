@@ -221,6 +221,9 @@ class RuntimeConfig:
             ``bf16`` or ``fp16``.
         batch_size: photos embedded per forward pass.
         workers: threads for decoding and keypoint detection.
+        geometry: where scoring's keypoints, RANSAC and warps run (:mod:`brandguard.accel`): ``auto``
+            (kornia on a CUDA device when the ``gpu`` extra is installed, else OpenCV), ``opencv`` or
+            ``kornia`` (on the network's device; on a CPU only to check the GPU path).
         cached_products: products whose comparison banks and statistics a loaded index keeps in memory at
             most (least recently matched are dropped first; the rest stay in the memory-mapped
             ``arrays.safetensors``, see :mod:`brandguard.arraystore`). About 3 MB each.
@@ -231,6 +234,7 @@ class RuntimeConfig:
     batch_size: int = 32
     workers: int = 2
     cached_products: int = 128
+    geometry: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -238,6 +242,8 @@ class RuntimeConfig:
         if isinstance(self.cached_products, bool) or not isinstance(self.cached_products, int) \
                 or self.cached_products < 1:
             raise ConfigError(f"runtime.cached_products must be a whole number >= 1, got {self.cached_products!r}")
+        if self.geometry not in ("auto", "opencv", "kornia"):
+            raise ConfigError(f"runtime.geometry (--geometry) must be auto, opencv or kornia, got {self.geometry!r}")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ Follow one photo through :meth:`Detector.predict_batch`:
 1. :func:`brandguard.images.load_photo` decodes it (RGB, EXIF orientation, size limits): a working copy
    (long side <= ``localization.max_side``) and, for a larger photo, its full resolution
    (<= ``localization.full_side``);
-2. :func:`brandguard.localization.detect_keypoints` finds the working copy's RootSIFT keypoints;
+2. :func:`brandguard.localization.detect_keypoints` finds the working copy's RootSIFT keypoints (on a GPU,
+   kornia's: ``runtime.geometry``, :mod:`brandguard.accel`);
 3. :meth:`ReferenceIndex.localize_instances` matches them (FAISS) to the products' keypoints and verifies
    the best candidates with a RANSAC homography, then looks for further instances (several units, collage
    cells) among the keypoints left. In a photo larger than the working copy,
@@ -44,6 +45,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from brandguard.accel import OpenCVGeometry
 from brandguard.calibration import format_score, verdict_for
 from brandguard.comparison import compare
 from brandguard.config import Config
@@ -55,7 +57,6 @@ from brandguard.localization import (
     Keypoints,
     canonical_to_image_corners,
     crop_canonical,
-    detect_keypoints,
     fit_surface,
     product_side,
     search_cylinder,
@@ -217,7 +218,8 @@ class Detector:
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None, precision: str | None = None,
-             batch_size: int | None = None, backbone: str | None = None, checkpoint: str | None = None) -> Detector:
+             batch_size: int | None = None, backbone: str | None = None, checkpoint: str | None = None,
+             geometry: str | None = None) -> Detector:
         """Load an index directory and make a detector of it.
 
         Args:
@@ -225,6 +227,8 @@ class Detector:
             device: override the index's runtime device (``cpu``, ``cuda``...).
             precision: override the precision (``auto``, ``fp32``, ``bf16``, ``fp16``).
             batch_size: override the batch size.
+            geometry: override where keypoints, RANSAC and warps run (``auto``, ``opencv``, ``kornia``;
+                :mod:`brandguard.accel`).
             backbone, checkpoint: the backbone you intend to use; refused with a clear message when they
                 differ from the index's.
 
@@ -233,7 +237,8 @@ class Detector:
         """
         index = ReferenceIndex.load(directory)
         over = {k: v for k, v in {"runtime.device": device, "runtime.precision": precision,
-                                  "runtime.batch_size": batch_size}.items() if v is not None}
+                                  "runtime.batch_size": batch_size, "runtime.geometry": geometry}.items()
+                if v is not None}
         if over:
             index.config = index.config.with_overrides(over)
         embedder = None
@@ -264,15 +269,24 @@ class Detector:
             raise ValueError(f"on_error must be 'record' or 'raise', got {on_error!r}")
         loc = self.config.localization
 
-        def prepare(src: ImageSource) -> tuple[np.ndarray, Keypoints, np.ndarray] | ImageLoadError:
+        geo = self.index.geometry
+        on_threads = isinstance(geo, OpenCVGeometry)  # decode and detect on each thread; else detect in batches
+
+        def prepare(src: ImageSource) -> tuple[np.ndarray, Keypoints | None, np.ndarray] | ImageLoadError:
             try:
                 photo = load_photo(src, max_side=loc.max_side, full_side=max(loc.full_side, loc.max_side))
             except ImageLoadError as exc:
                 return exc
-            return photo.image, detect_keypoints(photo.image, loc.query_detect_side, loc.query_keypoints), photo.full
+            kp = geo.detect(photo.image, loc.query_detect_side, loc.query_keypoints) if on_threads else None
+            return photo.image, kp, photo.full
 
         with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
-            prepared = list(ex.map(prepare, images))
+            prepared: list[Any] = list(ex.map(prepare, images))
+        if not on_threads:
+            ok = [i for i, p in enumerate(prepared) if not isinstance(p, ImageLoadError)]
+            kps = geo.detect_batch([prepared[i][0] for i in ok], loc.query_detect_side, loc.query_keypoints)
+            for i, kp in zip(ok, kps):
+                prepared[i] = (prepared[i][0], kp, prepared[i][2])
         return self._score_prepared([_source_name(s) for s in images], prepared, on_error)
 
     def _score_prepared(self, names: list[str], prepared: list[Any], on_error: str) -> list[Prediction]:
@@ -399,7 +413,8 @@ class Detector:
         (:func:`~brandguard.localization.surface_valid`); the surface is recorded as ``a.surface``."""
         loc = self.config.localization
         S = loc.canonical_size
-        crop, valid, noise = crop_canonical(prepared[0], _full(prepared), a.H, S, with_noise=True)
+        crop, valid, noise = crop_canonical(prepared[0], _full(prepared), a.H, S, with_noise=True,
+                                            warp=self.index.geometry.warp)
         bank = self.index.products[a.product_id].bank
         if not loc.curved_surfaces or len(bank) == 0:
             return crop, valid, noise
@@ -444,11 +459,8 @@ class Detector:
         if not again:
             return aligns
 
-        def detect(k: int) -> Keypoints:
-            return detect_keypoints(prepared[ok[k]][0], loc.query_detect_side, 2 * loc.query_keypoints)
-
-        with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
-            kps = list(ex.map(detect, again))
+        kps = self.index.geometry.detect_batch([prepared[ok[k]][0] for k in again], loc.query_detect_side,
+                                               2 * loc.query_keypoints, max(1, self.config.runtime.workers))
         return self._search_again(ok, aligns, prepared, again, kps, [prepared[ok[k]][0].shape for k in again],
                                   near_only=True)
 
@@ -465,7 +477,7 @@ class Detector:
         kps, shapes = [], []
         for k in again:
             img, full = prepared[ok[k]][0], _full(prepared[ok[k]])
-            kp = detect_keypoints(full, 2 * loc.keypoint_side, 2 * loc.query_keypoints)
+            kp = self.index.geometry.detect(full, 2 * loc.keypoint_side, 2 * loc.query_keypoints)
             sx, sy = full.shape[1] / img.shape[1], full.shape[0] / img.shape[0]
             kp.xy = ((kp.xy + 0.5) / np.array([sx, sy], np.float32) - 0.5).astype(np.float32)
             kps.append(kp)

@@ -50,12 +50,13 @@ from typing import Any
 import numpy as np
 
 from brandguard import __version__
+from brandguard.accel import Geometry, resolve_geometry
 from brandguard.arraystore import ArrayStore, LazyField, TensorView, write_safetensors
 from brandguard.backbones import spec_to_dict
 from brandguard.calibration import ChannelFusion, ScoreCalibrator, Thresholds
 from brandguard.comparison import compare, reference_text_details
 from brandguard.config import Config
-from brandguard.embedding import Embedder
+from brandguard.embedding import Embedder, resolve_device
 from brandguard.errors import (
     BrandguardError,
     DataError,
@@ -275,6 +276,7 @@ class ReferenceIndex:
         self.text_enabled = _resolve_text_check(config.compare.text_check)
         self._text_reader: Any = None
         self._embedder: Embedder | None = None
+        self._geometry: tuple[tuple[str, str], Geometry] | None = None
         self._local: KeypointSearch | None = None
         self._known_starts: set[int] = set()
         self._known_sizes: dict[int, int] = {}
@@ -368,6 +370,18 @@ class ReferenceIndex:
                 batch_size=self.config.runtime.batch_size)
             self.check_embedder(self._embedder)
         return self._embedder
+
+    @property
+    def geometry(self) -> Geometry:
+        """Where scoring's keypoints, RANSAC and warps run (``runtime.geometry``, :mod:`brandguard.accel`); the
+        index build always uses OpenCV's."""
+        rt = self.config.runtime
+        key = (rt.geometry, rt.device if self._embedder is None else str(self._embedder.device))
+        if self._geometry is None or self._geometry[0] != key:
+            device = "cpu" if rt.geometry == "opencv" else \
+                self._embedder.device if self._embedder is not None else resolve_device(rt.device)
+            self._geometry = (key, resolve_geometry(rt.geometry, device, rt.batch_size))
+        return self._geometry[1]
 
     def check_embedder(self, embedder: Embedder) -> None:
         """Refuse an embedder whose backbone or weights differ from the ones this index was built with.
@@ -532,9 +546,12 @@ class ReferenceIndex:
 
     def fingerprint(self) -> str:
         """``"sha256:..."`` of what decides a verdict: backbone weights, products and their references, the
-        configuration (all but ``runtime``: device and batch size do not change verdicts), thresholds and
-        calibration. Two runs with the same fingerprint score alike (used by ``--resume``)."""
+        configuration (all but ``runtime``: device and batch size do not change verdicts; the geometry does,
+        within a tolerance, so kornia's is named), thresholds and calibration. Two runs with the same
+        fingerprint score alike (used by ``--resume``)."""
         config = {k: v for k, v in self.config.to_dict().items() if k != "runtime"}
+        if self.geometry.name != "opencv":  # OpenCV's is every earlier index's: their fingerprints stay
+            config["geometry"] = self.geometry.name
         content = {"weights": self.backbone_info.get("weights_digest"), "config": config,
                    "products": [[m.brand, m.product, [r.digest or os.path.basename(r.path) for r in m.refs]]
                                 for m in self.products],
@@ -564,6 +581,7 @@ class ReferenceIndex:
         new = ReferenceIndex.__new__(ReferenceIndex)
         new.__dict__.update(self.__dict__)
         new.config, new.backbone_info, new._embedder = cfg, info, embedder
+        new._geometry = None
         new.calibrator, new.brand_calibrators = None, {}
         new.prior = None  # other distances, another prior: every product is fitted under the one pooled anew
         new.thresholds = Thresholds.from_dict(self.thresholds.to_dict())
@@ -1364,11 +1382,12 @@ class ReferenceIndex:
         if min(region_long, loc.keypoint_side) < 1.5 * kp_scale * region_long / max(sx, sy):
             return a  # the keypoint image already saw the product at (nearly) this detail
         region = np.ascontiguousarray(full[y0:y1, x0:x1])
-        kp = detect_keypoints(region, loc.keypoint_side, loc.query_keypoints)
+        geo = self.geometry
+        kp = geo.detect(region, loc.keypoint_side, loc.query_keypoints)
         model = self.products[a.product_id]
         canon = Keypoints(model.kp_xy, model.kp_desc.astype(np.float32), np.zeros(len(model.kp_xy), np.float32))
         ia, ib = match_pair(kp, canon)
-        H, mask = estimate_homography(canon.xy[ib], kp.xy[ia], self._ransac_px(region.shape))
+        H, mask = geo.homography(canon.xy[ib], kp.xy[ia], self._ransac_px(region.shape))
         if H is None or int(mask.sum()) <= a.inliers:
             return a
         shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
@@ -1410,6 +1429,7 @@ class ReferenceIndex:
         top = votes[order[0]] if len(order) else 0
         cands = [int(c) for c in order if votes[c] >= max(4, 0.25 * top)]  # skip hopeless candidates
         best: Alignment | None = None
+        geo = self.geometry
         for c in cands:
             rows, cols = np.nonzero((pid == c) & good)
             if len(rows) < 4:
@@ -1420,7 +1440,7 @@ class ReferenceIndex:
                 continue
             src = self._local_xy[idx[rows, cols]]
             dst = kp.xy[rows]
-            H, mask = estimate_homography(src, dst, self._ransac_px(shape))
+            H, mask = geo.homography(src, dst, self._ransac_px(shape))
             if H is None:
                 continue
             ninl = int(mask.sum())
@@ -1865,6 +1885,7 @@ class ReferenceIndex:
         index.text_enabled = bool(manifest.get("text_check", False))
         index._text_reader = None
         index._embedder = None
+        index._geometry = None
         index._local = local
         index._known_sizes = {m.kp_start: len(m.kp_xy) for m in products if m.kp_start >= 0}
         index._known_starts = set(index._known_sizes)

@@ -679,7 +679,8 @@ def source_noise(source: np.ndarray, H: np.ndarray, size: int) -> float:
 
 
 def crop_canonical(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int,
-                   max_oversample: float = 1.5, *, with_noise: bool = False, surface: Surface | None = None) -> Any:
+                   max_oversample: float = 1.5, *, with_noise: bool = False, surface: Surface | None = None,
+                   warp: Any = None) -> Any:
     """The product's aligned crop, taken from the full-resolution photo.
 
     ``H`` maps canonical pixels to the working copy ``image``; it is scaled to ``full``
@@ -697,13 +698,16 @@ def crop_canonical(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int
 
         with_noise: also return the sensor noise of what was warped (:func:`source_noise`).
         surface: a curved package's residual warp (:func:`fit_surface`), applied on top of ``H``.
+        warp: the plane warp to use instead of :func:`warp_to_canonical` (same arguments and results: a
+            :class:`brandguard.accel.Geometry`'s ``warp``); a curved warp is always OpenCV's.
 
     Returns:
         ``(crop, valid)`` as :func:`warp_to_canonical`: ``(size, size, 3)`` uint8 and ``(size, size)`` bool;
         ``(crop, valid, noise)`` with ``with_noise``.
     """
     source, Hs = _crop_source(image, full, H, size, max_oversample)
-    crop, valid = warp_to_canonical(source, Hs, size) if surface is None else _warp_surface(source, Hs, surface, size)
+    crop, valid = (warp or warp_to_canonical)(source, Hs, size) if surface is None \
+        else _warp_surface(source, Hs, surface, size)
     return (crop, valid, source_noise(source, Hs, size)) if with_noise else (crop, valid)
 
 
