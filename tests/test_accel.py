@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from brandguard.accel import KorniaGeometry, OpenCVGeometry, resolve_geometry
 from brandguard.config import Config
@@ -129,3 +130,36 @@ def test_a_detector_on_the_kornia_path_finds_the_opencv_paths_products_and_verdi
     for p, q in zip(a, b):
         if p.quad is not None and q.quad is not None:
             assert np.abs(p.quad - q.quad).max() <= 6.0, (p.source, p.quad, q.quad)
+
+
+def test_kornia_warps_a_grey_image_as_opencv_does(kornia_cpu):
+    grey = cv2.GaussianBlur(np.random.default_rng(4).integers(0, 256, (120, 160), dtype=np.uint8), (5, 5), 0)
+    H = np.array([[0.5, 0.05, 10.0], [0.0, 0.45, 8.0], [0.0, 0.0, 1.0]])
+    (a, va), (b, vb) = OpenCVGeometry().warp(grey, H, 96), kornia_cpu.warp(grey, H, 96)
+    assert a.shape == b.shape == (96, 96) and (va == vb).all()
+    assert np.abs(a.astype(int) - b.astype(int))[va].mean() <= 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
+def test_kornia_on_cuda_agrees_with_kornia_on_cpu_tensors(kornia_cpu, labels):
+    """On a GPU: the same stages within float tolerance of the CPU tensors' (TF32 convolutions and CUDA's
+    random stream make them differ slightly; see KorniaGeometry)."""
+    from brandguard.images import load_image
+
+    gpu = KorniaGeometry("cuda")
+    photo = load_image(str(labels[0].path))
+    a, b = kornia_cpu.detect(photo, 512, 300), gpu.detect(photo, 512, 300)
+    assert abs(len(a) - len(b)) <= 0.1 * len(a)
+    close = np.linalg.norm(a.xy[:, None] - b.xy[None], axis=2).min(1) < 1.0
+    assert close.mean() >= 0.8
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 384, (300, 2))
+    H = np.array([[0.9, 0.12, 40.0], [-0.08, 1.1, 25.0], [2e-4, -1e-4, 1.0]])
+    p = np.c_[src, np.ones(len(src))] @ H.T
+    dst = p[:, :2] / p[:, 2:] + rng.normal(0, 0.7, (len(src), 2))
+    out = rng.random(len(src)) < 0.6
+    dst[out] = rng.uniform(0, 500, (out.sum(), 2))
+    Hg, _ = gpu.homography(src, dst, 4.0)
+    assert Hg is not None and np.abs(_corners(Hg) - _corners(H)).max() < 2.0
+    (c1, v1), (c2, v2) = kornia_cpu.warp(photo, H, 224), gpu.warp(photo, H, 224)
+    assert (v1 == v2).mean() >= 0.995 and np.abs(c1.astype(int) - c2.astype(int))[v1 & v2].mean() <= 0.5

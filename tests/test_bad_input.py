@@ -510,6 +510,17 @@ def test_resume_onto_an_index_rebuilt_with_other_settings_is_refused(det_clean, 
     assert runtime_only.fingerprint() == tiny["idx_clean"].fingerprint()  # batch size never changes verdicts
     with pytest.raises(DataError, match=r"another index.*compare\.text_check: 'off' -> 'on'"):
         score_folder(folder, Detector(other, det_clean.index.embedder), out, resume=True)
+    # the GPU path's geometry scores within a tolerance of OpenCV's, not alike: a resume across them is refused
+    # and says why; a device that is missing here does not stop the fingerprint from being read
+    on_cuda = copy.copy(tiny["idx_clean"])
+    on_cuda.config = on_cuda.config.with_overrides({"runtime.device": "cuda", "runtime.geometry": "opencv"})
+    assert on_cuda.fingerprint() == tiny["idx_clean"].fingerprint()
+    pytest.importorskip("kornia")
+    kornia = copy.copy(tiny["idx_clean"])
+    kornia.config = kornia.config.with_overrides({"runtime.geometry": "kornia"})
+    assert kornia.geometry_name() == "kornia" and kornia.fingerprint() != tiny["idx_clean"].fingerprint()
+    with pytest.raises(DataError, match=r"another index.*geometry: 'opencv' -> 'kornia'"):
+        score_folder(folder, Detector(kornia, det_clean.index.embedder), out, resume=True)
 
 
 def test_evaluate_refuses_labelled_photos_outside_its_folder_before_scoring(tmp_path):

@@ -42,8 +42,19 @@ def _bad_files(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def listing_copy(small_dataset, tmp_path_factory) -> Path:
+    """20 of the small data set's listing photos (every label kind among them) and their labels."""
     dst = tmp_path_factory.mktemp("listings") / "listings"
-    shutil.copytree(small_dataset.listings_dir, dst)
+    dst.mkdir()
+    with (small_dataset.listings_dir / "labels.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = rows[:20]
+    assert {r["label"] for r in kept} == {"authentic", "counterfeit", "unrelated"}
+    for r in kept:
+        shutil.copy(small_dataset.listings_dir / r["path"], dst / r["path"])
+    with (dst / "labels.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(kept)
     return dst
 
 

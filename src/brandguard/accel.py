@@ -131,7 +131,10 @@ class KorniaGeometry(Geometry):
 
     Keypoints: ``kornia.feature.SIFTFeatureScaleSpace(n, rootsift=True, descriptor_backend="pyramid",
     descriptor_layout="opencv")`` on the same grey detection copy as the OpenCV path; photos whose copies
-    have one size go through together, ``batch_size`` at a time. A photo where more than
+    have one size go through together, ``batch_size`` at a time (a photo's keypoints then move by about
+    1e-5 px with its batch neighbours: float rounding of batched convolutions). On CUDA, cuDNN runs the
+    scale space's convolutions in TF32 unless ``torch.backends.cudnn.allow_tf32`` is False (torch's default
+    is True; it is a process-wide switch, left to the caller), so keypoints move by more than on the CPU. A photo where more than
     :data:`~brandguard.localization.REPEAT_SHARE` of the keypoints repeat a background texture is detected
     again by the OpenCV path, whose texture rule this path does not have (rare: none of the demo listings).
 
@@ -142,7 +145,9 @@ class KorniaGeometry(Geometry):
     most samples with an outlier; kornia counts every sample. With OpenCV's budget of
     :data:`~brandguard.localization.RANSAC_ITERS` kornia found the homography for 7 of 10 seeded match
     sets with 10% inliers (OpenCV: 10), with eight times it 9 (``tests/test_accel.py``); sets with many
-    inliers stop early either way.
+    inliers stop early either way. kornia needs more inliers than a minimal sample: four matches alone give
+    None (OpenCV fits them); scoring needs 36. On CUDA the seeded samples come from a CUDA generator, so
+    they are not the CPU's: the tolerances of ``tests/test_accel.py`` are measured on CPU tensors.
 
     Warps: ``kornia.geometry.transform.warp_perspective`` (bilinear, reflected border, pixel centres at
     integers as OpenCV's) of ``H``'s inverse; the valid mask by nearest-neighbour warp of ones.
@@ -231,14 +236,16 @@ class KorniaGeometry(Geometry):
         if _degenerate(H):
             return np.zeros((size, size, 3), np.uint8), np.zeros((size, size), bool)
         M = torch.as_tensor(np.linalg.inv(np.asarray(H, np.float64)), dtype=torch.float32, device=self.device)[None]
-        src = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+        grey = image.ndim == 2
+        pixels = np.ascontiguousarray(image[..., None] if grey else image)
+        src = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float()
         ones = torch.ones((1, 1, *image.shape[:2]), device=self.device)
         with torch.inference_mode():
             crop = warp_perspective(src, M, (size, size), mode="bilinear", padding_mode="reflection",
                                     align_corners=True)
             valid = warp_perspective(ones, M, (size, size), mode="nearest", padding_mode="zeros", align_corners=True)
         crop = crop[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-        return np.ascontiguousarray(crop), valid[0, 0].cpu().numpy() > 0.5
+        return np.ascontiguousarray(crop[..., 0] if grey else crop), valid[0, 0].cpu().numpy() > 0.5
 
 
 def resolve_geometry(setting: str, device: Any, batch_size: int = 32) -> Geometry:

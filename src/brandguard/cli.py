@@ -419,11 +419,9 @@ def _run(args: argparse.Namespace) -> int:
             if args.report:
                 raise DataError("--report is not available with --ray: score with --ray, then run `brandguard score` "
                                 "with --report on the flagged photos")
-            if args.geometry:
-                raise DataError("--geometry is not available with --ray: the actors choose it from --device "
-                                "(kornia on CUDA where brandguard[gpu] is installed)")
             summary = score_ray(args.listings, args.index, args.out, address=args.ray or None, actors=args.ray_actors,
                                 threads_per_actor=args.ray_threads, batch_size=args.batch_size, device=args.device,
+                                geometry=args.geometry,
                                 resume=args.resume, overwrite=args.overwrite, progress=progress)
         else:
             from brandguard.scoring import check_score_inputs

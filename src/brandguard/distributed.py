@@ -171,7 +171,8 @@ def _limit_threads(threads: int) -> None:
 class _ScoreBatch:
     """The Ray Data actor: one loaded Detector, scoring a batch of ``{i, path, src}`` into CSV cells."""
 
-    def __init__(self, index_ref: list[Any], threads: int, batch_size: int, device: str | None) -> None:
+    def __init__(self, index_ref: list[Any], threads: int, batch_size: int, device: str | None,
+                 geometry: str | None = None) -> None:
         import ray
 
         from brandguard.detector import Detector
@@ -184,7 +185,7 @@ class _ScoreBatch:
             target = Path(tmp.name, name)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        self.detector = Detector.load(tmp.name, device=device, batch_size=batch_size)
+        self.detector = Detector.load(tmp.name, device=device, batch_size=batch_size, geometry=geometry)
         self.detector.index.config = self.detector.index.config.with_overrides({"runtime.workers": threads})
         self.detector.config = self.detector.index.config
         self._filesystems: dict[str, Any] = {}
@@ -325,7 +326,8 @@ def _blocks(n: int, batch_size: int, actors: int) -> int:
 def score_ray(listings: str | Path | Sequence[str | Path], index: str | Path, out: str | Path, *,
               address: str | None = None, actors: int | None = None, threads_per_actor: int = 1,
               batch_size: int | None = None, device: str | None = None, resume: bool = False,
-              overwrite: bool = False, rows_per_part: int = 100_000, progress: bool = False) -> ScoreSummary:
+              overwrite: bool = False, rows_per_part: int = 100_000, progress: bool = False,
+              geometry: str | None = None) -> ScoreSummary:
     """Score photos with Ray Data on a Ray cluster (or a local Ray) and write the rows local scoring writes.
 
     Args:
@@ -341,6 +343,9 @@ def score_ray(listings: str | Path | Sequence[str | Path], index: str | Path, ou
         threads_per_actor: CPUs each actor reserves and uses (torch, OpenCV, FAISS, OCR, decoding).
         batch_size: photos per ``map_batches`` call (one forward pass); default the index's runtime.batch_size.
         device: override the index's runtime device on the actors (``cpu``, ``cuda``).
+        geometry: override where the actors' keypoints, RANSAC and warps run (``auto``, ``opencv``,
+            ``kornia``; :mod:`brandguard.accel`); by default the index's (``auto``: kornia on CUDA actors that
+            have the ``gpu`` extra).
         resume: keep the rows already in ``out`` and score only the rest.
         overwrite: replace ``out`` when it already holds rows (otherwise refused, as in local scoring).
         rows_per_part: rows per Parquet part file.
@@ -364,10 +369,13 @@ def score_ray(listings: str | Path | Sequence[str | Path], index: str | Path, ou
     listing = list_listings(listings)
     index_dir = Path(index)
     files = _pack_index(index_dir)
-    det = Detector.load(index_dir)  # on the driver: checks the index and names it in the run record
+    # on the driver: checks the index and names it in the run record (with the actors' device and geometry, which
+    # the fingerprint names; nothing is loaded on the device here)
+    det = Detector.load(index_dir, device=device, geometry=geometry)
     out_path = Path(out)
     parquet = out_path.suffix.lower() == ".parquet"
-    identity = {"listings": listing.root, "index": det.index.fingerprint(), "index_source": str(index_dir.resolve())}
+    identity = {"listings": listing.root, "index": det.index.fingerprint(), "index_source": str(index_dir.resolve()),
+                "config": det.config.to_dict(), "geometry": det.index.geometry_name()}
     if not parquet:
         _check_output(out_path, resume, overwrite, identity)
     elif resume and overwrite:
@@ -387,7 +395,7 @@ def score_ray(listings: str | Path | Sequence[str | Path], index: str | Path, ou
         run = {"brandguard_version": __version__, "status": status, "runner": "ray", "listings": listing.root,
                "listings_resolved": identity["listings"], "index_fingerprint": identity["index"],
                "index_source": identity["index_source"], "files": len(listing.paths), **more,
-               "config": det.config.to_dict()}
+               "config": det.config.to_dict(), "geometry": identity["geometry"]}
         atomic_write_text(record_path, json.dumps(run, indent=2, default=str))
 
     record("running", resumed=len(listing.paths) - len(todo))
@@ -400,7 +408,7 @@ def score_ray(listings: str | Path | Sequence[str | Path], index: str | Path, ou
             n_actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads_per_actor)
             try:
                 scored = _run(ray, listing, todo, files, sink, counts, bs, n_actors, threads_per_actor, device,
-                              progress)
+                              progress, geometry)
             except Exception as exc:
                 ours = _our_error(exc)
                 if ours is None:
@@ -435,7 +443,7 @@ def _our_error(exc: BaseException) -> BaseException | None:
 
 def _run(ray: Any, listing: Listing, todo: list[int], files: dict[str, bytes], sink: _CsvSink | _ParquetSink,
          counts: Counter[str], batch_size: int, actors: int, threads: int, device: str | None,
-         progress: bool) -> int:
+         progress: bool, geometry: str | None = None) -> int:
     import pyarrow as pa
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -457,7 +465,8 @@ def _run(ray: Any, listing: Listing, todo: list[int], files: dict[str, bytes], s
                             compute=ActorPoolStrategy(min_size=1, max_size=min(actors, n_blocks)),
                             num_cpus=threads,
                             fn_constructor_kwargs={"index_ref": [index_ref], "threads": threads,
-                                                   "batch_size": batch_size, "device": device})
+                                                   "batch_size": batch_size, "device": device,
+                                                   "geometry": geometry})
         for batch in _iter_rows(ds):
             sink.write(batch)
             counts.update(r["verdict"] for r in batch)

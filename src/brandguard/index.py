@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from brandguard import __version__
-from brandguard.accel import Geometry, resolve_geometry
+from brandguard.accel import Geometry, kornia_available, resolve_geometry
 from brandguard.arraystore import ArrayStore, LazyField, TensorView, write_safetensors
 from brandguard.backbones import spec_to_dict
 from brandguard.calibration import ChannelFusion, ScoreCalibrator, Thresholds
@@ -376,12 +376,30 @@ class ReferenceIndex:
         """Where scoring's keypoints, RANSAC and warps run (``runtime.geometry``, :mod:`brandguard.accel`); the
         index build always uses OpenCV's."""
         rt = self.config.runtime
-        key = (rt.geometry, rt.device if self._embedder is None else str(self._embedder.device))
+        key = self._geometry_key()
         if self._geometry is None or self._geometry[0] != key:
             device = "cpu" if rt.geometry == "opencv" else \
                 self._embedder.device if self._embedder is not None else resolve_device(rt.device)
             self._geometry = (key, resolve_geometry(rt.geometry, device, rt.batch_size))
         return self._geometry[1]
+
+    def _geometry_key(self) -> tuple[str, str]:
+        rt = self.config.runtime
+        return rt.geometry, rt.device if self._embedder is None else str(self._embedder.device)
+
+    def geometry_name(self) -> str:
+        """``opencv`` or ``kornia``: the geometry :attr:`geometry` runs, told without loading anything and
+        without failing where the configured device is missing (the fingerprint of an index built with
+        ``--device cuda`` is read on CPU machines too)."""
+        rt = self.config.runtime
+        if self._geometry is not None and self._geometry[0] == self._geometry_key():
+            return self._geometry[1].name
+        if rt.geometry != "auto":
+            return rt.geometry
+        import torch
+
+        cuda = torch.cuda.is_available() if rt.device == "auto" else str(rt.device).startswith("cuda")
+        return "kornia" if cuda and kornia_available() else "opencv"
 
     def check_embedder(self, embedder: Embedder) -> None:
         """Refuse an embedder whose backbone or weights differ from the ones this index was built with.
@@ -550,8 +568,8 @@ class ReferenceIndex:
         within a tolerance, so kornia's is named), thresholds and calibration. Two runs with the same
         fingerprint score alike (used by ``--resume``)."""
         config = {k: v for k, v in self.config.to_dict().items() if k != "runtime"}
-        if self.geometry.name != "opencv":  # OpenCV's is every earlier index's: their fingerprints stay
-            config["geometry"] = self.geometry.name
+        if self.geometry_name() != "opencv":  # OpenCV's is every earlier index's: their fingerprints stay
+            config["geometry"] = self.geometry_name()
         content = {"weights": self.backbone_info.get("weights_digest"), "config": config,
                    "products": [[m.brand, m.product, [r.digest or os.path.basename(r.path) for r in m.refs]]
                                 for m in self.products],

@@ -137,6 +137,9 @@ def _check_output(out: Path, resume: bool, overwrite: bool, identity: dict[str, 
             prev_index = f"{prev.get('index_source') or '?'} ({theirs['index'][:19]}...)"
             now_index = f"{identity.get('index_source') or '?'} ({identity['index'][:19]}...)"
             changed = _config_changes(prev.get("config"), identity.get("config"))
+            geometry = (str(prev.get("geometry") or "opencv"), identity.get("geometry") or "opencv")
+            if geometry[0] != geometry[1]:  # runtime.geometry, or a device that changes what auto runs
+                changed.append(f"geometry: {geometry[0]!r} -> {geometry[1]!r}")
             raise DataError(f"{out} holds results of another {what}: it was written for listings "
                             f"{prev.get('listings_resolved')} with index {prev_index}, this run scores "
                             f"{identity['listings']} with index {now_index}"
@@ -255,7 +258,7 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
     index_info = {k: v for k, v in detector.index.info().items() if k != "per_product"}
     identity = {"listings": str(root.resolve()), "index": detector.index.fingerprint(),
                 "index_source": str(getattr(detector.index, "source", "") or ""),
-                "config": detector.config.to_dict()}
+                "config": detector.config.to_dict(), "geometry": detector.index.geometry_name()}
     _check_output(out, resume, overwrite, identity)
     out.parent.mkdir(parents=True, exist_ok=True)
     rel = [f.relative_to(base).as_posix() for f in files]
@@ -271,7 +274,7 @@ def score_folder(listings: str | Path, detector: Detector, out_csv: str | Path, 
         run = {"brandguard_version": __version__, "status": status, "listings": str(root),
                "listings_resolved": identity["listings"], "index_fingerprint": identity["index"],
                "index_source": identity["index_source"], "files": len(files), **more, "index": index_info,
-               "config": detector.config.to_dict()}
+               "config": detector.config.to_dict(), "geometry": identity["geometry"]}
         atomic_write_text(_run_record_path(out), json.dumps(run, indent=2, default=str))
 
     record("running", resumed=len(done))
