@@ -244,8 +244,8 @@ class KorniaGeometry(Geometry):
             crop = warp_perspective(src, M, (size, size), mode="bilinear", padding_mode="reflection",
                                     align_corners=True)
             valid = warp_perspective(ones, M, (size, size), mode="nearest", padding_mode="zeros", align_corners=True)
-        crop = crop[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-        return np.ascontiguousarray(crop[..., 0] if grey else crop), valid[0, 0].cpu().numpy() > 0.5
+        out = crop[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        return np.ascontiguousarray(out[..., 0] if grey else out), valid[0, 0].cpu().numpy() > 0.5
 
 
 def resolve_geometry(setting: str, device: Any, batch_size: int = 32) -> Geometry:

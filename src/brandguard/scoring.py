@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from brandguard import __version__
 from brandguard.csvcells import decode_row, encode_row
@@ -102,7 +103,7 @@ def _run_record_path(out: Path) -> Path:
     return Path(str(out) + ".run.json")
 
 
-def _check_output(out: Path, resume: bool, overwrite: bool, identity: dict[str, str]) -> None:
+def _check_output(out: Path, resume: bool, overwrite: bool, identity: dict[str, Any]) -> None:
     """Refuse to throw away or mix results: see the module docstring."""
     if out.is_dir():
         raise DataError(f"results file {out} is a folder; pass a CSV file name such as {out / 'results.csv'}")
