@@ -36,9 +36,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import cv2
 import numpy as np
 
+from brandguard.config import GEOMETRIES
 from brandguard.errors import ConfigError
 from brandguard.localization import (
     RANSAC_CONFIDENCE,
@@ -47,16 +47,14 @@ from brandguard.localization import (
     Keypoints,
     _degenerate,
     detect_keypoints,
+    detection_copy,
     estimate_homography,
     repeated_keypoints,
     warp_to_canonical,
 )
 
-__all__ = ["GEOMETRIES", "Geometry", "KorniaGeometry", "OpenCVGeometry", "kornia_available", "resolve_geometry"]
-
-#: the values ``runtime.geometry`` takes
-GEOMETRIES = ("auto", "opencv", "kornia")
-
+__all__ = ["GEOMETRIES", "Geometry", "KorniaGeometry", "OpenCVGeometry", "geometry_name", "kornia_available",
+           "resolve_geometry"]
 
 def kornia_available() -> bool:
     """Whether kornia (the ``gpu`` extra) can be imported."""
@@ -113,17 +111,6 @@ class OpenCVGeometry(Geometry):
 
     def warp(self, image: np.ndarray, H: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         return warp_to_canonical(image, H, size)
-
-
-def _grey_detection_copy(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    """The grey detection copy :func:`~brandguard.localization.detect_keypoints` makes (area-averaged
-    downscale to ``side``) and its scale."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    h, w = grey.shape
-    scale = min(1.0, side / max(h, w))
-    if scale < 1.0:
-        grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return grey, scale
 
 
 class KorniaGeometry(Geometry):
@@ -183,7 +170,7 @@ class KorniaGeometry(Geometry):
 
     def detect_batch(self, images: Sequence[np.ndarray], side: int, n: int, workers: int = 1) -> list[Keypoints]:
         torch = self.torch
-        copies = [_grey_detection_copy(im, side) for im in images]
+        copies = [detection_copy(im, side) for im in images]
         out: list[Keypoints | None] = [None] * len(images)
         by_shape: dict[tuple[int, int], list[int]] = {}
         for i, (grey, _) in enumerate(copies):
@@ -248,18 +235,39 @@ class KorniaGeometry(Geometry):
         return np.ascontiguousarray(out[..., 0] if grey else out), valid[0, 0].cpu().numpy() > 0.5
 
 
-def resolve_geometry(setting: str, device: Any, batch_size: int = 32) -> Geometry:
-    """The :class:`Geometry` for ``runtime.geometry`` on the torch ``device`` the network runs on.
+def geometry_name(setting: str, device: Any) -> str:
+    """``opencv`` or ``kornia``: what ``runtime.geometry`` ``setting`` runs on ``device`` (a torch device, or
+    a configured ``runtime.device`` string; ``auto`` there means CUDA when available). Nothing is loaded and
+    a missing device is not an error (the fingerprint of an index configured for ``cuda`` is read on CPU
+    machines too).
 
-    ``auto``: kornia on a CUDA device when kornia is installed, else OpenCV. ``kornia`` on a CPU device is
-    allowed (slow: for tests and for checking the GPU path without a GPU).
+    ``auto``: kornia on a CUDA device when kornia is installed, else OpenCV.
+
+    Raises:
+        ConfigError: an unknown setting.
+    """
+    if setting not in GEOMETRIES:
+        raise ConfigError(f"runtime.geometry must be one of {', '.join(GEOMETRIES)}, got {setting!r}")
+    if setting != "auto":
+        return setting
+    dev = str(device)
+    if dev == "auto":
+        import torch
+
+        cuda = torch.cuda.is_available()
+    else:
+        cuda = dev.startswith("cuda")
+    return "kornia" if cuda and kornia_available() else "opencv"
+
+
+def resolve_geometry(setting: str, device: Any, batch_size: int = 32) -> Geometry:
+    """The :class:`Geometry` for ``runtime.geometry`` on the torch ``device`` the network runs on
+    (:func:`geometry_name`). ``kornia`` on a CPU device is allowed (slow: for tests and for checking the GPU
+    path without a GPU).
 
     Raises:
         ConfigError: an unknown setting, or ``kornia`` without kornia installed.
     """
-    if setting not in GEOMETRIES:
-        raise ConfigError(f"runtime.geometry must be one of {', '.join(GEOMETRIES)}, got {setting!r}")
-    dev = str(device)
-    if setting == "opencv" or (setting == "auto" and (not dev.startswith("cuda") or not kornia_available())):
+    if geometry_name(setting, device) == "opencv":
         return OpenCVGeometry()
     return KorniaGeometry(device, batch_size)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from brandguard.config import GEOMETRIES
+
 __all__ = ["build_parser", "main"]
 
 
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, metavar="N",
                    help="photos per network batch and per flushed group of rows (default: the index's config, 32)")
     s.add_argument("--device", help=DEVICE_HELP)
-    s.add_argument("--geometry", choices=("auto", "opencv", "kornia"),
+    s.add_argument("--geometry", choices=GEOMETRIES,
                    help="where keypoints, RANSAC and warps run: auto (default: kornia on a CUDA --device when "
                         "brandguard[gpu] is installed, else OpenCV), opencv, or kornia (on --device)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run")

@@ -211,6 +211,10 @@ class ScoringConfig:
     takedown_fpr: float = 0.01
 
 
+#: the values ``runtime.geometry`` takes (:mod:`brandguard.accel`)
+GEOMETRIES = ("auto", "opencv", "kornia")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how the network runs.
@@ -242,7 +246,7 @@ class RuntimeConfig:
         if isinstance(self.cached_products, bool) or not isinstance(self.cached_products, int) \
                 or self.cached_products < 1:
             raise ConfigError(f"runtime.cached_products must be a whole number >= 1, got {self.cached_products!r}")
-        if self.geometry not in ("auto", "opencv", "kornia"):
+        if self.geometry not in GEOMETRIES:
             raise ConfigError(f"runtime.geometry (--geometry) must be auto, opencv or kornia, got {self.geometry!r}")
 
 

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from brandguard import __version__
-from brandguard.accel import Geometry, kornia_available, resolve_geometry
+from brandguard.accel import Geometry, geometry_name, resolve_geometry
 from brandguard.arraystore import ArrayStore, LazyField, TensorView, write_safetensors
 from brandguard.backbones import spec_to_dict
 from brandguard.calibration import ChannelFusion, ScoreCalibrator, Thresholds
@@ -391,15 +391,9 @@ class ReferenceIndex:
         """``opencv`` or ``kornia``: the geometry :attr:`geometry` runs, told without loading anything and
         without failing where the configured device is missing (the fingerprint of an index built with
         ``--device cuda`` is read on CPU machines too)."""
-        rt = self.config.runtime
         if self._geometry is not None and self._geometry[0] == self._geometry_key():
             return self._geometry[1].name
-        if rt.geometry != "auto":
-            return rt.geometry
-        import torch
-
-        cuda = torch.cuda.is_available() if rt.device == "auto" else str(rt.device).startswith("cuda")
-        return "kornia" if cuda and kornia_available() else "opencv"
+        return geometry_name(*self._geometry_key())
 
     def check_embedder(self, embedder: Embedder) -> None:
         """Refuse an embedder whose backbone or weights differ from the ones this index was built with.

@@ -32,6 +32,7 @@ __all__ = [
     "canonical_to_image_corners",
     "crop_canonical",
     "detect_keypoints",
+    "detection_copy",
     "estimate_homography",
     "estimate_noise",
     "fit_surface",
@@ -183,6 +184,17 @@ def _representatives(desc: np.ndarray, radius: float = 0.05) -> np.ndarray:
     return desc[reps]
 
 
+def detection_copy(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """The grey copy keypoints are detected on: ``(H, W, 3)`` uint8 RGB reduced (area averaging, never
+    enlarged) to a long side of at most ``side`` pixels; returns ``(grey, scale)``, ``scale`` <= 1."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    h, w = grey.shape
+    scale = min(1.0, side / max(h, w))
+    if scale < 1.0:
+        grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return grey, scale
+
+
 def detect_keypoints(image: np.ndarray, side: int, n: int) -> Keypoints:
     """RootSIFT keypoints of an RGB image, detected on a grey copy whose long side is ``side`` pixels.
 
@@ -197,11 +209,7 @@ def detect_keypoints(image: np.ndarray, side: int, n: int) -> Keypoints:
         side: long side of the detection image (downscaled only).
         n: at most this many keypoints (strongest first).
     """
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    h, w = grey.shape
-    scale = min(1.0, side / max(h, w))
-    if scale < 1.0:
-        grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    grey, scale = detection_copy(image, side)
     xy, desc, resp = _sift_once(grey, n)
     texture = repeated_keypoints(desc)
     if len(desc) and texture.mean() > REPEAT_SHARE:
