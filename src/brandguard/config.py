@@ -172,6 +172,11 @@ class CompareConfig:
             background repeats under too (:func:`brandguard.overlays.find_overlay`) are filled in and left out
             of the structure channel, and the photo is compared again. Print on the package does not continue
             beyond it, so an extra mark on a counterfeit stays.
+        occluders: look for something on top of the package that crosses its outline (a finger, a price
+            sticker stuck across the edge, a pen): patches that depart from the references and whose colour
+            continues beyond the package (:func:`brandguard.occluders.find_occluder`) are discounted in every
+            channel and the photo is compared again. Print ends at the package's outline, so an extra mark
+            printed on a counterfeit stays.
     """
 
     max_references_per_product: int = 16
@@ -184,11 +189,12 @@ class CompareConfig:
     support_margin: int = 0
     overlay_discount: bool = False
     seller_overlays: bool = True
+    occluders: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.margin, int) or self.margin < 0:
             raise ConfigError(f"compare.margin must be a whole number of cells >= 0, got {self.margin!r}")
-        for flag in ("overlay_discount", "seller_overlays"):
+        for flag in ("overlay_discount", "seller_overlays", "occluders"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"compare.{flag} must be true or false, got {getattr(self, flag)!r}")
         # YAML 1.1 reads an unquoted ``off``/``on`` as a boolean: accept it as the word it was written as

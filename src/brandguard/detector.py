@@ -759,6 +759,12 @@ class Detector:
                 res, text_details, view = run(cleaned, ov.mask, read_on=(crop,))
                 raw, score, verdict = self._judge(m.brand, res.channels, res.text_details)
                 overlay_note = (ov.note,)
+        if cfg.compare.occluders and a.surface is None:
+            # something on top of the package that crosses its outline (a finger, a sticker): left out
+            occluded = self._occluded(image, a, m, view, res, text_details)
+            if occluded is not None and occluded[0][0] < raw:
+                (raw, score, verdict), res, view, note = occluded
+                overlay_note += (note,)
         channels = res.channels
         if res.differs_widely and verdict == "counterfeit":  # another edition or product? a person decides
             verdict = "suspicious"
@@ -779,6 +785,34 @@ class Detector:
                                       "distance": float("nan") if d.get("skipped") else float(d["distance"]),
                                       "counted": float(g["distance"]), "skipped": bool(d.get("skipped", False))}
                                      for d, g in zip(text_details, res.text_details)))
+
+    def _occluded(self, image: np.ndarray, a: Any, m: Any, view: Any, res: Any,
+                  text_details: list[dict[str, Any]]) -> Any:
+        """The comparison again with an occluder that crosses the package's outline left out
+        (:func:`brandguard.occluders.find_occluder`): ``((raw, score, verdict), comparison, view, note)``, or
+        None when there is none. The distance maps and the OCR reading are the first comparison's."""
+        from dataclasses import replace
+
+        from brandguard.mismatch import occlusion_cells
+        from brandguard.occluders import find_occluder, top_cells
+
+        cfg = self.config
+        heat = np.maximum(res.structure, res.colour)
+        top = top_cells((res.structure, res.colour, res.learned), res.mask, cfg.compare.top_fraction)
+        occ = find_occluder(image, a.H, cfg.localization.canonical_size, heat, res.mask, cell=cfg.compare.cell,
+                            top=top)
+        if occ is None:
+            return None
+        G = res.mask.shape[0]
+        cells = occ.cells.astype(np.float32)
+        learned = occlusion_cells(view.occlusion, G)
+        if learned is not None:  # the learned occlusion head's cells stay discounted too
+            cells = np.maximum(cells, learned)
+        view = replace(view, occlusion=cells.astype(np.float16))
+        index = self.index
+        r = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details or None, distances=res.distances,
+                    text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
+        return self._judge(m.brand, r.channels, r.text_details), r, view, occ.note
 
     def _seller_overlay(self, image: np.ndarray, a: Any, view: Any, res: Any,
                         others: Sequence[np.ndarray]) -> Any:
