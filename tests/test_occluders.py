@@ -108,7 +108,7 @@ def test_a_finger_over_the_edge_is_found_and_left_out(bank_and_stats):
     res, occ, again = _judge(bank_and_stats, photo, Hc)
     assert max(res.channels[:2]) > 8.0  # the finger alone would flag the honest photo
     assert occ is not None and 0.01 < occ.share <= MAX_SHARE and occ.beyond > 0.0
-    assert occ.note.startswith("something over the package's edge")
+    assert occ.note.startswith("something running on beyond the package's edge")
     # the cells under the finger (canonical frame) are the ones left out, and hardly any others
     under = cv2.warpPerspective(finger, Hc, (S, S), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
     G = S // CELL
@@ -139,6 +139,41 @@ def test_print_running_on_beyond_the_frame_is_not_an_occluder(bank_and_stats):
     photo[on_card] = _camera(warped, np.random.default_rng(37))[on_card]
     res, occ, _ = _judge(bank_and_stats, photo, Hc)
     assert max(res.channels[:2]) > 8.0 and occ is None
+
+
+def _on_backdrop(photo: np.ndarray, Hc: np.ndarray, colour: tuple[int, int, int], seed: int) -> np.ndarray:
+    """``photo`` with everything around the card replaced by a plain backdrop of ``colour``."""
+    card = cv2.warpPerspective(np.ones((S, S), np.uint8), Hc, (W, H_IMG), flags=cv2.INTER_NEAREST) > 0
+    plain = _camera(np.full(photo.shape, colour, np.uint8), np.random.default_rng(seed))
+    out = photo.copy()
+    out[~card] = plain[~card]
+    return out
+
+
+@pytest.mark.parametrize("edit", ["band", "top_strip", "corner"])
+def test_an_edit_at_the_edge_in_the_colour_of_the_backdrop_is_not_an_occluder(bank_and_stats, edit):
+    # the edit's colour runs on beyond the package here too, but all round it: the backdrop, not a thing on top
+    Hc = _placement()
+    card, colour = _card(), SKIN
+    if edit == "band":
+        card = _printed_band(card, text=False)
+    elif edit == "top_strip":
+        colour = (30, 120, 60)
+        card[:50, 150:330] = colour
+    else:
+        colour = (200, 30, 40)
+        cv2.circle(card, (S - 1, S - 1), 70, colour, -1)
+    photo = _on_backdrop(_photo(card, Hc, np.random.default_rng(38)), Hc, colour, 39)
+    res, occ, _ = _judge(bank_and_stats, photo, Hc)
+    assert max(res.channels[:2]) > 8.0 and occ is None
+
+
+def test_find_occluder_refuses_a_photo_that_is_not_uint8(bank_and_stats):
+    Hc = _placement()
+    photo = _photo(_card(), Hc, np.random.default_rng(31), [(_finger(Hc), SKIN)])
+    heat = np.zeros((S // CELL, S // CELL), np.float32)
+    with pytest.raises(ValueError, match="uint8"):
+        find_occluder(photo.astype(np.float32) / 255.0, Hc, S, heat, np.ones_like(heat, bool), cell=CELL)
 
 
 def test_a_sticker_wholly_inside_the_package_is_not_an_occluder(bank_and_stats):
@@ -211,7 +246,7 @@ def test_the_detector_leaves_an_occluder_out_and_still_flags_a_recoloured_logo(d
     n = len(occluded_pairs)
     for (d, _, _), p in zip(occluded_pairs, on[:n]):
         assert (p.brand, p.product) == (d.brand, d.product_slug)
-    found = [any(note.startswith("something over the package's edge") for note in p.notes) for p in on[:n]]
+    found = [any(note.startswith("something running on beyond") for note in p.notes) for p in on[:n]]
     assert sum(found) >= n // 3
     assert all(p.raw_score <= q.raw_score + 1e-6 for p, q in zip(on, off))  # it only ever takes evidence away
     assert sum(q.raw_score - p.raw_score for p, q in zip(on[:n], off[:n])) > 1.0  # ... from honest photos

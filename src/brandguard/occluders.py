@@ -18,6 +18,8 @@ background. :func:`find_occluder` looks for that:
    * continues beyond the canonical frame, over at least :data:`MIN_BEYOND` of its area and at least
      :data:`MIN_REACH` of its side away from it (the frame is cut a little wider than the product: print stops
      at the package's outline, a finger or a pen goes on);
+   * covers at most :data:`MAX_RING` of a band :data:`RING` wide around the outline (a thing crosses the
+     outline somewhere; a backdrop of the colour of an edit at the package's edge surrounds the package);
    * is one simple (convex) shape where it lies over the frame (:data:`MIN_SOLIDITY`: a finger, a sticker, a
      pen; not the thing's colour running on into print of a like colour);
    * departs from the references wherever it covers the package (:data:`MIN_PURITY` of the cells it covers:
@@ -50,8 +52,9 @@ import numpy as np
 
 from brandguard.mismatch import CHANGED_Z
 
-__all__ = ["COLOUR_TOLERANCE", "EDGE_CELLS", "EXTEND", "MAX_SHARE", "MIN_BEYOND", "MIN_PURITY", "MIN_REACH", "MIN_SOLIDITY", "OCCLUDER_NOTE", "STAND_OUT",
-           "Occluder", "find_occluder", "package_box", "top_cells"]
+__all__ = ["COLOUR_TOLERANCE", "CORE", "DEPART_Z", "EDGE_CELLS", "EXTEND", "MAX_RING", "MAX_SHARE", "MIN_BEYOND",
+           "MIN_PURITY", "MIN_REACH", "MIN_SOLIDITY", "OCCLUDER_NOTE", "OUTLINE_EDGE", "RING", "STAND_OUT", "Occluder",
+           "find_occluder", "package_box", "top_cells"]
 
 #: share of the canonical frame's side by which it is extended on every side to see what lies around it
 EXTEND = 0.25
@@ -73,6 +76,11 @@ DEPART_Z = 2.0
 #: a patch's cells depart at least this many times the photo's median departure over the package (and
 #: :data:`brandguard.mismatch.CHANGED_Z`); the cells it covers, at least half that (and :data:`DEPART_Z`)
 STAND_OUT = 3.0
+#: width of the band around the package's outline (share of the frame's side) of which the thing's colour
+#: may cover at most :data:`MAX_RING`: a finger or a pen crosses the outline somewhere, a backdrop of the
+#: colour of an edit at the package's edge surrounds it
+RING = 0.08
+MAX_RING = 0.3
 #: area over convex hull area of the thing where it lies over the frame (one simple shape)
 MIN_SOLIDITY = 0.8
 #: the most of the package an occluder may cover (beyond that, too little of the print is left to judge)
@@ -85,7 +93,8 @@ _BLUR = 1.5      # pixels (of that search): noise and JPEG blocks out of the col
 OUTLINE_EDGE = 20.0
 _BEYOND_GAP = 2  # pixels (of that search) beyond the frame before anything counts as beyond it
 _MIN_CELLS = 3   # a patch smaller than this is no occluder worth the name
-OCCLUDER_NOTE = "something over the package's edge (a finger, a sticker, an object) left out ({share:.0%} of the package)"
+OCCLUDER_NOTE = ("something running on beyond the package's edge (a finger, a sticker, an object, or background the "
+                 "alignment took in) left out ({share:.0%} of the package)")
 
 
 @dataclass
@@ -197,10 +206,11 @@ def package_box(lab: np.ndarray, inside: np.ndarray, off: int, size: int) -> tup
 
 
 def _grow(lab: np.ndarray, inside: np.ndarray, seed: np.ndarray, frame_px: np.ndarray,
-          far: np.ndarray) -> tuple[np.ndarray, float] | None:
+          far: np.ndarray, ring_px: np.ndarray) -> tuple[np.ndarray, float] | None:
     """The pixels of the seed's colour connected to it, when they continue beyond the frame and are one
     simple shape inside it: ``(grown (E, E) bool, area beyond the frame as a share of the frame)``, or None.
-    ``far``: ``(E, E)`` distance of each pixel beyond the frame, as a share of the frame's side."""
+    ``far``: ``(E, E)`` distance of each pixel beyond the package's outline, as a share of the frame's side;
+    ``ring_px``: the band around the outline :data:`RING` wide."""
     if seed.sum() < 4:
         return None
     colour = np.median(lab[seed], axis=0)
@@ -226,6 +236,11 @@ def _grow(lab: np.ndarray, inside: np.ndarray, seed: np.ndarray, frame_px: np.nd
                                cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     if not outside.any() or float(far[outside > 0].max()) < MIN_REACH:
         return None
+    # a thing over the package crosses its outline somewhere; a colour that surrounds the package (a backdrop
+    # of the print's colour beside an edit at the edge) is the scene, not a thing on top
+    ring = ring_px & inside
+    if ring.any() and float((grown & ring).sum()) > MAX_RING * float(ring.sum()):
+        return None
     # a finger, a sticker, a pen, a cup's rim is one simple (convex) shape where it lies over the package; the
     # thing's colour running on into print of the same colour (an edited logo beside a sticker) is not
     over = cv2.erode(frame_px.astype(np.uint8), np.ones((4 * _BEYOND_GAP + 1,) * 2, np.uint8)) > 0
@@ -244,7 +259,8 @@ def find_occluder(image: np.ndarray, H: np.ndarray, size: int, heat: np.ndarray,
     """Something on top of the package that crosses its outline (see the module docstring), or None.
 
     Args:
-        image: ``(h, w, 3)`` uint8 RGB, the photo ``H`` was found on.
+        image: ``(h, w, 3)`` uint8 RGB (or ``(h, w)`` grey: there it rarely finds anything, grey print and a
+            grey finger look alike), the photo ``H`` was found on.
         H: ``3x3`` canonical -> photo pixels.
         size: side ``S`` of the canonical frame (pixels).
         heat: ``(G, G)`` float32 standardised departure per cell, the largest over the channels
@@ -256,7 +272,13 @@ def find_occluder(image: np.ndarray, H: np.ndarray, size: int, heat: np.ndarray,
 
     Returns:
         The :class:`Occluder` (every patch that passed, together), or None.
+
+    Raises:
+        ValueError: ``image`` is not uint8.
     """
+    if image.dtype != np.uint8:
+        raise ValueError(f"find_occluder expects a uint8 RGB (or grey) photo, got {image.dtype}; convert it with "
+                         "brandguard.images.load_image or np.clip(x, 0, 255).astype(np.uint8)")
     G = heat.shape[0]
     H = np.asarray(H, np.float64)
     if not mask.any() or not np.all(np.isfinite(H)) or abs(float(np.linalg.det(H))) < 1e-12:
@@ -283,6 +305,7 @@ def find_occluder(image: np.ndarray, H: np.ndarray, size: int, heat: np.ndarray,
     box[y0:y1, x0:x1] = 1
     frame_px = cv2.dilate(box, np.ones((2 * _BEYOND_GAP + 1, 2 * _BEYOND_GAP + 1), np.uint8)) > 0
     far = cv2.distanceTransform(1 - box, cv2.DIST_L2, 3) * (_DS / size)
+    ring_px = (far > 0) & (far <= RING)
     covered = np.zeros((G, G), bool)
     beyond_total = 0.0
     for patch in patches:
@@ -290,7 +313,7 @@ def find_occluder(image: np.ndarray, H: np.ndarray, size: int, heat: np.ndarray,
         # blur), or over the whole patch (where print on the thing, a sticker's price, departs most)
         core = patch & (heat >= np.quantile(heat[patch], 1.0 - CORE))
         for seed_cells in (core, patch):
-            found = _grow(lab, inside, _cells_to_ext(seed_cells, cell, off, E) & inside, frame_px, far)
+            found = _grow(lab, inside, _cells_to_ext(seed_cells, cell, off, E) & inside, frame_px, far, ring_px)
             if found is None:
                 continue
             grown, beyond = found
