@@ -318,7 +318,8 @@ def test_one_reference_product_is_warned_listed_and_noted(tiny, embedder, small_
     preds = [p for p in det.predict_batch(photos) if p.product == "solo"]
     assert preds, "no photo of the one-reference product matched it"
     assert all("thin evidence: 1 reference(s)" in p.notes for p in preds)
-    assert all(p.to_row()["note"] == "thin evidence: 1 reference(s)" for p in preds)
+    # the CSV's note cell leads with it (other notes, e.g. a finger over the package's edge, may follow)
+    assert all(p.to_row()["note"].split("; ")[0] == "thin evidence: 1 reference(s)" for p in preds)
     others = det.predict_batch([str(p) for p in _listing_photos(small_dataset, *tiny["p"], n=1)])
     assert others[0].notes == ()
     from brandguard.cli import main
