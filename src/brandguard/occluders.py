@@ -6,18 +6,19 @@ counterfeit does. What tells them apart is where the thing ends: print ends insi
 a finger, a sticker stuck across the edge or a pen lying over the package continues beyond it, over the
 background. :func:`find_occluder` looks for that:
 
-1. The cells of the package that depart from the references (the comparison's heatmap above
-   :data:`brandguard.mismatch.CHANGED_Z`) are grouped into connected patches; only patches that reach the
-   band of cells along the edge of the compared region (:data:`EDGE_CELLS`) can be something that comes
-   over the edge.
+1. The cells of the package that stand out from the references (the comparison's heatmap above
+   :data:`brandguard.mismatch.CHANGED_Z` and :data:`STAND_OUT` times the photo's median departure) are
+   grouped into connected patches; only patches that reach the band of cells along the edge of the compared
+   region (:data:`EDGE_CELLS`) can be something that comes over the edge, and only those holding a cell a
+   channel score is the mean of (:func:`top_cells`) can change a score.
 2. The photo is warped into the product's canonical frame extended by :data:`EXTEND` of a frame on every
    side (the package in the middle, what surrounds it around) and lightly blurred. The pixels whose colour
    lies within :data:`COLOUR_TOLERANCE` (CIE Lab distance) of the patch's median colour, connected to the
    patch, are what the patch is made of: the patch *grown by its own colour*.
 3. The patch is an occluder when what it is made of
-   * continues beyond the canonical frame, over at least :data:`MIN_BEYOND` of its area and at least
-     :data:`MIN_REACH` of its side away from it (the frame is cut a little wider than the product: print stops
-     at the package's outline, a finger or a pen goes on);
+   * continues beyond the package's outline (:func:`package_box`), over at least :data:`MIN_BEYOND` of the
+     frame's area and at least :data:`MIN_REACH` of its side away from it (print stops at the package's
+     outline, a finger or a pen goes on);
    * covers at most :data:`MAX_RING` of a band :data:`RING` wide around the outline (a thing crosses the
      outline somewhere; a backdrop of the colour of an edit at the package's edge surrounds the package);
    * is one simple (convex) shape where it lies over the frame (:data:`MIN_SOLIDITY`: a finger, a sticker, a
@@ -62,12 +63,10 @@ EXTEND = 0.25
 EDGE_CELLS = 2
 #: CIE Lab distance (blurred photo) within which a pixel counts as the patch's own colour
 COLOUR_TOLERANCE = 16.0
-#: area beyond the canonical frame (share of its area) the patch's colour must continue over; the frame is cut
-#: a few percent wider than the product (:mod:`brandguard.index`), so print stops short of it
+#: area beyond the package's outline (:func:`package_box`; share of the frame's area) the patch's colour must
+#: continue over ...
 MIN_BEYOND = 0.001
-#: ... and reach at least this far beyond it (share of the frame's side): the frame is cut 5% wider than the
-#: product's keypoints (:mod:`brandguard.index`), so print without keypoints (a plain band along the edge) that
-#: runs on beyond the frame ends within about that
+#: ... and how far beyond it it must reach (share of the frame's side; slivers and tendrils left out)
 MIN_REACH = 0.025
 #: share of the package cells it covers that must depart from the references (standard deviations above
 #: :data:`DEPART_Z`)
@@ -104,7 +103,7 @@ class Occluder:
     Attributes:
         cells: ``(G, G)`` bool, the comparison cells it covers (grown by one cell), to be discounted.
         share: share of the compared cells it covers.
-        beyond: area of it beyond the compared region, as a share of the canonical frame.
+        beyond: area of it beyond the package's outline, as a share of the canonical frame.
     """
 
     cells: np.ndarray
