@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from printed_card import CARD_SIDE, card
 
 import brandguard.detector as detector_mod
 import brandguard.index as index_mod
@@ -117,21 +118,12 @@ def test_products_with_one_or_two_references_get_sane_verdicts(small_dataset, em
 
 
 # --- seller overlays and other editions -------------------------------------------------------------------
-_FRAME = 384  # the canonical frame's side, so that the comparison cells and blocks have their real sizes
+_FRAME = CARD_SIDE  # the canonical frame's side, so that the comparison cells and blocks have their real sizes
 
 
 def _printed(rng: np.random.Generator) -> np.ndarray:
     """A printed card (coloured band, logo, lines of text, barcode) as a camera sees it."""
-    import cv2
-
-    img = np.full((192, 192, 3), 232, np.uint8)
-    img[:, :40] = (30, 90, 160)
-    cv2.circle(img, (110, 60), 26, (200, 30, 40), -1)
-    cv2.putText(img, "BRAND", (60, 120), cv2.FONT_HERSHEY_DUPLEX, 1.2, (20, 20, 20), 2)
-    cv2.putText(img, "fresh taste 1L", (60, 150), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 1)
-    for x in range(120, 170, 4):
-        img[160:182, x:x + 2] = 10
-    return _camera(cv2.resize(img, (_FRAME, _FRAME), interpolation=cv2.INTER_LINEAR), rng)
+    return _camera(card(), rng)
 
 
 def _camera(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

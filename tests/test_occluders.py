@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from printed_card import card as _card
+from printed_card import predict_with
 
 from brandguard import comparison
 from brandguard.config import CompareConfig
@@ -16,17 +18,6 @@ from brandguard.occluders import MAX_SHARE, find_occluder
 S, CELL = 384, 6
 W, H_IMG = 760, 600
 SKIN = (224, 172, 140)
-
-
-def _card() -> np.ndarray:
-    img = np.full((192, 192, 3), 232, np.uint8)
-    img[:, :40] = (30, 90, 160)
-    cv2.circle(img, (110, 60), 26, (200, 30, 40), -1)
-    cv2.putText(img, "BRAND", (60, 120), cv2.FONT_HERSHEY_DUPLEX, 1.2, (20, 20, 20), 2)
-    cv2.putText(img, "fresh taste 1L", (60, 150), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 1)
-    for x in range(120, 170, 4):
-        img[160:182, x:x + 2] = 10
-    return cv2.resize(img, (S, S), interpolation=cv2.INTER_LINEAR)
 
 
 def _camera(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -237,12 +228,7 @@ def occluded_pairs(small_dataset):
 def test_the_detector_leaves_an_occluder_out_and_still_flags_a_recoloured_logo(detector, occluded_pairs):
     photos = [w[1] for w in occluded_pairs] + [w[2] for w in occluded_pairs]
     on = detector.predict_batch(photos)
-    saved = detector.config
-    try:
-        detector.config = saved.with_overrides({"compare.occluders": False})
-        off = detector.predict_batch(photos)
-    finally:
-        detector.config = saved
+    off = predict_with(detector, photos, {"compare.occluders": False})
     n = len(occluded_pairs)
     for (d, _, _), p in zip(occluded_pairs, on[:n]):
         assert (p.brand, p.product) == (d.brand, d.product_slug)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from printed_card import card as _card
+from printed_card import predict_with
 
 from brandguard import comparison
 from brandguard.config import CompareConfig
@@ -15,17 +17,6 @@ from brandguard.overlays import find_overlay
 
 S, CELL = 384, 6
 W, H_IMG = 760, 600
-
-
-def _card() -> np.ndarray:
-    img = np.full((192, 192, 3), 232, np.uint8)
-    img[:, :40] = (30, 90, 160)
-    cv2.circle(img, (110, 60), 26, (200, 30, 40), -1)
-    cv2.putText(img, "BRAND", (60, 120), cv2.FONT_HERSHEY_DUPLEX, 1.2, (20, 20, 20), 2)
-    cv2.putText(img, "fresh taste 1L", (60, 150), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 1)
-    for x in range(120, 170, 4):
-        img[160:182, x:x + 2] = 10
-    return cv2.resize(img, (S, S), interpolation=cv2.INTER_LINEAR)
 
 
 def _extra_mark(card: np.ndarray) -> np.ndarray:
@@ -159,12 +150,7 @@ def watermarked(small_dataset, scene_pairs):
 def test_the_detector_leaves_a_tiled_shop_name_out_and_still_flags_a_printed_mark(detector, watermarked):
     photos = [w[1] for w in watermarked] + [w[2] for w in watermarked]
     on = detector.predict_batch(photos)
-    saved = detector.config
-    try:
-        detector.config = saved.with_overrides({"compare.seller_overlays": False})
-        off = detector.predict_batch(photos)
-    finally:
-        detector.config = saved
+    off = predict_with(detector, photos, {"compare.seller_overlays": False})
     n = len(watermarked)
     for (d, _, _), p in zip(watermarked, on[:n]):
         assert (p.brand, p.product) == (d.brand, d.product_slug)

@@ -740,7 +740,7 @@ class Detector:
                     continue
                 # the same comparison (its distance maps kept), with the text channel
                 r = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details, distances=res.distances,
-                            text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
+                            text_units=self._text_units)
                 raw_r = self._judge(m.brand, r.channels, r.text_details)[0]
                 if raw_r > top:
                     top, best = raw_r, (r, text_details, view)
@@ -809,10 +809,13 @@ class Detector:
         if learned is not None:  # the learned occlusion head's cells stay discounted too
             cells = np.maximum(cells, learned)
         view = replace(view, occlusion=cells.astype(np.float16))
-        index = self.index
         r = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details or None, distances=res.distances,
-                    text_units=lambda d: float(index.fusion.fuse(np.array([0.0, 0.0, d, np.nan]))))
+                    text_units=self._text_units)
         return self._judge(m.brand, r.channels, r.text_details), r, view, occ.note
+
+    def _text_units(self, distance: float) -> float:
+        """A misread line's text distance in heatmap units: the raw score the text channel alone would give."""
+        return float(self.index.fusion.fuse(np.array([0.0, 0.0, distance, np.nan])))
 
     def _seller_overlay(self, image: np.ndarray, a: Any, view: Any, res: Any,
                         others: Sequence[np.ndarray]) -> Any:

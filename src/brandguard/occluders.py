@@ -47,10 +47,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
+from brandguard.localization import _degenerate
 from brandguard.mismatch import CHANGED_Z
 
 __all__ = ["COLOUR_TOLERANCE", "CORE", "DEPART_Z", "EDGE_CELLS", "EXTEND", "MAX_RING", "MAX_SHARE", "MIN_BEYOND",
@@ -204,19 +206,40 @@ def package_box(lab: np.ndarray, inside: np.ndarray, off: int, size: int) -> tup
             a + n if right is None else right + 1, a + n if bottom is None else bottom + 1)
 
 
-def _grow(lab: np.ndarray, inside: np.ndarray, seed: np.ndarray, frame_px: np.ndarray,
-          far: np.ndarray, ring_px: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """The pixels of the seed's colour connected to it, when they continue beyond the frame and are one
-    simple shape inside it: ``(grown (E, E) bool, area beyond the frame as a share of the frame)``, or None.
-    ``far``: ``(E, E)`` distance of each pixel beyond the package's outline, as a share of the frame's side;
-    ``ring_px``: the band around the outline :data:`RING` wide."""
+class _Outline(NamedTuple):
+    """Masks of the extended frame around the package's outline (:func:`package_box`), made once a photo."""
+
+    near: np.ndarray    # (E, E) bool: the outline's box grown by _BEYOND_GAP (what is not beyond it)
+    over: np.ndarray    # (E, E) bool: the box shrunk by _BEYOND_GAP (what surely lies over the package)
+    far: np.ndarray     # (E, E) float32: distance beyond the box, as a share of the frame's side
+    ring: np.ndarray    # (E, E) bool: the band RING wide around the box, inside the photo
+    area: float         # pixels of ``near``
+
+    @classmethod
+    def of(cls, box: tuple[int, int, int, int], inside: np.ndarray, size: int) -> _Outline:
+        x0, y0, x1, y1 = box
+        inner = np.zeros(inside.shape, np.uint8)
+        inner[y0:y1, x0:x1] = 1
+        k = np.ones((2 * _BEYOND_GAP + 1,) * 2, np.uint8)
+        near = cv2.dilate(inner, k) > 0
+        far = cv2.distanceTransform(1 - inner, cv2.DIST_L2, 3) * (_DS / size)
+        return cls(near, cv2.erode(inner, k) > 0, far, (far > 0) & (far <= RING) & inside, float(near.sum()))
+
+
+_DISC5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+
+
+def _grow(lab: np.ndarray, inside: np.ndarray, seed: np.ndarray,
+          outline: _Outline) -> tuple[np.ndarray, float] | None:
+    """The pixels of the seed's colour connected to it, when they continue beyond the package's outline and are
+    one simple shape over it: ``(grown (E, E) bool, area beyond the outline as a share of the frame)``, or
+    None."""
     if seed.sum() < 4:
         return None
     colour = np.median(lab[seed], axis=0)
     diff = lab - colour.astype(np.float32)
     same = (np.einsum("ijk,ijk->ij", diff, diff) < COLOUR_TOLERANCE ** 2) & inside
-    same = cv2.morphologyEx(same.astype(np.uint8), cv2.MORPH_CLOSE,
-                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))) > 0
+    same = cv2.morphologyEx(same.astype(np.uint8), cv2.MORPH_CLOSE, _DISC5) > 0
     k, comp = cv2.connectedComponents(same.astype(np.uint8), connectivity=8)
     hits = np.bincount(comp[seed], minlength=k)
     hits[0] = 0
@@ -224,27 +247,21 @@ def _grow(lab: np.ndarray, inside: np.ndarray, seed: np.ndarray, frame_px: np.nd
     if not len(keep):
         return None
     grown = np.isin(comp, keep)
-    frame_area = float(frame_px.sum())
-    outside = grown & ~frame_px
-    beyond = float(outside.sum()) / frame_area
+    outside = grown & ~outline.near
+    beyond = float(outside.sum()) / outline.area
     if beyond < MIN_BEYOND:
         return None
-    # how far it goes on beyond the frame (slivers and tendrils of a like colour left out): print the frame
-    # was not cut around (a plain band without keypoints) ends within the frame's own margin
-    outside = cv2.morphologyEx(outside.astype(np.uint8), cv2.MORPH_OPEN,
-                               cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
-    if not outside.any() or float(far[outside > 0].max()) < MIN_REACH:
+    # how far it goes on beyond the outline (slivers and tendrils of a like colour left out)
+    outside = cv2.morphologyEx(outside.astype(np.uint8), cv2.MORPH_OPEN, _DISC5)
+    if not outside.any() or float(outline.far[outside > 0].max()) < MIN_REACH:
         return None
     # a thing over the package crosses its outline somewhere; a colour that surrounds the package (a backdrop
     # of the print's colour beside an edit at the edge) is the scene, not a thing on top
-    ring = ring_px & inside
-    if ring.any() and float((grown & ring).sum()) > MAX_RING * float(ring.sum()):
+    if outline.ring.any() and float((grown & outline.ring).sum()) > MAX_RING * float(outline.ring.sum()):
         return None
     # a finger, a sticker, a pen, a cup's rim is one simple (convex) shape where it lies over the package; the
     # thing's colour running on into print of the same colour (an edited logo beside a sticker) is not
-    over = cv2.erode(frame_px.astype(np.uint8), np.ones((4 * _BEYOND_GAP + 1,) * 2, np.uint8)) > 0
-    part = cv2.morphologyEx((grown & over).astype(np.uint8), cv2.MORPH_OPEN,
-                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))  # no slivers
+    part = cv2.morphologyEx((grown & outline.over).astype(np.uint8), cv2.MORPH_OPEN, _DISC5)  # no slivers
     contours, _ = cv2.findContours(np.ascontiguousarray(part, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     for c in contours:
         area = cv2.contourArea(c)
@@ -280,7 +297,7 @@ def find_occluder(image: np.ndarray, H: np.ndarray, size: int, heat: np.ndarray,
                          "brandguard.images.load_image or np.clip(x, 0, 255).astype(np.uint8)")
     G = heat.shape[0]
     H = np.asarray(H, np.float64)
-    if not mask.any() or not np.all(np.isfinite(H)) or abs(float(np.linalg.det(H))) < 1e-12:
+    if not mask.any() or _degenerate(H):
         return None
     heat = np.asarray(heat, np.float32)
     # where authentic variation is underestimated (a kind of photo the statistics never saw) the whole package
@@ -299,12 +316,7 @@ def find_occluder(image: np.ndarray, H: np.ndarray, size: int, heat: np.ndarray,
         return None
     lab, inside, off = _extended_lab(image, H, size)
     E = lab.shape[0]
-    x0, y0, x1, y1 = package_box(lab, inside, off, size)
-    box = np.zeros((E, E), np.uint8)
-    box[y0:y1, x0:x1] = 1
-    frame_px = cv2.dilate(box, np.ones((2 * _BEYOND_GAP + 1, 2 * _BEYOND_GAP + 1), np.uint8)) > 0
-    far = cv2.distanceTransform(1 - box, cv2.DIST_L2, 3) * (_DS / size)
-    ring_px = (far > 0) & (far <= RING)
+    outline = _Outline.of(package_box(lab, inside, off, size), inside, size)
     covered = np.zeros((G, G), bool)
     beyond_total = 0.0
     for patch in patches:
@@ -312,7 +324,7 @@ def find_occluder(image: np.ndarray, H: np.ndarray, size: int, heat: np.ndarray,
         # blur), or over the whole patch (where print on the thing, a sticker's price, departs most)
         core = patch & (heat >= np.quantile(heat[patch], 1.0 - CORE))
         for seed_cells in (core, patch):
-            found = _grow(lab, inside, _cells_to_ext(seed_cells, cell, off, E) & inside, frame_px, far, ring_px)
+            found = _grow(lab, inside, _cells_to_ext(seed_cells, cell, off, E) & inside, outline)
             if found is None:
                 continue
             grown, beyond = found

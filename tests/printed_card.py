@@ -1,0 +1,36 @@
+"""Helpers shared by the tests of comparisons over a printed card (test_comparison, test_overlays,
+test_occluders): the card, and predictions with a setting switched for a while."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+#: the canonical frame's side the card is drawn at
+CARD_SIDE = 384
+
+
+def card() -> np.ndarray:
+    """``(CARD_SIDE, CARD_SIDE, 3)`` uint8: a printed card (coloured band, logo, lines of text, barcode)."""
+    img = np.full((192, 192, 3), 232, np.uint8)
+    img[:, :40] = (30, 90, 160)
+    cv2.circle(img, (110, 60), 26, (200, 30, 40), -1)
+    cv2.putText(img, "BRAND", (60, 120), cv2.FONT_HERSHEY_DUPLEX, 1.2, (20, 20, 20), 2)
+    cv2.putText(img, "fresh taste 1L", (60, 150), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 1)
+    for x in range(120, 170, 4):
+        img[160:182, x:x + 2] = 10
+    return cv2.resize(img, (CARD_SIDE, CARD_SIDE), interpolation=cv2.INTER_LINEAR)
+
+
+def predict_with(detector: Any, photos: Sequence[Any], overrides: dict[str, Any]) -> list[Any]:
+    """``detector.predict_batch(photos)`` with ``overrides`` (``{"compare.occluders": False}``) in force for the
+    call; the detector's config is restored afterwards."""
+    saved = detector.config
+    try:
+        detector.config = saved.with_overrides(overrides)
+        return detector.predict_batch(photos)
+    finally:
+        detector.config = saved
