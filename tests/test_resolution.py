@@ -170,4 +170,34 @@ def test_sensor_noise_is_measured_where_it_is_white_and_scaled_into_the_frame():
     assert noise_blur(noise) > 2 * noise_blur(estimate_noise(crop, valid))
     big = cv2.resize(noisy, (800, 800), interpolation=cv2.INTER_NEAREST)  # shown larger than the frame
     H_big = resize_transform(800 / S, 800 / S)
-    assert abs(source_noise(big, H_big, S) - estimate_noise(big)) < 1e-6
+    assert abs(source_noise(big, H_big, S, scales=(1,)) - estimate_noise(big)) < 1e-6
+
+
+def test_grain_that_jpeg_and_sharpening_leave_is_measured_at_the_scale_it_has():
+    """Noise correlated over a few pixels (ISO noise under JPEG compression) reads as almost none at pixel
+    scale, where JPEG flattens its 8x8 blocks; measured at 2 pixels too (source_noise's NOISE_SCALES), it
+    gets a blur that cleans it. White noise reads about the same at both scales, a clean package as none."""
+    import cv2
+
+    from brandguard.localization import NOISE_SCALES, resize_transform, source_noise
+    from brandguard.mismatch import noise_blur
+
+    assert NOISE_SCALES == (1, 2)
+    rng = np.random.default_rng(9)
+    S = 384
+    photo = np.full((240, 240, 3), 150, np.uint8)
+    cv2.putText(photo, "LOGO", (60, 130), cv2.FONT_HERSHEY_DUPLEX, 1.2, (20, 20, 20), 2)
+    H = resize_transform(240 / S, 240 / S)  # enlarged 1.6 times into the frame
+    assert source_noise(photo, H, S) == 0.0
+    white = np.clip(photo + rng.normal(0, 6.0, (240, 240))[..., None], 0, 255).astype(np.uint8)
+    assert source_noise(white, H, S, scales=(1,)) == pytest.approx(6.0 * 1.6, rel=0.15)
+    assert source_noise(white, H, S) == pytest.approx(source_noise(white, H, S, scales=(1,)), rel=0.15)
+    _, buf = cv2.imencode(".jpg", np.clip(photo + rng.normal(0, 10.0, photo.shape), 0, 255).astype(np.uint8),
+                          [cv2.IMWRITE_JPEG_QUALITY, 35])
+    grainy = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    pixel, both = source_noise(grainy, H, S, scales=(1,)), source_noise(grainy, H, S)
+    assert pixel < 1.0 and both > 3.0  # JPEG's flat blocks read as no noise at pixel scale
+    # shown at half the size (enlarged 3.2 times), the same grain needs a blur the pixel scale never asks for
+    H_small = resize_transform(120 / S, 120 / S)
+    small = cv2.resize(grainy, (120, 120), interpolation=cv2.INTER_AREA)
+    assert noise_blur(source_noise(small, H_small, S, scales=(1,))) < noise_blur(source_noise(small, H_small, S))

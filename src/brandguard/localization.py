@@ -26,6 +26,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 __all__ = [
+    "NOISE_SCALES",
     "Alignment",
     "Keypoints",
     "Surface",
@@ -655,18 +656,30 @@ def estimate_noise(image: np.ndarray, valid: np.ndarray | None = None) -> float:
     return float(np.median(vals) / (6.0 * 0.6745))
 
 
-def source_noise(source: np.ndarray, H: np.ndarray, size: int) -> float:
+#: scales (source pixels) at which :func:`source_noise` measures the noise: grain that JPEG blocks and phone
+#: sharpening leave is correlated over a few pixels, which the pixel-scale estimate misses
+NOISE_SCALES = (1, 2)
+
+
+def source_noise(source: np.ndarray, H: np.ndarray, size: int, scales: tuple[int, ...] = NOISE_SCALES) -> float:
     """The sensor noise of the product's region of ``source``, as it lands in the canonical frame.
 
-    The noise is measured where it is white, at the source's own resolution (:func:`estimate_noise` inside
-    the product's outline), and multiplied by the enlargement into the frame (canonical pixels per source
-    pixel, at least 1): a product enlarged 3 times carries grains of 3 pixels, which need 3 times the blur
-    to clean (:func:`brandguard.mismatch.noise_blur` takes this value).
+    The noise is measured at the source's own resolution (:func:`estimate_noise` inside the product's
+    outline) and multiplied by the enlargement into the frame (canonical pixels per source pixel, at least
+    1): a product enlarged 3 times carries grains of 3 pixels, which need 3 times the blur to clean
+    (:func:`brandguard.mismatch.noise_blur` takes this value).
+
+    Noise is also measured at coarser ``scales`` (the region averaged over ``s x s`` pixels first), as the
+    white noise that would leave as much: ``s`` times the estimate there, the largest counting. White noise
+    reads the same at every scale; grain correlated over a few pixels (ISO noise under JPEG compression and
+    phone sharpening) reads far more at 2 pixels than at 1, where JPEG's flattened 8x8 blocks read as no
+    noise at all; it then gets the blur its grain size needs.
 
     Args:
         source: ``(h, w, 3)`` the image the crop is warped from.
         H: ``3x3`` canonical -> ``source`` pixels.
         size: side of the canonical frame (pixels).
+        scales: averaging scales (source pixels) to measure at; ``(1,)``: the pixel scale only.
 
     Returns:
         noise in grey levels of the canonical frame; 0.0 when the outline is degenerate or too small.
@@ -683,7 +696,19 @@ def source_noise(source: np.ndarray, H: np.ndarray, size: int) -> float:
     cv2.fillConvexPoly(mask, np.round(quad - (x0, y0)).astype(np.int32), 1)
     area = float(cv2.contourArea(quad.astype(np.float32)))
     enlargement = max(1.0, size / np.sqrt(max(area, 1.0)))
-    return estimate_noise(source[y0:y1, x0:x1], mask.astype(bool)) * enlargement
+    region = source[y0:y1, x0:x1]
+    noise = 0.0
+    for s in scales:
+        if s == 1:
+            noise = max(noise, estimate_noise(region, mask.astype(bool)))
+            continue
+        sw, sh = (x1 - x0) // s, (y1 - y0) // s
+        if min(sw, sh) < 8:
+            continue
+        small = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
+        inside = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
+        noise = max(noise, s * estimate_noise(small, inside))
+    return noise * enlargement
 
 
 def crop_canonical(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int,
