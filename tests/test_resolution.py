@@ -175,29 +175,49 @@ def test_sensor_noise_is_measured_where_it_is_white_and_scaled_into_the_frame():
 
 def test_grain_that_jpeg_and_sharpening_leave_is_measured_at_the_scale_it_has():
     """Noise correlated over a few pixels (ISO noise under JPEG compression) reads as almost none at pixel
-    scale, where JPEG flattens its 8x8 blocks; measured at 2 pixels too (source_noise's NOISE_SCALES), it
-    gets a blur that cleans it. White noise reads about the same at both scales, a clean package as none."""
+    scale, where JPEG flattens its 8x8 blocks; measured at 2 pixels too where the references show no print
+    (source_noise's NOISE_SCALES, flat_print), it gets a blur that cleans it, wherever the product starts.
+    White noise reads about the same at both scales; a clean package, even one printed all over with small
+    text, reads as none (averaged print would read as strong noise: it is left out)."""
     import cv2
 
-    from brandguard.localization import NOISE_SCALES, resize_transform, source_noise
-    from brandguard.mismatch import noise_blur
+    from brandguard.localization import NOISE_SCALES, flat_print, resize_transform, source_noise
+    from brandguard.mismatch import noise_blur, structure_map
 
     assert NOISE_SCALES == (1, 2)
     rng = np.random.default_rng(9)
-    S = 384
-    photo = np.full((240, 240, 3), 150, np.uint8)
-    cv2.putText(photo, "LOGO", (60, 130), cv2.FONT_HERSHEY_DUPLEX, 1.2, (20, 20, 20), 2)
-    H = resize_transform(240 / S, 240 / S)  # enlarged 1.6 times into the frame
-    assert source_noise(photo, H, S) == 0.0
-    white = np.clip(photo + rng.normal(0, 6.0, (240, 240))[..., None], 0, 255).astype(np.uint8)
-    assert source_noise(white, H, S, scales=(1,)) == pytest.approx(6.0 * 1.6, rel=0.15)
-    assert source_noise(white, H, S) == pytest.approx(source_noise(white, H, S, scales=(1,)), rel=0.15)
+    S, side = 384, 120  # the product enlarged 3.2 times into the frame
+
+    def at(offset: int) -> np.ndarray:  # canonical -> photo, the product's box starting at `offset`
+        return np.array([[1.0, 0, 20 + offset], [0, 1.0, 20 + offset], [0, 0, 1.0]]) @ resize_transform(side / S, side / S)
+
+    card = np.full((side, side, 3), 150, np.uint8)
+    cv2.putText(card, "LOGO", (22, 70), cv2.FONT_HERSHEY_DUPLEX, 0.9, (20, 20, 20), 2)
+    ref = structure_map(cv2.resize(card, (S, S), interpolation=cv2.INTER_LINEAR))
+    flat = flat_print(ref[None])
+    assert 0.3 < flat.mean() < 0.95  # around the word: print; the rest of the card: flat
+    photo = np.full((200, 200, 3), 150, np.uint8)
+    photo[20:20 + side, 20:20 + side] = card
     _, buf = cv2.imencode(".jpg", np.clip(photo + rng.normal(0, 10.0, photo.shape), 0, 255).astype(np.uint8),
-                          [cv2.IMWRITE_JPEG_QUALITY, 35])
+                          [cv2.IMWRITE_JPEG_QUALITY, 40])
     grainy = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    pixel, both = source_noise(grainy, H, S, scales=(1,)), source_noise(grainy, H, S)
-    assert pixel < 1.0 and both > 3.0  # JPEG's flat blocks read as no noise at pixel scale
-    # shown at half the size (enlarged 3.2 times), the same grain needs a blur the pixel scale never asks for
-    H_small = resize_transform(120 / S, 120 / S)
-    small = cv2.resize(grainy, (120, 120), interpolation=cv2.INTER_AREA)
-    assert noise_blur(source_noise(small, H_small, S, scales=(1,))) < noise_blur(source_noise(small, H_small, S))
+    pixel = source_noise(grainy, at(0), S, flat, scales=(1,))
+    both = [source_noise(np.pad(grainy, ((o, 0), (o, 0), (0, 0)), mode="edge"), at(o), S, flat) for o in range(4)]
+    assert max(both) < 1.2 * min(both)  # wherever the product starts (JPEG's 8x8 grid)
+    assert noise_blur(pixel) < 1.0 < noise_blur(min(both))  # the grain needs a blur the pixel scale misses
+    assert source_noise(grainy, at(0), S) == pytest.approx(pixel)  # no flat print given: the pixel scale only
+
+    white = np.clip(photo + rng.normal(0, 6.0, photo.shape[:2])[..., None], 0, 255).astype(np.uint8)
+    for odd in (0, 1):  # an odd-sized region too
+        H = at(0) @ resize_transform((side + odd) / side, (side + odd) / side)
+        assert source_noise(white, H, S, flat) == pytest.approx(source_noise(white, H, S, flat, scales=(1,)), rel=0.15)
+    assert source_noise(photo, at(0), S, flat) < 1.0  # clean
+
+    # a clean package printed all over with small text: no flat print to measure on, no noise, no blur
+    dense = np.full((side, side, 3), 235, np.uint8)
+    for y in range(6, side, 7):
+        cv2.putText(dense, "ingredients sugar milk", (1, y), cv2.FONT_HERSHEY_PLAIN, 0.45, (30, 30, 30), 1)
+    dense_flat = flat_print(structure_map(cv2.resize(dense, (S, S), interpolation=cv2.INTER_LINEAR))[None])
+    clean = np.full((200, 200, 3), 235, np.uint8)
+    clean[20:20 + side, 20:20 + side] = dense
+    assert noise_blur(source_noise(clean, at(0), S, dense_flat)) == 0.0

@@ -58,6 +58,7 @@ from brandguard.localization import (
     canonical_to_image_corners,
     crop_canonical,
     fit_surface,
+    flat_print,
     product_side,
     search_cylinder,
     support_mask,
@@ -413,9 +414,10 @@ class Detector:
         (:func:`~brandguard.localization.surface_valid`); the surface is recorded as ``a.surface``."""
         loc = self.config.localization
         S = loc.canonical_size
-        crop, valid, noise = crop_canonical(prepared[0], _full(prepared), a.H, S, with_noise=True,
-                                            warp=self.index.geometry.warp)
         bank = self.index.products[a.product_id].bank
+        flat = flat_print(bank.structure, bank.valid) if len(bank) else None  # grain is measured where no print is
+        crop, valid, noise = crop_canonical(prepared[0], _full(prepared), a.H, S, with_noise=True,
+                                            warp=self.index.geometry.warp, flat=flat)
         if not loc.curved_surfaces or len(bank) == 0:
             return crop, valid, noise
         ref = bank.structure[0].astype(np.float32)

@@ -72,6 +72,7 @@ from brandguard.localization import (
     crop_canonical,
     detect_keypoints,
     estimate_homography,
+    flat_print,
     homography_is_sane,
     match_pair,
     points_in_quad,
@@ -966,6 +967,7 @@ class ReferenceIndex:
         seed = zlib.crc32(model.key.encode("utf-8"))
         # a product with one or two references gets twice the photos: its spread is the least measured
         views = cfg.compare.simulated_views * (2 if len(model.bank) < 3 else 1)
+        flat = flat_print(model.bank.structure, model.bank.valid)  # grain is measured where no print is
 
         def localise(item: tuple[int, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
             """A reference's simulated photos (its own random stream), each localised like a listing photo."""
@@ -981,7 +983,7 @@ class ReferenceIndex:
                 crop, valid = warp_to_canonical(photo, H, S)
                 keep = support_mask(canon.xy[ib][mask], S, cfg.compare.support_margin)
                 out.append((r, crop, valid if keep is None else valid & keep,  # compared like a listing photo
-                            source_noise(photo, H, S)))
+                            source_noise(photo, H, S, flat)))
             return out
 
         def comparisons(item: tuple[tuple[int, np.ndarray, np.ndarray, float], Any, Any]) -> tuple[Any, Any]:

@@ -37,6 +37,7 @@ __all__ = [
     "estimate_homography",
     "estimate_noise",
     "fit_surface",
+    "flat_print",
     "homography_is_sane",
     "match_pair",
     "points_in_quad",
@@ -656,12 +657,47 @@ def estimate_noise(image: np.ndarray, valid: np.ndarray | None = None) -> float:
     return float(np.median(vals) / (6.0 * 0.6745))
 
 
-#: scales (source pixels) at which :func:`source_noise` measures the noise: grain that JPEG blocks and phone
-#: sharpening leave is correlated over a few pixels, which the pixel-scale estimate misses
+#: scales (source pixels) at which :func:`source_noise` measures the noise where the reference shows no print:
+#: grain that JPEG blocks and phone sharpening leave is correlated over a few pixels, which the pixel-scale
+#: estimate misses
 NOISE_SCALES = (1, 2)
+#: ``|structure|`` (:func:`brandguard.mismatch.structure_map`) under which every reference counts as flat there
+#: (:func:`flat_print`): no print within the structure's 15-px normalisation window
+FLAT_LEVEL = 0.25
+_MIN_FLAT = 256  # source pixels of flat print the coarse-scale measure needs
 
 
-def source_noise(source: np.ndarray, H: np.ndarray, size: int, scales: tuple[int, ...] = NOISE_SCALES) -> float:
+def flat_print(structures: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """``(S, S)`` bool: where every reference's structure map is flat (below :data:`FLAT_LEVEL`), i.e. no
+    print there or nearby, the canonical pixels :func:`source_noise` measures coarse grain on.
+
+    Args:
+        structures: ``(n, S, S)`` the references' structure maps (``ProductBank.structure``).
+        valid: ``(n, S, S)`` bool, where each reference is valid (None: everywhere).
+    """
+    st = np.abs(np.asarray(structures, np.float32))
+    flat = (st < FLAT_LEVEL).all(0)
+    if valid is not None:
+        flat &= np.asarray(valid, bool).all(0)
+    return flat
+
+
+def _coarse_noise(grey: np.ndarray, ok: np.ndarray, s: int) -> float:
+    """Immerkaer's estimate on ``grey`` averaged over ``s x s`` pixels, at every offset (a box blur, then the
+    Laplacian-difference taps ``s`` pixels apart: no dependence on where the product starts), times ``s``:
+    the white noise at pixel scale that would read as much. NaN with fewer than :data:`_MIN_FLAT` pixels."""
+    box = cv2.blur(grey, (s, s))
+    kern = np.zeros((2 * s + 1, 2 * s + 1), np.float32)
+    kern[::s, ::s] = [[1, -2, 1], [-2, 4, -2], [1, -2, 1]]
+    r = np.abs(cv2.filter2D(box, -1, kern, borderType=cv2.BORDER_REFLECT))
+    ok = cv2.erode(ok.astype(np.uint8), np.ones((2 * s + 3, 2 * s + 3), np.uint8)) > 0
+    if ok.sum() < _MIN_FLAT:
+        return float("nan")
+    return s * float(np.median(r[ok]) / (6.0 * 0.6745))
+
+
+def source_noise(source: np.ndarray, H: np.ndarray, size: int, flat: np.ndarray | None = None,
+                 scales: tuple[int, ...] = NOISE_SCALES) -> float:
     """The sensor noise of the product's region of ``source``, as it lands in the canonical frame.
 
     The noise is measured at the source's own resolution (:func:`estimate_noise` inside the product's
@@ -669,17 +705,20 @@ def source_noise(source: np.ndarray, H: np.ndarray, size: int, scales: tuple[int
     1): a product enlarged 3 times carries grains of 3 pixels, which need 3 times the blur to clean
     (:func:`brandguard.mismatch.noise_blur` takes this value).
 
-    Noise is also measured at coarser ``scales`` (the region averaged over ``s x s`` pixels first), as the
-    white noise that would leave as much: ``s`` times the estimate there, the largest counting. White noise
-    reads the same at every scale; grain correlated over a few pixels (ISO noise under JPEG compression and
-    phone sharpening) reads far more at 2 pixels than at 1, where JPEG's flattened 8x8 blocks read as no
-    noise at all; it then gets the blur its grain size needs.
+    Given where the product's references show no print (``flat``, :func:`flat_print`), noise is also
+    measured there at the coarser ``scales`` (:func:`_coarse_noise`: averaged over ``s x s`` pixels, as the
+    white noise that would leave as much), the largest value counting. White noise reads the same at every
+    scale; grain correlated over a few pixels (ISO noise under JPEG compression and phone sharpening) reads
+    far more at 2 pixels than at 1, where JPEG's flattened 8x8 blocks read as almost no noise. Print is
+    left out because averaged print reads as strong noise at a coarse scale; without ``flat`` (or with
+    fewer than 256 flat pixels) only the pixel scale is measured.
 
     Args:
         source: ``(h, w, 3)`` the image the crop is warped from.
         H: ``3x3`` canonical -> ``source`` pixels.
         size: side of the canonical frame (pixels).
-        scales: averaging scales (source pixels) to measure at; ``(1,)``: the pixel scale only.
+        flat: ``(size, size)`` bool canonical pixels where the references show no print, or None.
+        scales: measuring scales (source pixels); ``(1,)``: the pixel scale only.
 
     Returns:
         noise in grey levels of the canonical frame; 0.0 when the outline is degenerate or too small.
@@ -697,23 +736,25 @@ def source_noise(source: np.ndarray, H: np.ndarray, size: int, scales: tuple[int
     area = float(cv2.contourArea(quad.astype(np.float32)))
     enlargement = max(1.0, size / np.sqrt(max(area, 1.0)))
     region = source[y0:y1, x0:x1]
-    noise = 0.0
-    for s in scales:
-        if s == 1:
-            noise = max(noise, estimate_noise(region, mask.astype(bool)))
-            continue
-        sw, sh = (x1 - x0) // s, (y1 - y0) // s
-        if min(sw, sh) < 8:
-            continue
-        small = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
-        inside = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
-        noise = max(noise, s * estimate_noise(small, inside))
+    noise = estimate_noise(region, mask.astype(bool)) if 1 in scales else 0.0
+    coarse = [s for s in scales if s > 1]
+    if coarse and flat is not None and np.shape(flat) == (size, size):
+        T = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+        where = cv2.warpPerspective(np.asarray(flat, np.uint8), T @ np.asarray(H, np.float64), (x1 - x0, y1 - y0),
+                                    flags=cv2.INTER_NEAREST, borderValue=0) > 0
+        img = np.asarray(region)
+        img = np.ascontiguousarray(img, np.uint8 if img.dtype == np.uint8 else np.float32)
+        grey = (img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)).astype(np.float32)
+        for s in coarse:
+            v = _coarse_noise(grey, where & (mask > 0), s)
+            if np.isfinite(v):
+                noise = max(noise, v)
     return noise * enlargement
 
 
 def crop_canonical(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int,
                    max_oversample: float = 1.5, *, with_noise: bool = False, surface: Surface | None = None,
-                   warp: Any = None) -> Any:
+                   warp: Any = None, flat: np.ndarray | None = None) -> Any:
     """The product's aligned crop, taken from the full-resolution photo.
 
     ``H`` maps canonical pixels to the working copy ``image``; it is scaled to ``full``
@@ -729,7 +770,8 @@ def crop_canonical(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int
         size: side of the canonical frame (pixels).
         max_oversample: the product's longest outline edge is reduced to at most this many canonical sides.
 
-        with_noise: also return the sensor noise of what was warped (:func:`source_noise`).
+        with_noise: also return the sensor noise of what was warped (:func:`source_noise`, measured at
+            coarser scales too where ``flat``: the product's references show no print, :func:`flat_print`).
         surface: a curved package's residual warp (:func:`fit_surface`), applied on top of ``H``.
         warp: the plane warp to use instead of :func:`warp_to_canonical` (same arguments and results: a
             :class:`brandguard.accel.Geometry`'s ``warp``); a curved warp is always OpenCV's.
@@ -741,7 +783,7 @@ def crop_canonical(image: np.ndarray, full: np.ndarray, H: np.ndarray, size: int
     source, Hs = _crop_source(image, full, H, size, max_oversample)
     crop, valid = (warp or warp_to_canonical)(source, Hs, size) if surface is None \
         else _warp_surface(source, Hs, surface, size)
-    return (crop, valid, source_noise(source, Hs, size)) if with_noise else (crop, valid)
+    return (crop, valid, source_noise(source, Hs, size, flat)) if with_noise else (crop, valid)
 
 
 def _warp_surface(image: np.ndarray, H: np.ndarray, surface: Surface, size: int) -> tuple[np.ndarray, np.ndarray]:
