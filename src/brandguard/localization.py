@@ -676,7 +676,7 @@ def flat_print(structures: np.ndarray, valid: np.ndarray | None = None) -> np.nd
         valid: ``(n, S, S)`` bool, where each reference is valid (None: everywhere).
     """
     st = np.abs(np.asarray(structures, np.float32))
-    flat = (st < FLAT_LEVEL).all(0)
+    flat: np.ndarray = np.asarray((st < FLAT_LEVEL).all(0), bool)
     if valid is not None:
         flat &= np.asarray(valid, bool).all(0)
     return flat
