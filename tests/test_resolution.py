@@ -178,7 +178,8 @@ def test_grain_that_jpeg_and_sharpening_leave_is_measured_at_the_scale_it_has():
     scale, where JPEG flattens its 8x8 blocks; measured at 2 pixels too where the references show no print
     (source_noise's NOISE_SCALES, flat_print), it gets a blur that cleans it, wherever the product starts.
     White noise reads about the same at both scales; a clean package, even one printed all over with small
-    text, reads as none (averaged print would read as strong noise: it is left out)."""
+    text, reads as none (averaged print would read as strong noise: it is left out; print finer than the
+    structure map's blur still counts as flat, see the README's limits)."""
     import cv2
 
     from brandguard.localization import NOISE_SCALES, flat_print, resize_transform, source_noise
@@ -196,16 +197,20 @@ def test_grain_that_jpeg_and_sharpening_leave_is_measured_at_the_scale_it_has():
     ref = structure_map(cv2.resize(card, (S, S), interpolation=cv2.INTER_LINEAR))
     flat = flat_print(ref[None])
     assert 0.3 < flat.mean() < 0.95  # around the word: print; the rest of the card: flat
+    def grainy(offset: int) -> np.ndarray:  # the card at `offset`, then grain, then JPEG's 8x8 grid
+        photo = np.full((200, 200, 3), 150, np.uint8)
+        photo[20 + offset:20 + offset + side, 20 + offset:20 + offset + side] = card
+        noisy = np.clip(photo + np.random.default_rng(offset).normal(0, 10.0, photo.shape), 0, 255)
+        _, buf = cv2.imencode(".jpg", noisy.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 40])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+    pixel = source_noise(grainy(0), at(0), S, flat, scales=(1,))
+    both = [source_noise(grainy(o), at(o), S, flat) for o in range(4)]
+    assert max(both) < 1.25 * min(both)  # wherever the product starts on JPEG's 8x8 grid
+    assert noise_blur(pixel) < 1.0 < noise_blur(min(both))  # the grain needs a blur the pixel scale misses
+    assert source_noise(grainy(0), at(0), S) == pytest.approx(pixel)  # no flat print given: the pixel scale only
     photo = np.full((200, 200, 3), 150, np.uint8)
     photo[20:20 + side, 20:20 + side] = card
-    _, buf = cv2.imencode(".jpg", np.clip(photo + rng.normal(0, 10.0, photo.shape), 0, 255).astype(np.uint8),
-                          [cv2.IMWRITE_JPEG_QUALITY, 40])
-    grainy = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    pixel = source_noise(grainy, at(0), S, flat, scales=(1,))
-    both = [source_noise(np.pad(grainy, ((o, 0), (o, 0), (0, 0)), mode="edge"), at(o), S, flat) for o in range(4)]
-    assert max(both) < 1.2 * min(both)  # wherever the product starts (JPEG's 8x8 grid)
-    assert noise_blur(pixel) < 1.0 < noise_blur(min(both))  # the grain needs a blur the pixel scale misses
-    assert source_noise(grainy, at(0), S) == pytest.approx(pixel)  # no flat print given: the pixel scale only
 
     white = np.clip(photo + rng.normal(0, 6.0, photo.shape[:2])[..., None], 0, 255).astype(np.uint8)
     for odd in (0, 1):  # an odd-sized region too

@@ -671,6 +671,10 @@ def flat_print(structures: np.ndarray, valid: np.ndarray | None = None) -> np.nd
     """``(S, S)`` bool: where every reference's structure map is flat (below :data:`FLAT_LEVEL`), i.e. no
     print there or nearby, the canonical pixels :func:`source_noise` measures coarse grain on.
 
+    The structure map is blurred by 1.5 px first, so print finer than about 4 canonical pixels (a fine
+    halftone, a fine fabric texture) is erased there and counts as flat: the 2-px measure then reads that
+    print as grain, and the comparison gets a blur it does not need (a known limit, see the README).
+
     Args:
         structures: ``(n, S, S)`` the references' structure maps (``ProductBank.structure``).
         valid: ``(n, S, S)`` bool, where each reference is valid (None: everywhere).
@@ -717,7 +721,8 @@ def source_noise(source: np.ndarray, H: np.ndarray, size: int, flat: np.ndarray 
         source: ``(h, w, 3)`` the image the crop is warped from.
         H: ``3x3`` canonical -> ``source`` pixels.
         size: side of the canonical frame (pixels).
-        flat: ``(size, size)`` bool canonical pixels where the references show no print, or None.
+        flat: ``(size, size)`` bool canonical pixels where the references show no print, or None (a mask of
+            another shape is ignored like None).
         scales: measuring scales (source pixels); ``(1,)``: the pixel scale only.
 
     Returns:
