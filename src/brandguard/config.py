@@ -177,6 +177,12 @@ class CompareConfig:
             continues beyond the package (:func:`brandguard.occluders.find_occluder`) are discounted in every
             channel and the photo is compared again. Print ends at the package's outline, so an extra mark
             printed on a counterfeit stays.
+        price_stickers: where a photo would be flagged (and on every calibration photo), read what stands out
+            of the references with the OCR (the ``ocr`` extra; nothing is read without it or with
+            ``text_check: off``): a patch that reads as a price (``12.99``, ``$12``) is a shop's or seller's
+            price sticker, left out in every channel, and the photo is compared again
+            (:func:`brandguard.stickers.find_price_sticker`). A counterfeit's extra mark that does not read as a
+            price stays.
     """
 
     max_references_per_product: int = 16
@@ -190,11 +196,12 @@ class CompareConfig:
     overlay_discount: bool = False
     seller_overlays: bool = True
     occluders: bool = True
+    price_stickers: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.margin, int) or self.margin < 0:
             raise ConfigError(f"compare.margin must be a whole number of cells >= 0, got {self.margin!r}")
-        for flag in ("overlay_discount", "seller_overlays", "occluders"):
+        for flag in ("overlay_discount", "seller_overlays", "occluders", "price_stickers"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"compare.{flag} must be true or false, got {getattr(self, flag)!r}")
         # YAML 1.1 reads an unquoted ``off``/``on`` as a boolean: accept it as the word it was written as

@@ -216,6 +216,10 @@ class Detector:
         #: read every reference line of the wordmark check, even where no misread could count (see
         #: :meth:`_read_text`); :meth:`calibrate` does, since authentic readings set the misread rate
         self.read_every_line = False
+        #: look for a price sticker on every photo, not only those that would be flagged (see
+        #: ``compare.price_stickers``); :meth:`calibrate` does, so the authentic scores the thresholds are fitted
+        #: on are those of photos with their stickers left out, as flagged listings are scored
+        self.read_every_sticker = False
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None, precision: str | None = None,
@@ -593,10 +597,11 @@ class Detector:
             raise ConfigError(f"need 0 < takedown_fpr <= review_fpr < 1, got {takedown_fpr} and {review_fpr}")
         index = self.index
         reading, self.read_every_line = self.read_every_line, True  # every authentic reading sets the misread rate
+        stickers, self.read_every_sticker = self.read_every_sticker, True
         try:
             preds = self.predict_batch(list(authentic))
         finally:
-            self.read_every_line = reading
+            self.read_every_line, self.read_every_sticker = reading, stickers
         readable = [p for p in preds if p.verdict != "error"]
         inl = np.array([p.inliers for p in readable], np.float64)
         if len(inl):
@@ -767,6 +772,14 @@ class Detector:
             if occluded is not None and occluded[0][0] < raw:
                 (raw, score, verdict), res, view, note = occluded
                 overlay_note += (note,)
+        if cfg.compare.price_stickers and (verdict != "authentic" or self.read_every_sticker) and a.surface is None \
+                and index.text_reader is not None:
+            # a shop's or seller's price sticker on a flagged package: read, and left out (it only ever lowers a
+            # score, so a photo not flagged stays so without it)
+            stuck = self._price_sticker(image, a, m, view, res, text_details, index.text_reader)
+            if stuck is not None and stuck[0][0] < raw:
+                (raw, score, verdict), res, view, note = stuck
+                overlay_note += (note,)
         channels = res.channels
         if res.differs_widely and verdict == "counterfeit":  # another edition or product? a person decides
             verdict = "suspicious"
@@ -814,6 +827,33 @@ class Detector:
         r = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details or None, distances=res.distances,
                     text_units=self._text_units)
         return self._judge(m.brand, r.channels, r.text_details), r, view, occ.note
+
+    def _price_sticker(self, image: np.ndarray, a: Any, m: Any, view: Any, res: Any,
+                       text_details: list[dict[str, Any]], reader: Any) -> Any:
+        """The comparison again with a price sticker left out (:func:`brandguard.stickers.find_price_sticker`):
+        ``((raw, score, verdict), comparison, view, note)``, or None when none was read. The distance maps and
+        the OCR reading of the product's lines are the first comparison's."""
+        from dataclasses import replace
+
+        from brandguard.mismatch import occlusion_cells
+        from brandguard.occluders import top_cells
+        from brandguard.stickers import find_price_sticker
+
+        cfg = self.config
+        heat = np.maximum(res.structure, res.colour)
+        top = top_cells((res.structure, res.colour, res.learned), res.mask, cfg.compare.top_fraction)
+        found = find_price_sticker(image, a.H, cfg.localization.canonical_size, heat, res.mask, reader,
+                                   cell=cfg.compare.cell, top=top)
+        if found is None:
+            return None
+        cells = found.cells.astype(np.float32)
+        before = occlusion_cells(view.occlusion, res.mask.shape[0])
+        if before is not None:  # an occluder's or the learned head's cells stay discounted too
+            cells = np.maximum(cells, before)
+        view = replace(view, occlusion=cells.astype(np.float16))
+        r = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details or None, distances=res.distances,
+                    text_units=self._text_units)
+        return self._judge(m.brand, r.channels, r.text_details), r, view, found.note
 
     def _text_units(self, distance: float) -> float:
         """A misread line's text distance in heatmap units: the raw score the text channel alone would give."""

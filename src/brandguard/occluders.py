@@ -31,7 +31,8 @@ The detector then compares the photo again with those cells (grown by one cell: 
 blur of the edge) discounted in every channel, as the learned occlusion head's cells are
 (:func:`brandguard.mismatch.anomaly_maps`), and says so in the prediction's notes (:data:`OCCLUDER_NOTE`).
 A mark printed on the package, however large, does not continue beyond the package and stays; so does a
-sticker that lies wholly inside it (nothing tells it from printed marks: a person decides).
+sticker that lies wholly inside it (its shape and colour do not tell it from printed marks; where it reads as
+a price, :mod:`brandguard.stickers` leaves it out).
 
 Example:
     >>> import numpy as np
