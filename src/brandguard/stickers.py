@@ -12,12 +12,12 @@ counterfeit's extra mark ("NEW", "100% ORIGINAL", "SALE -70%") reads as one.
 channel score is the mean of first (:data:`MAX_PATCHES`, :data:`MIN_HELD`). It warps the patch and a margin
 around it (:data:`PAD`; beyond the package's edge too, so a sticker cut by the edge of the frame is read
 whole) from the photo at the canonical frame's resolution, detects its text lines and reads the short ones
-over the patch (:data:`MAX_ASPECT`, :data:`MAX_LINES`; :meth:`brandguard.text.TextReader.detect`, :meth:`~brandguard.text.TextReader.recognise_each`). A
-patch is a price sticker when a line read over it is a price (:func:`read_price`): a number with two
-decimals (``12.99``, ``3,49``, ``.99``) or one after two whole digits (``33.9``: the last digit cut off) or
-a currency sign with a number (``$12``, ``12€``), making up most of the line (:data:`MIN_PRICE_SHARE`) and
-not followed by a unit (``1.25 l``, ``2.5 kg`` are print). The sticker's extent is the line's background
-colour grown around it (:func:`_sticker_pixels`), never more than :data:`REACH` line heights beyond it.
+over the patch (:data:`MAX_ASPECT`, :data:`MAX_LINES`; :meth:`brandguard.text.TextReader.detect`,
+:meth:`~brandguard.text.TextReader.recognise_each`). A patch is a price sticker when a line read over it is
+a price (:func:`read_price`: ``12.99``, ``3,49``, ``.99``, ``33.9``, ``49,-``, ``$12``, ``12€``; not a
+measure, a date, a size, a version or a code: ``1.25 l``, ``99.9%``, ``2024.01``, ``Size 42.5``). The
+sticker's extent is the line's background colour grown around it (:func:`_sticker_pixels`), never more than
+:data:`REACH` line heights beyond it.
 
 The detector compares the photo again with the sticker's cells (grown by one cell) discounted in every
 channel, as it does for an occluder, and says so in the prediction's notes (:data:`STICKER_NOTE`). A
