@@ -773,7 +773,7 @@ class Detector:
                 (raw, score, verdict), res, view, note = occluded
                 overlay_note += (note,)
         if cfg.compare.price_stickers and (verdict != "authentic" or self.read_every_sticker) and a.surface is None \
-                and index.text_reader is not None:
+                and hasattr(index.text_reader, "detect"):  # an OCR that finds lines (None: no text check)
             # a shop's or seller's price sticker on a flagged package: read, and left out (it only ever lowers a
             # score, so a photo not flagged stays so without it)
             stuck = self._price_sticker(image, a, m, view, res, text_details, index.text_reader)
