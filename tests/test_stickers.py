@@ -7,12 +7,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from printed_card import camera, card_bank, placement
 from printed_card import card as _card
 
 from brandguard import comparison
 from brandguard.config import CompareConfig
 from brandguard.localization import warp_to_canonical
-from brandguard.mismatch import ProductBank, fit_normal_stats, make_view
+from brandguard.mismatch import make_view
 from brandguard.stickers import STICKER_NOTE, find_price_sticker, read_price
 
 S, CELL = 384, 6
@@ -44,17 +45,8 @@ def test_print_and_extra_marks_are_not_prices(text):
     assert read_price(text) is None
 
 
-def _camera(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    out = cv2.GaussianBlur(img.astype(np.float32), (0, 0), rng.uniform(0.6, 1.0)) * rng.uniform(0.95, 1.05)
-    return np.clip(out + rng.normal(0, 3.0, img.shape), 0, 255).astype(np.uint8)
-
-
 def _placement(scale: float = 0.9, angle: float = 5.0) -> np.ndarray:
-    """Canonical -> photo pixels: the card turned by ``angle`` degrees, ``scale`` times its size, centred."""
-    a = np.deg2rad(angle)
-    R = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    t = np.array([W / 2, H_IMG / 2]) - R @ np.array([S / 2, S / 2])
-    return np.array([[R[0, 0], R[0, 1], t[0]], [R[1, 0], R[1, 1], t[1]], [0, 0, 1.0]])
+    return placement(W, H_IMG, scale, angle)
 
 
 def _with_label(card: np.ndarray, text: str) -> np.ndarray:
@@ -72,15 +64,12 @@ def _photo(card: np.ndarray, Hc: np.ndarray, seed: int) -> np.ndarray:
     img = np.full((H_IMG, W, 3), 120.0, np.float32)
     warped = cv2.warpPerspective(card.astype(np.float32), Hc, (W, H_IMG), flags=cv2.INTER_LINEAR)
     inside = cv2.warpPerspective(np.ones((S, S), np.float32), Hc, (W, H_IMG), flags=cv2.INTER_LINEAR)[..., None]
-    return _camera(img * (1 - inside) + warped * inside, rng)
+    return camera(img * (1 - inside) + warped * inside, rng)
 
 
 @pytest.fixture(scope="module")
-def bank_and_stats() -> tuple[ProductBank, object]:
-    rng = np.random.default_rng(3)
-    views = [make_view(_camera(_card(), rng), np.ones((S, S), bool), CELL) for _ in range(4)]
-    bank = ProductBank.from_views(views)
-    return bank, fit_normal_stats(bank, CELL, k=0, margin=3)[0]
+def bank_and_stats():
+    return card_bank(CELL)
 
 
 @pytest.fixture(scope="module")

@@ -806,54 +806,53 @@ class Detector:
         """The comparison again with an occluder that crosses the package's outline left out
         (:func:`brandguard.occluders.find_occluder`): ``((raw, score, verdict), comparison, view, note)``, or
         None when there is none. The distance maps and the OCR reading are the first comparison's."""
-        from dataclasses import replace
-
-        from brandguard.mismatch import occlusion_cells
-        from brandguard.occluders import find_occluder, top_cells
+        from brandguard.occluders import find_occluder
 
         cfg = self.config
-        heat = np.maximum(res.structure, res.colour)
-        top = top_cells((res.structure, res.colour, res.learned), res.mask, cfg.compare.top_fraction)
+        heat, top = self._heat_and_top(res)
         occ = find_occluder(image, a.H, cfg.localization.canonical_size, heat, res.mask, cell=cfg.compare.cell,
                             top=top)
-        if occ is None:
-            return None
-        G = res.mask.shape[0]
-        cells = occ.cells.astype(np.float32)
-        learned = occlusion_cells(view.occlusion, G)
-        if learned is not None:  # the learned occlusion head's cells stay discounted too
-            cells = np.maximum(cells, learned)
-        view = replace(view, occlusion=cells.astype(np.float16))
-        r = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details or None, distances=res.distances,
-                    text_units=self._text_units)
-        return self._judge(m.brand, r.channels, r.text_details), r, view, occ.note
+        return None if occ is None else self._compare_without(m, view, res, occ.cells, text_details) + (occ.note,)
 
     def _price_sticker(self, image: np.ndarray, a: Any, m: Any, view: Any, res: Any,
                        text_details: list[dict[str, Any]], reader: Any) -> Any:
         """The comparison again with a price sticker left out (:func:`brandguard.stickers.find_price_sticker`):
         ``((raw, score, verdict), comparison, view, note)``, or None when none was read. The distance maps and
         the OCR reading of the product's lines are the first comparison's."""
-        from dataclasses import replace
-
-        from brandguard.mismatch import occlusion_cells
-        from brandguard.occluders import top_cells
         from brandguard.stickers import find_price_sticker
 
         cfg = self.config
-        heat = np.maximum(res.structure, res.colour)
-        top = top_cells((res.structure, res.colour, res.learned), res.mask, cfg.compare.top_fraction)
+        heat, top = self._heat_and_top(res)
         found = find_price_sticker(image, a.H, cfg.localization.canonical_size, heat, res.mask, reader,
                                    cell=cfg.compare.cell, top=top)
-        if found is None:
-            return None
-        cells = found.cells.astype(np.float32)
+        return None if found is None else self._compare_without(m, view, res, found.cells, text_details) + (
+            found.note,)
+
+    def _heat_and_top(self, res: Any) -> tuple[np.ndarray, np.ndarray]:
+        """A comparison's largest departure per cell over structure and colour, and the cells its channel
+        scores are the mean of (:func:`brandguard.occluders.top_cells`)."""
+        from brandguard.occluders import top_cells
+
+        top = top_cells((res.structure, res.colour, res.learned), res.mask, self.config.compare.top_fraction)
+        return np.maximum(res.structure, res.colour), top
+
+    def _compare_without(self, m: Any, view: Any, res: Any, cells: np.ndarray,
+                         text_details: list[dict[str, Any]]) -> tuple[Any, Any, Any]:
+        """Comparison ``res`` again with ``cells`` (``(G, G)`` bool) left out in every channel, on top of what
+        ``view`` already leaves out (the learned occlusion head's cells, an occluder's): ``((raw, score,
+        verdict), comparison, view)``. The distance maps and the OCR reading are the first comparison's."""
+        from dataclasses import replace
+
+        from brandguard.mismatch import occlusion_cells
+
+        out = cells.astype(np.float32)
         before = occlusion_cells(view.occlusion, res.mask.shape[0])
-        if before is not None:  # an occluder's or the learned head's cells stay discounted too
-            cells = np.maximum(cells, before)
-        view = replace(view, occlusion=cells.astype(np.float16))
-        r = compare(view, m.bank, m.stats, cfg.compare, text_details=text_details or None, distances=res.distances,
-                    text_units=self._text_units)
-        return self._judge(m.brand, r.channels, r.text_details), r, view, found.note
+        if before is not None:
+            out = np.maximum(out, before)
+        view = replace(view, occlusion=out.astype(np.float16))
+        r = compare(view, m.bank, m.stats, self.config.compare, text_details=text_details or None,
+                    distances=res.distances, text_units=self._text_units)
+        return self._judge(m.brand, r.channels, r.text_details), r, view
 
     def _text_units(self, distance: float) -> float:
         """A misread line's text distance in heatmap units: the raw score the text channel alone would give."""
