@@ -14,7 +14,7 @@ from brandguard import comparison
 from brandguard.config import CompareConfig
 from brandguard.localization import warp_to_canonical
 from brandguard.mismatch import make_view
-from brandguard.stickers import STICKER_NOTE, find_price_sticker, read_price
+from brandguard.stickers import STICKER_NOTE, find_price_sticker, on_a_label, read_price
 
 S, CELL = 384, 6
 G = S // CELL
@@ -132,6 +132,26 @@ def test_a_printed_edit_beside_a_price_sticker_still_counts(bank_and_stats, read
     logo = _cells((220 - 52, 120 - 52, 220 + 52, 120 + 52))
     assert not found.cells[logo].any()  # the recoloured logo is not left out with the sticker
     assert again.channels[1] > 4 * max(again_clean.channels[1], 1.0)
+
+
+def test_a_line_on_a_badge_is_on_a_label_and_a_name_printed_on_the_package_is_not():
+    """A badge's text (a coloured patch a few line heights across) is on a label; a name printed on the
+    package's own background, or on a band that runs to the package's edge, is not."""
+    img = np.full((384, 384, 3), (30, 60, 150), np.uint8)  # the package's background
+    cv2.rectangle(img, (120, 180), (300, 260), (250, 200, 0), -1)  # a yellow badge
+    img[300:350] = (200, 30, 40)  # a red band across the package
+
+    def write(text: str, x: int, y: int, scale: float, colour: tuple[int, int, int]) -> list[int]:
+        cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_DUPLEX, scale, colour, 2, cv2.LINE_AA)
+        (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, scale, 2)
+        return [x - 2, y - h - 2, x + w + 2, y + base // 2 + 2]  # as a text detector boxes a line
+
+    printed = write("FILA", 110, 90, 2.0, (240, 240, 240))
+    badge = write("QUALITY", 135, 232, 1.0, (20, 20, 20))
+    band = write("ROKU", 150, 335, 1.0, (250, 250, 250))
+    assert not on_a_label(img, printed)
+    assert on_a_label(img, badge)
+    assert not on_a_label(img, band)
 
 
 @pytest.mark.parametrize("what, match", [("float", "uint8"), ("channels", "RGB"), ("H", "3x3"), ("mask", "shape")])

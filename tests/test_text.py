@@ -260,6 +260,59 @@ def test_a_photo_that_reads_another_name_and_none_of_its_own_is_another_product(
     assert not reads_other_product(skipped) and not reads_other_product([])
 
 
+def _line(text: str, box: list[float], conf: float = 0.97) -> dict:
+    """One line read in an aligned crop (canonical pixels), as :func:`brandguard.text.read_tall_lines` gives it."""
+    return {"text": text, "box": [float(v) for v in box], "confidence": conf}
+
+
+def test_a_package_that_reads_another_brand_where_this_one_is_printed_is_another_brand():
+    """Another brand's product on this one's packaging template (FILA where the references read Reebok, Roku
+    where they read AMD) reads another brand's name as large as this one's and nowhere this one's; a
+    counterfeit's misspelt or partly erased brand name, a badge over it and the product's own lines do not."""
+    from brandguard.synth.edits import misspell
+    from brandguard.text import names_brand, other_brand_reading, reads_name
+
+    refs = [{"text": "Reebok", "box": [60.0, 20.0, 200.0, 60.0]},
+            {"text": "Core Trainers", "box": [60.0, 200.0, 200.0, 225.0]}]
+    known = ["Reebok", "Core Trainers", "core trainers"]
+    fila = [_line("FILA", [50, 30, 210, 100]), _line("FILA", [90, 120, 170, 150]), _line("Pro Trainers", [60, 200, 190, 225])]
+    assert other_brand_reading(fila, refs, known, "reebok") == "FILA"  # the tallest line that names another
+    assert other_brand_reading(fila, refs, known, "fila") is None  # no reference line names the product's brand
+    assert other_brand_reading(fila + [_line("Reebok", [60, 160, 200, 190], 0.4)], refs, known, "reebok") is None
+    rng = np.random.default_rng(0)
+    for strength in ("subtle", "gross"):  # every misspelling the demo generator makes is still this brand
+        for _ in range(20):
+            misspelt = _line(misspell("Reebok", strength, rng), [60, 20, 200, 60])
+            assert other_brand_reading(fila[1:] + [misspelt], refs, known, "reebok") is None
+    assert other_brand_reading(fila[1:] + [_line("Ree", [60, 20, 120, 60])], refs, known, "reebok") is None
+    in_place = [{"text": "Reebok", "read": "Reebok", "confidence": 0.98}]  # read at its place, missed by detection
+    assert other_brand_reading(fila, refs, known, "reebok", placed=in_place) is None
+    assert other_brand_reading(fila, refs, known, "reebok", placed=[{**in_place[0], "read": "C"}]) == "FILA"
+    unread = [{"text": "Reebok", "read": "", "confidence": 0.0, "skipped": True}]  # its strokes are the references'
+    assert other_brand_reading(fila, refs, known, "reebok", placed=unread) is None
+    assert other_brand_reading([_line("FILA", [60, 20, 200, 60], 0.6)], refs, known, "reebok") is None  # unsure
+    assert other_brand_reading([_line("FILA", [60, 120, 200, 160])], refs, known, "reebok") == "FILA"  # elsewhere
+    assert other_brand_reading([_line("FILA", [60, 30, 200, 50])], refs, known, "reebok") is None  # too small
+    assert other_brand_reading([_line("Core Trainers", [60, 20, 200, 60])], refs, known, "reebok") is None  # its own
+    assert other_brand_reading(fila, refs, known + ["F", "m"], "reebok") == "FILA"  # stray letters name nothing
+    # print the references show (small print the structure channel sees unchanged) names nothing, however
+    # its detected box is padded
+    small_print = [_line("EU42/UK8", [20, 300, 110, 340]) | {"unchanged": True}]
+    assert other_brand_reading(small_print, refs, known, "reebok") is None
+    assert other_brand_reading([{**small_print[0], "unchanged": False}], refs, known, "reebok") == "EU42/UK8"
+    # a sticker over the brand name: its lines are smaller than the name they cover, and digits name nothing
+    boots = [{"text": "Boots", "box": [60.0, 40.0, 300.0, 180.0]}, {"text": "Boots", "box": [120.0, 200.0, 240.0, 240.0]}]
+    badge = [_line("100%", [130, 70, 230, 110], 1.0), _line("AUTHENTIC", [110, 115, 250, 148], 0.99)]
+    assert other_brand_reading(badge, boots, ["Boots"], "boots") is None
+    amd = [{"text": "AMDL", "box": [30.0, 40.0, 230.0, 120.0]}, {"text": "AMD", "box": [80.0, 140.0, 180.0, 180.0]}]
+    roku = [_line("ROKU", [100, 5, 160, 35]), _line("Roku", [20, 45, 220, 125]), _line("Model CF-2041", [10, 220, 90, 240])]
+    assert other_brand_reading(roku, amd, ["AMDL", "AMD"], "amd") == "Roku"
+    assert other_brand_reading(roku + [_line("AMD", [80, 140, 180, 180], 0.5)], amd, ["AMDL", "AMD"], "amd") is None
+    assert reads_name("Reebok", "Rebeok") and reads_name("AMD", "AMD Elite") and not reads_name("AMD", "Model CF-2041")
+    assert reads_name("Red Bull", "Reu") and not reads_name("Reebok", "FILA") and not reads_name("Reebok", "ebay")
+    assert names_brand("AMDL", "amd") and names_brand("THE NORTH FACE", "the-north-face") and not names_brand("UBL", "jbl")
+
+
 def test_compare_takes_another_name_for_no_text_evidence_and_says_it_is_another_product():
     """In the one comparison, a line read as another name is no misspelling (the text channel does not count
     it) and a photo that reads nothing of its own product says so, which the detector turns into `unknown`."""
@@ -288,3 +341,51 @@ def test_compare_takes_another_name_for_no_text_evidence_and_says_it_is_another_
     misspelt = comparison.compare(view, bank, stats, Config().compare, text_details=[_reading("BMW", "MBVV")])
     assert not misspelt.other_product and not misspelt.notes
     assert misspelt.channels[text] > 0  # a misspelling read where the strokes changed counts
+
+
+def test_another_brand_on_an_indexed_template_is_not_taken_down_and_a_misspelt_brand_still_is(detector, monkeypatch):
+    """The small data set's products redrawn with another brand's name and logo on the same template (the
+    layout, colours and small print kept): none is a takedown, and the Reebok box that reads FILA is called
+    ``unknown`` with a note naming what it reads, where without the check it is flagged; the same products
+    with a misspelt brand name or a mirrored logo and name (the small print then is the only legible text)
+    keep their verdicts, without the note."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    from dataclasses import replace
+
+    from brandguard.comparison import OTHER_BRAND_NOTE
+    from brandguard.detector import Detector
+    from brandguard.synth import render_package
+    from brandguard.synth.dataset import RENDER_SCALE, SIZES, _products
+    from brandguard.synth.edits import apply_edit
+    from brandguard.synth.photo_models import Shot, _shoot
+
+    if detector.index.text_reader is None:
+        pytest.skip("this index was built without the text check")
+    shot = Shot(long_side=(640, 800), aspects=(4 / 3, 3 / 4), coverage=(0.35, 0.5), max_rotation=8.0,
+                perspective=0.04, centred=False, backgrounds=("granite", "room"), jpeg=(88, 94))
+    known, unrelated = _products("demo", 0, SIZES["small"])
+    others, misspelt, mirrored = [], [], []
+    for i, d in enumerate(known):
+        o = unrelated[2 * (i % (len(unrelated) // 2))] if d.brand != "reebok" else \
+            next(u for u in unrelated if u.brand == "fila")
+        other = replace(d, logo=replace(d.logo, slug=o.logo.slug), wordmark=replace(d.wordmark, text=o.brand_title))
+        rng = np.random.default_rng(i)
+        for design, out in ((other, others), (apply_edit(d, "misspelled_wordmark", "gross", rng), misspelt),
+                            (apply_edit(d, "mirrored_logo", "gross", rng), mirrored)):
+            out.append((d, _shoot(np.array(render_package(design, RENDER_SCALE)), np.random.default_rng(900 + i), shot)[0]))
+    got = detector.predict_batch([p for _, p in others + misspelt + mirrored])
+    n = len(others)
+
+    def noted(p) -> bool:
+        return any(note.endswith(OTHER_BRAND_NOTE) for note in p.notes)
+
+    assert not any(p.verdict == "counterfeit" for p in got[:n])
+    fila = next(p for (d, _), p in zip(others, got) if d.brand == "reebok")
+    assert fila.verdict == "unknown" and fila.score == 0.0 and noted(fila)
+    assert next(n for n in fila.notes if n.endswith(OTHER_BRAND_NOTE)).lower().startswith("reads 'fi")
+    for (d, _), p in zip(misspelt + mirrored, got[n:]):  # a counterfeit's brand, misspelt or mirrored, is this brand
+        assert not noted(p) and p.brand == d.brand
+    assert sum(p.verdict == "counterfeit" for p in got[n:2 * n]) >= n - 2  # the misspelt brand names are still caught
+    monkeypatch.setattr(Detector, "_other_brand", lambda self, *args: None)
+    without = detector.predict(next(p for d, p in others if d.brand == "reebok"))
+    assert without.verdict in ("suspicious", "counterfeit") and without.raw_score == pytest.approx(fila.raw_score)

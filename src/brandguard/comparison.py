@@ -54,7 +54,7 @@ from brandguard.mismatch import (
     occlusion_cells,
 )
 
-__all__ = ["EDITION_NOTE", "EDITION_SHARE", "OTHER_NAME_NOTE", "OTHER_PRODUCT_NOTE", "OVERLAY_NOTE", "SWAP_SUPPORT",
+__all__ = ["EDITION_NOTE", "EDITION_SHARE", "OTHER_BRAND_NOTE", "OTHER_NAME_NOTE", "OTHER_PRODUCT_NOTE", "OVERLAY_NOTE", "SWAP_SUPPORT",
            "TEXT_SUPPORT", "Comparison", "DistanceMaps", "compare", "line_support", "reference_text_details"]
 
 #: structure evidence (90th percentile of the structure heatmap in a line's box, standard deviations) a text
@@ -74,6 +74,9 @@ OTHER_NAME_NOTE = "reads another name: another product?"
 #: a reference line reads another name and none reads what the references read
 #: (:func:`brandguard.text.reads_other_product`; see ``Comparison.other_product``)
 OTHER_PRODUCT_NOTE = "reads another name, none of this product's: a product the index does not hold"
+#: the photo reads another brand's name as large as this one's, and nowhere this one's (:func:`brandguard.text.other_brand_reading`);
+#: the note reads ``reads 'FILA': `` followed by this
+OTHER_BRAND_NOTE = "another brand's name, as large as this one's, and none of this one's: a product the index does not hold"
 OVERLAY_NOTE = "text or marks over the whole photo (a seller's watermark?) discounted"
 
 #: ``(structure, colour, learned)`` distance maps, each ``(G, G)`` float32 (learned None without descriptors)

@@ -691,10 +691,10 @@ class Detector:
         """The verdict ``p`` would get under the current calibration (without scoring the photo again)."""
         if len(p.channels) != len(CHANNELS) or not self.index.thresholds.accepts(p.inliers, p.similarity):
             return "unknown"
-        from brandguard.comparison import EDITION_NOTE, OTHER_NAME_NOTE, OTHER_PRODUCT_NOTE
+        from brandguard.comparison import EDITION_NOTE, OTHER_BRAND_NOTE, OTHER_NAME_NOTE, OTHER_PRODUCT_NOTE
 
-        if OTHER_PRODUCT_NOTE in p.notes:
-            return "unknown"  # its text names another product (see _compare)
+        if OTHER_PRODUCT_NOTE in p.notes or any(n.endswith(OTHER_BRAND_NOTE) for n in p.notes):
+            return "unknown"  # its text names another product or brand (see _compare)
         verdict = self._judge(p.brand, p.channels, p.text)[2]
         if verdict == "counterfeit" and (p.product_side < self.config.localization.min_product_side
                                          or EDITION_NOTE in p.notes or OTHER_NAME_NOTE in p.notes):
@@ -756,11 +756,13 @@ class Detector:
         res, text_details, view = run(crop)
         raw, score, verdict = self._judge(m.brand, res.channels, res.text_details)
         overlay_note: tuple[str, ...] = ()
+        overlay_mask: np.ndarray | None = None  # canonical pixels under a seller's overlay, once one is found
         if cfg.compare.seller_overlays and verdict != "authentic" and a.surface is None:
             # flagged: is what changed a seller's overlay that repeats beyond the package? (overlays module)
             ov = self._seller_overlay(image, a, view, res, others)
             if ov is not None:
                 cleaned = cv2.inpaint(np.ascontiguousarray(crop), ov.mask.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+                overlay_mask = ov.mask
                 # read with the overlay filled in and as it is (filled-in strokes can cut letters, the overlay's can
                 # add some); a misread counts only where the structure left after the overlay agrees
                 res, text_details, view = run(cleaned, ov.mask, read_on=(crop,))
@@ -785,6 +787,15 @@ class Detector:
             verdict = "suspicious"
         if res.other_product:  # its text names another product, none of this one's: not a product the index holds
             verdict, score = "unknown", 0.0
+        elif verdict != "authentic" and reader is not None and hasattr(reader, "detect"):
+            # flagged: does the package read another brand's name where this one's should be? (a product of
+            # another brand on the same packaging template, which the index does not hold)
+            other = self._other_brand(crop, m, reader, text_details, overlay_mask, res.structure, kept_cells(view))
+            if other is not None:
+                from brandguard.comparison import OTHER_BRAND_NOTE
+
+                verdict, score = "unknown", 0.0
+                overlay_note += (f"reads {other!r}: {OTHER_BRAND_NOTE}",)
         sims = m.global_vecs @ g
         order = np.argsort(-sims, kind="stable")
         matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])
@@ -800,6 +811,59 @@ class Detector:
                                       "distance": float("nan") if d.get("skipped") else float(d["distance"]),
                                       "counted": float(g["distance"]), "skipped": bool(d.get("skipped", False))}
                                      for d, g in zip(text_details, res.text_details)))
+
+    def _other_brand(self, crop: np.ndarray, m: Any, reader: Any, text_details: Sequence[dict[str, Any]] = (),
+                     overlay: np.ndarray | None = None, structure: np.ndarray | None = None,
+                     kept: np.ndarray | None = None) -> str | None:
+        """What the aligned ``crop`` reads in place of product ``m``'s brand name when that is another brand's
+        name (:func:`brandguard.text.other_brand_reading`; ``text_details``: its reference lines as read at
+        their places), else None. Only the lines tall enough to be a brand name are read; a line on a label
+        of its own (:func:`brandguard.stickers.on_a_label`), 15% under a seller's ``overlay``
+        (``(S, S)`` bool, :class:`brandguard.overlays.Overlay`'s mask) or where ``structure`` (the comparison's
+        ``(G, G)`` departure map; ``kept``: its cells that count) sees the references' strokes (below
+        :data:`brandguard.comparison.TEXT_SUPPORT`, the evidence a misread needs) names nothing; and a
+        candidate is read again mirrored (a counterfeit's mirrored brand name reads as another word)."""
+        from brandguard.comparison import TEXT_SUPPORT, line_support
+        from brandguard.stickers import on_a_label
+        from brandguard.text import (
+            FOUND_HEIGHT,
+            OTHER_BRAND_CONFIDENCE,
+            brand_read_in_place,
+            names_brand,
+            other_brand_reading,
+            read_tall_lines,
+            reads_name,
+        )
+
+        named = [ln for ln in m.text_lines if names_brand(str(ln["text"]), m.brand)]
+        if not named or brand_read_in_place(text_details, m.brand):
+            return None  # nothing to go by, or the brand reads at its place: no detection needed
+        low = FOUND_HEIGHT * min(float(ln["box"][3] - ln["box"][1]) for ln in named)
+        known = [str(ln.get("text", "")) for lines in m.ref_text for ln in lines] + [m.product.replace("-", " ")]
+        def under_overlay(box: Sequence[float]) -> bool:
+            if overlay is None:
+                return False
+            x0, y0, x1, y1 = (max(0, round(float(v))) for v in box)
+            part = overlay[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+            return bool(part.size and part.mean() >= 0.15)
+
+        cell = self.config.compare.cell
+
+        def unchanged(box: Sequence[float]) -> bool:
+            return structure is not None and not line_support(structure, box, cell, kept) >= TEXT_SUPPORT
+
+        photo = [{**p, "on_label": on_a_label(crop, p["box"]) or under_overlay(p["box"]),
+                  "unchanged": unchanged(p["box"])} for p in read_tall_lines(crop, reader, low)]
+        other = other_brand_reading(photo, m.text_lines, known, m.brand, text_details)
+        if other is None:
+            return None
+        # a mirrored brand name reads as another word: read every line again mirrored (confidently the brand:
+        # this brand, mirrored)
+        flipped = reader.recognise_each([np.ascontiguousarray(p["crop"][:, ::-1]) for p in photo])
+        if any(conf >= OTHER_BRAND_CONFIDENCE and reads_name(str(ln["text"]), t)
+               for ln in named for t, conf in flipped):
+            return None
+        return other
 
     def _occluded(self, image: np.ndarray, a: Any, m: Any, view: Any, res: Any,
                   text_details: list[dict[str, Any]]) -> Any:

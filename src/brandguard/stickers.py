@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ from brandguard.localization import _degenerate
 from brandguard.mismatch import CHANGED_Z
 
 __all__ = ["MAX_PATCHES", "MIN_PRICE_SHARE", "PAD", "STICKER_NOTE", "PriceSticker", "find_price_sticker",
-           "read_price"]
+           "on_a_label", "read_price"]
 
 #: margin read around a patch, as a share of the patch's larger side (at least :data:`_MIN_PAD` pixels):
 #: a heatmap patch can miss a sticker's plain corners, and the price must be read whole
@@ -175,6 +176,49 @@ def _sticker_pixels(region: np.ndarray, line_box: list[float]) -> np.ndarray:
     out = np.zeros((h, w), np.uint8)
     cv2.fillConvexPoly(out, hull, 1)
     return (out.astype(bool) & bound) | fallback
+
+
+#: a label or badge reaches at most this many of its line's heights beyond the line on every side
+#: (:func:`on_a_label`)
+LABEL_REACH = 2.5
+
+
+def on_a_label(image: np.ndarray, box: Sequence[float]) -> bool:
+    """Whether a text line of ``image`` is printed on a label, badge or sticker of its own: the pixels of its
+    background colour (the median of a thin ring around its box) connected to that ring reach
+    at most :data:`LABEL_REACH` line heights beyond the line on every side, and not the image's edge. A line
+    printed on the package's own background (another brand's name on a shared template) is connected to
+    most of the package.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB, e.g. an aligned crop.
+        box: the line's ``[x0, y0, x1, y1]`` in ``image`` pixels.
+    """
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = (round(float(v)) for v in box)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, max(x1, x0 + 1)), min(h, max(y1, y0 + 1))
+    lh = max(1, y1 - y0)
+    lab = cv2.cvtColor(cv2.GaussianBlur(image.astype(np.float32) / 255.0, (0, 0), 1.0), cv2.COLOR_RGB2LAB)
+    # the background's colour: the median of a thin ring just outside the line's box (inside it, bold
+    # letters can be half the pixels)
+    m = max(2, round(0.15 * lh))
+    ring = np.zeros((h, w), bool)
+    ring[max(0, y0 - m):y1 + m, max(0, x0 - m):x1 + m] = True
+    ring[y0:y1, x0:x1] = False
+    if not ring.any():
+        return False
+    colour = np.median(lab[ring], axis=0)
+    near = (np.linalg.norm(lab - colour, axis=2) < COLOUR_TOLERANCE).astype(np.uint8)
+    near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))  # across the strokes
+    _, labels = cv2.connectedComponents(near, connectivity=8)
+    touching = np.unique(labels[ring])
+    grown = np.isin(labels, touching[touching > 0])
+    if not grown.any():
+        return False
+    ys, xs = np.nonzero(grown)
+    r = LABEL_REACH * lh
+    return bool(ys.min() > 0 and xs.min() > 0 and ys.max() < h - 1 and xs.max() < w - 1
+                and ys.min() >= y0 - r and ys.max() <= y1 + r and xs.min() >= x0 - r and xs.max() <= x1 + r)
 
 
 def _box_pixels(shape: tuple[int, ...], box: list[float]) -> np.ndarray:

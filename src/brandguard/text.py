@@ -35,16 +35,21 @@ __all__ = [
     "SWAP_CONFIDENCE",
     "TextReader",
     "available",
+    "brand_read_in_place",
     "confident_swap",
     "line_boxes",
     "line_reads",
     "misread_count",
     "misspelt_count",
     "misspelt_distance",
+    "names_brand",
     "normalise",
+    "other_brand_reading",
     "other_name_lines",
     "read_lines_many",
     "read_reference_text",
+    "read_tall_lines",
+    "reads_name",
     "reads_other_name",
     "reads_other_product",
     "reference_lines",
@@ -487,6 +492,138 @@ def reads_other_product(details: Sequence[dict[str, Any]]) -> bool:
         if not np.isfinite(float(d.get("distance", float("nan")))) or _reads_right(d):
             return False  # mostly covered, or read right: this product
     return any(other_name_lines(details))
+
+
+#: a line of the photo is as prominent as the brand's name from this share of the height of the tallest
+#: reference line that names the brand (:func:`other_brand_reading`)
+OTHER_BRAND_HEIGHT = 0.7
+#: lines of the photo at least this share of the lowest brand line's height are searched for the brand's name
+#: (low: a brand whose logo reads as text has a brand line much taller than its printed name)
+FOUND_HEIGHT = 0.25
+#: OCR confidence from which a line of the photo that reads none of the product's texts names something else
+#: (:func:`other_brand_reading`); lower than :data:`MIN_CONFIDENCE`: a whole line read by detection, not a
+#: reference line's place, and it can only turn a verdict into ``unknown``
+OTHER_BRAND_CONFIDENCE = 0.8
+
+
+def reads_name(expected: str, read: str) -> bool:
+    """Whether ``read`` is ``expected``, a misspelling of it or a part of it: it keeps
+    :data:`OTHER_NAME_RUN` characters of it in a row (all of it when shorter, all but one of a short reading's),
+    or it is about as long
+    (0.6 to 1.67 times) and shares (:func:`shared_letters`) at least :data:`OTHER_NAME_SHARE` of its characters.
+
+    Example:
+        >>> reads_name("Reebok", "Rebeok"), reads_name("AMD", "Model CF-2041"), reads_name("Red Bull", "Reu")
+        (True, False, True)
+    """
+    import difflib
+
+    e, r = normalise(expected), normalise(read)
+    if not e or not r:
+        return False
+    run = difflib.SequenceMatcher(None, e, r, autojunk=False).find_longest_match(0, len(e), 0, len(r)).size
+    if run >= min(OTHER_NAME_RUN, len(e), max(2, len(r) - 1)):  # ``Reu``: what a sticker left of ``Red Bull``
+        return True
+    return _SLID_LENGTH[0] <= len(r) / len(e) <= _SLID_LENGTH[1] and shared_letters(e, r) >= OTHER_NAME_SHARE * len(e)
+
+
+def names_brand(text: str, brand: str) -> bool:
+    """Whether a reference line names the brand ``brand`` (its folder name, e.g. ``the-north-face``): one
+    contains the other after :func:`normalise` (``AMDL``, the AMD logo read as text, names ``amd``), at least
+    two characters of it."""
+    t, b = normalise(text), normalise(brand)
+    return min(len(t), len(b)) >= 2 and (b in t or t in b)
+
+
+def brand_read_in_place(placed: Sequence[dict[str, Any]], brand: str) -> bool:
+    """Whether a reference line that names ``brand`` (:func:`names_brand`) reads it at its place in the photo:
+    read as it is, misspelt or in part (:func:`reads_name`, at any confidence), or left unread because the
+    structure channel sees the references' strokes there (``skipped``, :func:`unread_details`).
+
+    Args:
+        placed: the reference lines as read at their places (:func:`text_mismatch` or
+            :func:`unread_details` details: ``text``, ``read``, ``skipped``).
+        brand: the product's brand (folder name).
+    """
+    return any(names_brand(str(d.get("text", "")), brand)
+               and (bool(d.get("skipped", False)) or reads_name(str(d["text"]), str(d.get("read", ""))))
+               for d in placed)
+
+
+def other_brand_reading(photo_lines: Sequence[dict[str, Any]], lines: Sequence[dict[str, Any]],
+                        known: Sequence[str], brand: str, placed: Sequence[dict[str, Any]] = ()) -> str | None:
+    """What a photo reads in place of its product's brand name, when it reads another brand's name: the
+    product of another brand that shares this one's packaging template (``FILA`` where the references read
+    ``Reebok``, ``Roku`` where they read ``AMD``), which the index does not hold. None when it reads this
+    brand, or nothing that names another.
+
+    It is another brand's name when (a) some reference lines name the brand (:func:`names_brand`); (b) no line
+    of the photo at least :data:`FOUND_HEIGHT` times as tall as the lowest of them, nor any of them read at its
+    own place (``placed``; one left unread there because its strokes are the references' counts as read,
+    :func:`brand_read_in_place`), reads any of them (:func:`reads_name`, at any confidence: a counterfeit's misspelt
+    ``Rebeok`` or partly erased ``Ree`` is this brand, and so is a package that reads ``LG`` where LG's name
+    is printed and ``FILA`` in its logo's place); and (c) a line of the photo as prominent as the brand's name (at least
+    :data:`OTHER_BRAND_HEIGHT` times as tall as the tallest of them), read at least
+    :data:`OTHER_BRAND_CONFIDENCE` confident, with at least three letters, reads none of the product's texts
+    (its reference lines and ``known``: whatever its references read, its name). Another brand's name stands
+    where a brand's name does on the template, as large (not necessarily in the same place: its layout may
+    differ); a badge or sticker a counterfeiter puts over the brand name (``ORIGINAL QUALITY``) is a line
+    marked ``on_label`` (:func:`brandguard.stickers.on_a_label`), and digits (``100%``) name nothing.
+
+    Args:
+        photo_lines: the lines read in the aligned crop, ``{text, box: [x0, y0, x1, y1], confidence}``
+            (canonical pixels), e.g. :func:`read_tall_lines`, and optionally ``on_label`` (True: printed on a
+            label or badge of its own) and ``unchanged`` (True: the structure channel sees the references'
+            strokes under it, so it is print the references show, small print included): never another
+            brand's name.
+        lines: the product's reference lines (:func:`reference_lines`), boxes in the same frame.
+        known: every other text of the product (what its references read, its name).
+        brand: the product's brand (folder name).
+        placed: the reference lines read at their places in the crop (:func:`text_mismatch` details, ``text``
+            and ``read``), which detection can miss (a short name in a noisy photo); see
+            :func:`brand_read_in_place`.
+
+    Returns:
+        the reading of the other name (the tallest such line), or None.
+
+    Example:
+        >>> refs = [{"text": "Reebok", "box": [60, 20, 200, 60]}, {"text": "Core Trainers", "box": [60, 200, 200, 225]}]
+        >>> photo = [{"text": "FILA", "box": [50, 30, 210, 100], "confidence": 0.97},
+        ...          {"text": "Pro Trainers", "box": [60, 200, 190, 225], "confidence": 0.97}]
+        >>> other_brand_reading(photo, refs, ["Reebok", "Core Trainers"], "reebok")
+        'FILA'
+        >>> other_brand_reading(photo + [{"text": "Rebeok", "box": [60, 110, 200, 150], "confidence": 0.5}],
+        ...                     refs, ["Reebok", "Core Trainers"], "reebok") is None
+        True
+    """
+    named = [ln for ln in lines if names_brand(str(ln.get("text", "")), brand)]
+    if not named:
+        return None
+    heights = [float(ln["box"][3] - ln["box"][1]) for ln in named]
+    low, high = FOUND_HEIGHT * min(heights), OTHER_BRAND_HEIGHT * max(heights)
+    tall = [p for p in photo_lines if float(p["box"][3] - p["box"][1]) >= low and normalise(str(p.get("text", "")))]
+    if any(reads_name(str(ln["text"]), str(p["text"])) for ln in named for p in tall) \
+            or brand_read_in_place(placed, brand):
+        return None  # this brand's name, as it is, misspelt or in part
+    # the product's texts (a reading of one or two characters, a stray letter of a logo, would match anything)
+    texts = [t for t in [str(ln.get("text", "")) for ln in lines] + [str(k) for k in known] if len(normalise(t)) >= 3]
+    other = [p for p in tall if float(p["box"][3] - p["box"][1]) >= high and not p.get("on_label", False)
+             and not p.get("unchanged", False)
+             and float(p.get("confidence", 0.0)) >= OTHER_BRAND_CONFIDENCE
+             and sum(c.isalpha() for c in normalise(str(p["text"]))) >= 3
+             and not any(reads_name(t, str(p["text"])) or reads_name(str(p["text"]), t) for t in texts)]
+    if not other:
+        return None
+    return str(max(other, key=lambda p: float(p["box"][3] - p["box"][1]))["text"])
+
+
+def read_tall_lines(crop: np.ndarray, reader: TextReader, min_height: float) -> list[dict[str, Any]]:
+    """Detect the text lines of an aligned crop and read those at least ``min_height`` pixels high (each
+    alone, :meth:`TextReader.recognise_each`): ``[{text, box: [x0, y0, x1, y1], confidence, crop}]`` (``crop``:
+    the line's upright RGB pixels)."""
+    found = [(box, c) for box, c in (reader.detect(crop) or []) if box[3] - box[1] >= min_height]
+    reads = reader.recognise_each([c for _, c in found]) if found else []
+    return [{"text": t, "box": box, "confidence": conf, "crop": c} for (box, c), (t, conf) in zip(found, reads)]
 
 
 #: OCR confidence from which a photo's full-length letter swap in a consistently read line is evidence in
