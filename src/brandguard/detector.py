@@ -852,8 +852,9 @@ class Detector:
         def unchanged(box: Sequence[float]) -> bool:
             return structure is not None and not line_support(structure, box, cell, kept) >= TEXT_SUPPORT
 
-        photo = [{**p, "on_label": on_a_label(crop, p["box"]) or under_overlay(p["box"]),
-                  "unchanged": unchanged(p["box"])} for p in read_tall_lines(crop, reader, low)]
+        photo = [{**p, "unchanged": unchanged(p["box"])} for p in read_tall_lines(crop, reader, low)]
+        for p in photo:  # the label search grows colours over the whole crop: only for lines that could count
+            p["on_label"] = not p["unchanged"] and (under_overlay(p["box"]) or on_a_label(crop, p["box"]))
         other = other_brand_reading(photo, m.text_lines, known, m.brand, text_details)
         if other is None:
             return None
