@@ -96,15 +96,22 @@ def test_inference_network_folds_batch_norms_without_changing_vectors(embedder):
     CPU): the same vectors as the loaded network, which stays as it was (training builds on it)."""
     import torch.nn.functional as F
 
-    from brandguard.embedding import fold_batchnorm
+    from brandguard.embedding import Embedder, fold_batchnorm
 
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in embedder.net.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in embedder.backbone.net.modules())
     images = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
-    with torch.inference_mode(), embedder._autocast():
-        ref, _ = embedder.backbone.net(embedder._to_tensor(images))
-    np.testing.assert_allclose(embedder.embed_global(list(images)), F.normalize(ref.float(), dim=1).numpy(),
-                               atol=2e-3 if embedder.dtype is not None else 1e-4)
+    # folding is exact arithmetic: in fp32 the folded network gives the loaded network's vectors
+    exact = Embedder.from_name("efficientnet_lite0", device="cpu", precision="fp32")
+    with torch.inference_mode():
+        ref, _ = exact.backbone.net(exact._to_tensor(images))
+    ref_vecs = F.normalize(ref.float(), dim=1).numpy()
+    np.testing.assert_allclose(exact.embed_global(list(images)), ref_vecs, atol=1e-4)
+    # where the CPU has bfloat16 (precision auto), the folded weights are rounded to it: the same directions
+    # within bfloat16's precision (measured: cosine 0.996-0.998 to the fp32 vectors)
+    vecs = embedder.embed_global(list(images))
+    cosine = (vecs * ref_vecs).sum(1)
+    assert cosine.min() > (0.99 if embedder.dtype is not None else 0.99999), cosine
 
     class NormFirst(torch.nn.Module):  # a batch norm registered after the convolution it comes before
         def __init__(self) -> None:

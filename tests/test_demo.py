@@ -7,11 +7,20 @@ import json
 import pytest
 
 
-def test_small_demo_runs_end_to_end(tmp_path, capsys):
+def test_small_demo_runs_end_to_end_with_finetuning(tmp_path, capsys, monkeypatch):
+    """`brandguard demo --finetune` on the small set, as a user types it (tiny training settings, injected where
+    the CLI calls run_demo): generation, fine-tuning with its guard, indexing, calibration, scoring, report and
+    figures, for both photo models. One run covers what the plain demo and the fine-tuning demo both do."""
+    import functools
+
+    import brandguard.demo
     from brandguard.cli import main
 
+    tiny = {"data.canonical_size": 128, "data.crop": 64, "data.global_size": 64, "data.batch_pairs": 3,
+            "optim.steps_per_epoch": 2, "optim.epochs": 1, "optim.warmup_steps": 1, "runtime.device": "cpu"}
+    monkeypatch.setattr(brandguard.demo, "run_demo", functools.partial(brandguard.demo.run_demo, train_overrides=tiny))
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--size", "small", "--no-progress"]) == 0
+    assert main(["demo", "--out", str(out), "--size", "small", "--no-progress", "--finetune"]) == 0
     printed = capsys.readouterr().out
     for words in ("AUROC", "right brand", "unknown", "per edit type"):
         assert words in printed
@@ -29,26 +38,16 @@ def test_small_demo_runs_end_to_end(tmp_path, capsys):
     assert metrics["photo_models"]["demo"]["auroc"] == metrics["auroc"]
     assert (out / "photo-studio-casual" / "results.csv").is_file()
     assert (out / "photo-studio-casual" / "data" / "dataset.json").is_file()
-
-
-def test_demo_with_finetuning_compares_pretrained_and_finetuned(tmp_path):
-    from brandguard.demo import run_demo
-
-    tiny = {"data.canonical_size": 128, "data.crop": 64, "data.global_size": 64, "data.batch_pairs": 3,
-            "optim.steps_per_epoch": 2, "optim.epochs": 1, "optim.warmup_steps": 1, "runtime.device": "cpu"}
-    lines: list[str] = []
-    out = tmp_path / "demo"
-    metrics = run_demo(out, size="small", progress=False, echo=lines.append, finetune=True, train_overrides=tiny,
-                       photo_models=("demo",))
-    text = "\n".join(lines)
+    # fine-tuning: its validation set and training log, then either both pipelines on the same listings or a
+    # refusal that says so
     assert (out / "val" / "labels.csv").is_file() and (out / "finetune" / "metrics.csv").is_file()
-    if "pretrained" in metrics:  # the guard accepted the model: both pipelines on the same listings
-        assert "listing photos (not used in training)" in text and "fine-tuned backbone" in text
+    if "pretrained" in metrics:  # the guard accepted the model
+        assert "listing photos (not used in training)" in printed and "fine-tuned backbone" in printed
         assert set(metrics["pretrained"]) >= {"auroc", "tpr_1", "brand_accuracy"}
-        assert json.loads((out / "metrics.json").read_text())["finetune"]["best"].endswith("best")
+        assert metrics["finetune"]["best"].endswith("best")
         assert (out / "index-pretrained" / "manifest.json").is_file()
     else:  # refused: scored with the pretrained backbone, and said so
-        assert "did not beat the pretrained backbone" in text and "untuned pretrained backbone" in text
+        assert "did not beat the pretrained backbone" in printed and "untuned pretrained backbone" in printed
 
 
 def test_a_second_fine_tuning_run_replaces_only_what_a_demo_wrote(tmp_path):
