@@ -146,6 +146,27 @@ def _read_region(image: np.ndarray, H: np.ndarray, box: tuple[float, float, floa
                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _clip_box(box: Sequence[float], h: int, w: int) -> tuple[int, int, int, int]:
+    """``box`` ``[x0, y0, x1, y1]`` rounded to whole pixels inside an ``h x w`` image, at least one pixel."""
+    x0, y0, x1, y1 = (round(float(v)) for v in box)
+    return max(0, x0), max(0, y0), min(w, max(x1, x0 + 1)), min(h, max(y1, y0 + 1))
+
+
+def _lab(image: np.ndarray) -> np.ndarray:
+    """``(h, w, 3)`` float32 CIE Lab of a uint8 RGB image, lightly blurred (sigma 1 px) against JPEG noise."""
+    return cv2.cvtColor(cv2.GaussianBlur(image.astype(np.float32) / 255.0, (0, 0), 1.0), cv2.COLOR_RGB2LAB)
+
+
+def _grown_colour(lab: np.ndarray, colour: np.ndarray, seed: Any) -> np.ndarray:
+    """``(h, w)`` bool, the pixels within :data:`COLOUR_TOLERANCE` (CIE Lab) of ``colour``, closed across
+    thin strokes, that are connected to a pixel of ``seed`` (a bool mask or an index such as a slice)."""
+    near = (np.linalg.norm(lab - colour, axis=2) < COLOUR_TOLERANCE).astype(np.uint8)
+    near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))  # across the strokes
+    _, labels = cv2.connectedComponents(near, connectivity=8)
+    touching = np.unique(labels[seed])
+    return np.isin(labels, touching[touching > 0])
+
+
 def _sticker_pixels(region: np.ndarray, line_box: list[float]) -> np.ndarray:
     """``(h, w)`` bool, the sticker a price line was read on: the pixels of the line's background colour
     (the median colour inside its box: strokes are the fewer pixels) connected to the line, within
@@ -153,8 +174,7 @@ def _sticker_pixels(region: np.ndarray, line_box: list[float]) -> np.ndarray:
     and at least the line's box grown by :data:`BOX_MARGIN` of its height (where the sticker has the
     package's colour, the colour says nothing of its extent)."""
     h, w = region.shape[:2]
-    x0, y0, x1, y1 = (round(v) for v in line_box)
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, max(x1, x0 + 1)), min(h, max(y1, y0 + 1))
+    x0, y0, x1, y1 = _clip_box(line_box, h, w)
     lh = max(1, y1 - y0)
     m = round(BOX_MARGIN * lh)
     fallback = np.zeros((h, w), bool)
@@ -163,13 +183,9 @@ def _sticker_pixels(region: np.ndarray, line_box: list[float]) -> np.ndarray:
     r = round(REACH * lh)
     bound = np.zeros((h, w), bool)
     bound[max(0, y0 - r):y1 + r, max(0, x0 - r):x1 + r] = True
-    lab = cv2.cvtColor(cv2.GaussianBlur(region.astype(np.float32) / 255.0, (0, 0), 1.0), cv2.COLOR_RGB2LAB)
+    lab = _lab(region)
     colour = np.median(lab[y0:y1, x0:x1].reshape(-1, 3), axis=0)
-    near = (np.linalg.norm(lab - colour, axis=2) < COLOUR_TOLERANCE).astype(np.uint8)
-    near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))  # across the strokes
-    _, labels = cv2.connectedComponents(near, connectivity=8)
-    touching = np.unique(labels[y0:y1, x0:x1])
-    grown = np.isin(labels, touching[touching > 0]) & bound
+    grown = _grown_colour(lab, colour, np.s_[y0:y1, x0:x1]) & bound
     if not grown.any():
         return fallback
     hull = cv2.convexHull(cv2.findNonZero(grown.astype(np.uint8)))
@@ -195,10 +211,9 @@ def on_a_label(image: np.ndarray, box: Sequence[float]) -> bool:
         box: the line's ``[x0, y0, x1, y1]`` in ``image`` pixels.
     """
     h, w = image.shape[:2]
-    x0, y0, x1, y1 = (round(float(v)) for v in box)
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, max(x1, x0 + 1)), min(h, max(y1, y0 + 1))
+    x0, y0, x1, y1 = _clip_box(box, h, w)
     lh = max(1, y1 - y0)
-    lab = cv2.cvtColor(cv2.GaussianBlur(image.astype(np.float32) / 255.0, (0, 0), 1.0), cv2.COLOR_RGB2LAB)
+    lab = _lab(image)
     # the background's colour: the median of a thin ring just outside the line's box (inside it, bold
     # letters can be half the pixels)
     m = max(2, round(0.15 * lh))
@@ -208,11 +223,7 @@ def on_a_label(image: np.ndarray, box: Sequence[float]) -> bool:
     if not ring.any():
         return False
     colour = np.median(lab[ring], axis=0)
-    near = (np.linalg.norm(lab - colour, axis=2) < COLOUR_TOLERANCE).astype(np.uint8)
-    near = cv2.morphologyEx(near, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))  # across the strokes
-    _, labels = cv2.connectedComponents(near, connectivity=8)
-    touching = np.unique(labels[ring])
-    grown = np.isin(labels, touching[touching > 0])
+    grown = _grown_colour(lab, colour, ring)
     if not grown.any():
         return False
     ys, xs = np.nonzero(grown)
