@@ -18,19 +18,10 @@ under the same translations (a lattice); print on the package does not continue 
 3. A translation (and the differences of two of them) is kept only where the background repeats under it
    too (:data:`MIN_REPEAT`, the background's correlation with itself shifted by it): a tiled overlay
    repeats everywhere, a chance match somewhere does not.
-   On a busy background (gravel, foliage, a grainy scene) neither holds: the copies of a faint overlay match
-   less well and the background repeats under no translation. There a translation is also kept where at
-   least :data:`AGREE` changed windows find their best copy (at least :data:`WEAK_MATCH`) under it or twice
-   it, which chance matches do not; but not where the package's own colours are found again under it
-   (:data:`PACKAGE_REPEAT`): a second unit or a collage's other view that was not found as an instance of
-   its own repeats every change too.
 4. With at least two translations kept, a pixel of the package is under the overlay where the background
    shows a stroke at that pixel shifted by them (the median over the translations, at least :data:`STROKE`
    and :data:`STROKE_OVER_TEXTURE` times the background's median level) and the photo differs from the
-   reference there (:data:`STROKE`): :attr:`Overlay.mask`, grown by :data:`GROW` pixels. Under an agreed
-   translation (step 3) one copy beyond the package is enough where its local pattern matches the photo's
-   difference to the reference (:data:`LOCAL_MATCH` over :data:`LOCAL_WINDOW` pixels): a package reaching
-   near the photo's edge has a copy on one side only.
+   reference there (:data:`STROKE`): :attr:`Overlay.mask`, grown by :data:`GROW` pixels.
 
 The detector then fills the masked pixels from their surroundings (``cv2.inpaint``) and compares again with
 them left out of the structure channel (:attr:`brandguard.mismatch.AlignedView.ignore`); the OCR reads the
@@ -49,8 +40,8 @@ import numpy as np
 
 from brandguard.mismatch import CHANGED_Z, structure_map
 
-__all__ = ["AGREE", "GROW", "LOCAL_MATCH", "LOCAL_WINDOW", "MAX_SHARE", "MIN_MATCH", "MIN_REPEAT", "OVERLAY_MASK_NOTE",
-           "PACKAGE_REPEAT", "REPEAT_COLOUR", "STROKE", "STROKE_OVER_TEXTURE", "WEAK_MATCH", "Overlay", "find_overlay"]
+__all__ = ["GROW", "MAX_SHARE", "MIN_MATCH", "MIN_REPEAT", "OVERLAY_MASK_NOTE", "STROKE", "STROKE_OVER_TEXTURE", "Overlay",
+           "find_overlay"]
 
 #: normalised cross-correlation a changed window's difference needs with a copy outside the package
 MIN_MATCH = 0.45
@@ -64,19 +55,6 @@ STROKE_OVER_TEXTURE = 3.0
 GROW = 2
 #: an overlay covering more of the package than this is not trusted (nothing of the print would be left)
 MAX_SHARE = 0.45
-#: on a busy background (gravel, foliage, a grainy scene) a faint overlay's copies match less well and the
-#: background does not repeat: a translation is then kept where at least :data:`AGREE` changed windows match
-#: a copy beyond the package (normalised cross-correlation at least :data:`WEAK_MATCH`) under it or twice it
-WEAK_MATCH = 0.2
-AGREE = 3
-#: ... unless at least this share of the package's colours (blurred, within :data:`REPEAT_COLOUR` CIE Lab) is
-#: found again under it: a second unit or a collage's other view not found as an instance of its own
-PACKAGE_REPEAT = 0.25
-REPEAT_COLOUR = 10.0
-#: for such a translation, one copy beyond the package is enough for a pixel where the copy's local pattern
-#: (:data:`LOCAL_WINDOW` pixels square) matches the photo's difference to the reference this well
-LOCAL_MATCH = 0.35
-LOCAL_WINDOW = 11
 #: the windows (canonical pixels), how many are tried, and the search's downscale
 _WINDOW = 64
 _WINDOWS = 8
@@ -143,50 +121,6 @@ def _shift_corr(e: np.ndarray, ok: np.ndarray, dy: int, dx: int) -> float:
     return float((a * b).sum() / np.sqrt(((a * a).sum() + _EPS * a.size) * ((b * b).sum() + _EPS * b.size)))
 
 
-def _canonical(t: tuple[int, int]) -> tuple[int, int]:
-    """``t`` or ``-t``, whichever points down (or right): the same repeat."""
-    return (-t[0], -t[1]) if t[0] < 0 or (t[0] == 0 and t[1] < 0) else (t[0], t[1])
-
-
-def _agreed(matches: Sequence[tuple[int, int]], tol: int = 4) -> list[tuple[int, int]]:
-    """``(dy, dx)`` translations that at least :data:`AGREE` of ``matches`` (each window's best copy beyond
-    the package) support, as the translation or twice it (either sign), within ``tol`` pixels."""
-    out: list[tuple[int, int]] = []
-    for a in matches:
-        t = _canonical(a)
-        if np.hypot(*t) < _MIN_SHIFT or any(abs(t[0] - c[0]) <= 3 and abs(t[1] - c[1]) <= 3 for c in out):
-            continue
-        support = 0
-        for b in matches:
-            u = _canonical(b)
-            once = abs(u[0] - t[0]) <= tol and abs(u[1] - t[1]) <= tol
-            twice = abs(u[0] - 2 * t[0]) <= tol + 2 and abs(u[1] - 2 * t[1]) <= tol + 2
-            support += once or twice
-        if support >= AGREE:
-            out.append(t)
-    return out
-
-
-def _package_repeats(lab: np.ndarray, inside: np.ndarray, t: tuple[int, int]) -> float:
-    """Share of the package's pixels (``inside``, eroded) whose colour (``lab``, blurred CIE Lab) is found again
-    under ``+t`` or ``-t`` beyond the package (within :data:`REPEAT_COLOUR`), the better sign: high where a
-    second unit or a collage's other view lies there, low over a background; 1.0 (not trusted) where under
-    neither sign a tenth of the package can be tested."""
-    h, w = inside.shape
-    core = cv2.erode(inside, np.ones((9, 9), np.uint8)).astype(bool)
-    ys, xs = np.nonzero(core)
-    best = -1.0
-    for sgn in (1, -1):
-        y2, x2 = ys + sgn * t[0], xs + sgn * t[1]
-        ok = (y2 >= 0) & (y2 < h) & (x2 >= 0) & (x2 < w)
-        ok[ok] &= inside[y2[ok], x2[ok]] == 0
-        if ok.sum() < 0.1 * max(1, len(ys)):
-            continue
-        d = np.linalg.norm(lab[ys[ok], xs[ok]] - lab[y2[ok], x2[ok]], axis=1)
-        best = max(best, float((d < REPEAT_COLOUR).mean()))
-    return 1.0 if best < 0 else best
-
-
 def find_overlay(image: np.ndarray, H: np.ndarray, size: int, residual: np.ndarray, changed: np.ndarray,
                  valid: np.ndarray, *, cell: int, others: Sequence[np.ndarray] = ()) -> Overlay | None:
     """A seller's overlay over the product, found where the photo's changes repeat beyond the package
@@ -206,8 +140,7 @@ def find_overlay(image: np.ndarray, H: np.ndarray, size: int, residual: np.ndarr
 
     Returns:
         The :class:`Overlay`, or None when no change repeats beyond the package under at least two
-        translations that the background repeats under too, or under one that :data:`AGREE` changed windows
-        agree on.
+        translations that the background repeats under too.
     """
     S, ds, w = size, _DS, _WINDOW
     h_img, w_img = image.shape[:2]
@@ -240,7 +173,6 @@ def find_overlay(image: np.ndarray, H: np.ndarray, size: int, residual: np.ndarr
     z = changed.astype(np.float32).copy()
     G = z.shape[0]
     shifts: list[tuple[int, int]] = []
-    matches: list[tuple[int, int]] = []  # every window's best copy beyond the package, at least WEAK_MATCH
     best_match = 0.0
     for _ in range(_WINDOWS):
         k = int(np.argmax(z))
@@ -258,7 +190,7 @@ def find_overlay(image: np.ndarray, H: np.ndarray, size: int, residual: np.ndarr
         j = int(np.argmax(ncc))
         my, mx = divmod(j, ncc.shape[1])
         best_match = max(best_match, float(ncc[my, mx]))
-        if ncc[my, mx] < WEAK_MATCH:
+        if ncc[my, mx] < MIN_MATCH:
             continue
         Y, X = my * ds, mx * ds  # refined at full resolution around the coarse match
         ya, xa = max(0, Y - ds), max(0, X - ds)
@@ -267,18 +199,8 @@ def find_overlay(image: np.ndarray, H: np.ndarray, size: int, residual: np.ndarr
             continue
         fine = _ncc_map(region, T_full)
         fy, fx = divmod(int(np.argmax(fine)), fine.shape[1])
-        matches.append((ya + fy - y0, xa + fx - x0))
-        if ncc[my, mx] >= MIN_MATCH:
-            shifts.append(matches[-1])
-    agreed = _agreed(matches)
-    if agreed:
-        # a second unit or a collage's other view not found as an instance repeats the package's colours under
-        # its translation; an overlay over a background does not
-        inside = np.zeros((h_img, w_img), np.uint8)
-        cv2.fillPoly(inside, [np.round(quad).astype(np.int32)], 1)
-        lab = cv2.cvtColor(cv2.GaussianBlur(image.astype(np.float32) / 255.0, (0, 0), 3.0), cv2.COLOR_RGB2LAB)
-        agreed = [t for t in agreed if _package_repeats(lab, inside, t) < PACKAGE_REPEAT]
-    if not shifts and not agreed:
+        shifts.append((ya + fy - y0, xa + fx - x0))
+    if not shifts:
         return None
     cands: list[tuple[int, int]] = []
     for t in shifts + [(a[0] - b[0], a[1] - b[1]) for i, a in enumerate(shifts) for b in shifts[i + 1:]]:
@@ -291,10 +213,6 @@ def find_overlay(image: np.ndarray, H: np.ndarray, size: int, residual: np.ndarr
     around2 = ar2 > 0.99
     corr = [_shift_corr(e2, around2, round(t[0] / ds), round(t[1] / ds)) for t in cands[:16]]
     kept = [t for t, c in zip(cands, corr) if c >= MIN_REPEAT]
-    for t in agreed:  # the translation and twice it, each a repeat of the lattice
-        for u in (t, (2 * t[0], 2 * t[1])):
-            if all(abs(u[0] - c[0]) > 3 or abs(u[1] - c[1]) > 3 for c in kept):
-                kept.append(u)
     if len(kept) < 2:
         return None
     # each package pixel in the photo, shifted by every kept translation and its opposite: the background there
@@ -316,23 +234,6 @@ def find_overlay(image: np.ndarray, H: np.ndarray, size: int, residual: np.ndarr
     # a stroke stands out of the background's own texture (its median level) in the shifted samples
     level = max(STROKE, STROKE_OVER_TEXTURE * float(np.median(np.abs(e)[around])))
     strokes = (count >= 2) & (med >= level) & (np.abs(r) >= STROKE) & valid
-    if agreed:
-        # under an agreed translation one copy beyond the package is enough where its local pattern matches the
-        # photo's difference to the reference (a chance texture does not), at half the stroke level
-        def mean(x: np.ndarray) -> np.ndarray:
-            return cv2.boxFilter(x, -1, (LOCAL_WINDOW, LOCAL_WINDOW), borderType=cv2.BORDER_REFLECT)
-
-        rv = np.where(valid, r, 0.0).astype(np.float32)
-        mr, vr = mean(rv), mean(rv * rv) - mean(rv) ** 2
-        for ty, tx in [u for t in agreed for u in (t, (2 * t[0], 2 * t[1]))]:
-            for sgn in (1.0, -1.0):
-                mx_, my_ = p[..., 0] + sgn * tx, p[..., 1] + sgn * ty
-                et = cv2.remap(e, mx_, my_, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-                ok = cv2.remap(ar, mx_, my_, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
-                me = mean(et)
-                local = (mean(rv * et) - mr * me) / np.sqrt(np.maximum(vr, 0) * np.maximum(mean(et * et) - me * me, 0)
-                                                           + 1e-4)
-                strokes |= ok & (local >= LOCAL_MATCH) & (np.abs(et) >= 0.5 * level) & (np.abs(r) >= STROKE) & valid
     mask = cv2.dilate(strokes.astype(np.uint8), np.ones((2 * GROW + 1, 2 * GROW + 1), np.uint8)) > 0
     mask &= valid
     share = float(mask.sum() / max(1, valid.sum()))
