@@ -140,6 +140,21 @@ def test_two_units_of_a_counterfeit_do_not_make_an_overlay(bank_and_stats):
     assert res.channels[0] > 8.0 and ov is None
 
 
+def test_the_mask_samples_the_overlay_lattice_beyond_the_kept_translations():
+    """Copies of a tiled overlay lie at every point of its lattice: a package filling much of the photo has its
+    nearest copies on itself, farther lattice points reach the background (``_lattice_offsets``)."""
+    from brandguard.overlays import LATTICE_STEPS, _lattice_offsets
+
+    kept = [(70, 150), (0, 300)]  # brick rows 70 px apart, names every 300 px, offset half a name
+    offsets = _lattice_offsets(kept, reach=2000.0)
+    assert {(70, 150), (-70, -150), (0, 300), (0, -300)} <= set(offsets)  # the kept translations, both signs
+    assert {(140, 300), (140, 0), (-70, 150), (210, 450)} <= set(offsets)  # other lattice points
+    assert len(offsets) == len(set(offsets)) == (2 * LATTICE_STEPS + 1) ** 2 - 1
+    assert all(np.hypot(*v) <= 400 for v in _lattice_offsets(kept, reach=400.0))
+    # translations along one direction span no lattice: only themselves
+    assert sorted(_lattice_offsets([(0, 300), (0, 600)], reach=2000.0)) == [(0, -600), (0, -300), (0, 300), (0, 600)]
+
+
 @pytest.fixture(scope="module")
 def watermarked(small_dataset, scene_pairs):
     """Seeded watermark-scene photos of the small data set's first products: (design, authentic photo, photo

@@ -19,7 +19,8 @@ under the same translations (a lattice); print on the package does not continue 
    too (:data:`MIN_REPEAT`, the background's correlation with itself shifted by it): a tiled overlay
    repeats everywhere, a chance match somewhere does not.
 4. With at least two translations kept, a pixel of the package is under the overlay where the background
-   shows a stroke at that pixel shifted by them (the median over the translations, at least :data:`STROKE`
+   shows a stroke at that pixel shifted by them and by the points of the lattice they span
+   (:data:`LATTICE_STEPS`; the median over the copies that fall on the background, at least :data:`STROKE`
    and :data:`STROKE_OVER_TEXTURE` times the background's median level) and the photo differs from the
    reference there (:data:`STROKE`): :attr:`Overlay.mask`, grown by :data:`GROW` pixels.
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from brandguard.mismatch import CHANGED_Z, structure_map
 
-__all__ = ["GROW", "MAX_SHARE", "MIN_MATCH", "MIN_REPEAT", "OVERLAY_MASK_NOTE", "STROKE", "STROKE_OVER_TEXTURE", "Overlay",
+__all__ = ["GROW", "LATTICE_STEPS", "MAX_SHARE", "MIN_MATCH", "MIN_REPEAT", "OVERLAY_MASK_NOTE", "STROKE", "STROKE_OVER_TEXTURE", "Overlay",
            "find_overlay"]
 
 #: normalised cross-correlation a changed window's difference needs with a copy outside the package
@@ -55,6 +56,9 @@ STROKE_OVER_TEXTURE = 3.0
 GROW = 2
 #: an overlay covering more of the package than this is not trusted (nothing of the print would be left)
 MAX_SHARE = 0.45
+#: the mask samples the background at the lattice's points up to this many steps along each of its two
+#: shortest translations (:func:`_lattice_offsets`), not only at the kept translations themselves
+LATTICE_STEPS = 3
 #: the windows (canonical pixels), how many are tried, and the search's downscale
 _WINDOW = 64
 _WINDOWS = 8
@@ -119,6 +123,28 @@ def _shift_corr(e: np.ndarray, ok: np.ndarray, dy: int, dx: int) -> float:
     a, b = a[both], b[both]
     a, b = a - a.mean(), b - b.mean()
     return float((a * b).sum() / np.sqrt(((a * a).sum() + _EPS * a.size) * ((b * b).sum() + _EPS * b.size)))
+
+
+def _lattice_offsets(kept: Sequence[tuple[int, int]], reach: float) -> list[tuple[int, int]]:
+    """``(dy, dx)`` offsets at which a package pixel's copies of a tiled overlay lie: every kept translation
+    and its opposite, and the points ``i * t1 + j * t2`` (``|i|, |j| <=`` :data:`LATTICE_STEPS`, within
+    ``reach`` pixels) of the lattice spanned by the shortest kept translation ``t1`` and the shortest one not
+    within 20 degrees of its direction ``t2``. A package that fills much of the photo has its nearest copies
+    on the package itself; farther lattice points still reach the background."""
+    offsets = [(sgn * ty, sgn * tx) for ty, tx in kept for sgn in (1, -1)]
+    by_length = sorted(kept, key=lambda t: float(np.hypot(*t)))
+    t1 = by_length[0]
+    t2 = next((t for t in by_length[1:]
+               if abs(t1[0] * t[1] - t1[1] * t[0]) > np.sin(np.deg2rad(20)) * np.hypot(*t1) * np.hypot(*t)), None)
+    if t2 is None:
+        return offsets
+    for i in range(-LATTICE_STEPS, LATTICE_STEPS + 1):
+        for j in range(-LATTICE_STEPS, LATTICE_STEPS + 1):
+            v = (i * t1[0] + j * t2[0], i * t1[1] + j * t2[1])
+            if (i, j) != (0, 0) and np.hypot(*v) <= reach \
+                    and all(abs(v[0] - o[0]) > 3 or abs(v[1] - o[1]) > 3 for o in offsets):
+                offsets.append(v)
+    return offsets
 
 
 def find_overlay(image: np.ndarray, H: np.ndarray, size: int, residual: np.ndarray, changed: np.ndarray,
@@ -215,18 +241,22 @@ def find_overlay(image: np.ndarray, H: np.ndarray, size: int, residual: np.ndarr
     kept = [t for t, c in zip(cands, corr) if c >= MIN_REPEAT]
     if len(kept) < 2:
         return None
-    # each package pixel in the photo, shifted by every kept translation and its opposite: the background there
+    # each package pixel in the photo, shifted by every kept translation and its opposite, and by the lattice's
+    # other points: the background there
     q = np.stack(np.meshgrid(np.arange(S, dtype=np.float64), np.arange(S, dtype=np.float64)), -1)
     p = cv2.perspectiveTransform(q.reshape(1, -1, 2), H).reshape(S, S, 2).astype(np.float32)
     mag = np.abs(e)
     ar = around.astype(np.float32)
     samples = []
-    for ty, tx in kept:
-        for sgn in (1.0, -1.0):
-            mx_, my_ = p[..., 0] + sgn * tx, p[..., 1] + sgn * ty
-            v = cv2.remap(mag, mx_, my_, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            ok = cv2.remap(ar, mx_, my_, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
-            samples.append(np.where(ok, v, np.nan))
+    x_lo, y_lo = quad.min(0)
+    x_hi, y_hi = quad.max(0)
+    for ty, tx in _lattice_offsets(kept, float(np.hypot(h_img, w_img))):
+        if x_hi + tx < 0 or x_lo + tx > w_img or y_hi + ty < 0 or y_lo + ty > h_img:
+            continue  # the package shifted by it lies wholly outside the photo: no copy there
+        mx_, my_ = p[..., 0] + tx, p[..., 1] + ty
+        v = cv2.remap(mag, mx_, my_, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        ok = cv2.remap(ar, mx_, my_, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
+        samples.append(np.where(ok, v, np.nan))
     stack = np.stack(samples)
     count = np.isfinite(stack).sum(0)
     with np.errstate(all="ignore"):
