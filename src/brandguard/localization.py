@@ -85,8 +85,9 @@ class Surface:
             where a label turns away from the camera by ``theta``.
         inliers: sampled pixels whose optical flow the cylinder follows within 2 pixels (0: not refined).
         axis: 0 the cylinder stands (the label wraps along canonical x), 1 it lies.
-        params: the cylinder's ten parameters: curvature ``k`` (radians of label per half frame), the line
-            facing the camera ``c`` (-1..1), the rows' bend ``t0, t1`` and an affine correction (6).
+        params: the cylinder's :data:`CYLINDER_PARAMS` parameters: curvature ``k`` (radians of label per
+            half frame), the line facing the camera ``c`` (-1..1), the rows' bend ``t0, t1`` and a
+            projective correction (8: see :func:`_cylinder_offsets`).
         gain: how much the cylinder raised the profiles' correlation with the reference's over the plane
             (:func:`search_cylinder`).
         plane_inliers: of the same samples, those the homography alone puts within 2 pixels.
@@ -358,23 +359,35 @@ def support_mask(support: np.ndarray | None, size: int, margin: int, min_cover: 
     return mask.astype(bool)
 
 
+#: parameters of a cylinder's model (:func:`_cylinder_offsets`): curvature, centre, two of row bend, and
+#: the eight of a projective correction
+CYLINDER_PARAMS = 12
+
+
 def _cylinder_offsets(p: np.ndarray, u: np.ndarray, axis: int, size: int) -> np.ndarray:
     """Offsets (canonical pixels) of a label wrapped on a cylinder, seen through the homography that fits
     its middle: ``u`` ``(n, 2)`` canonical positions in -1..1; ``axis`` 0: the cylinder stands (the label
-    wraps along x), 1: it lies. Parameters ``p``: curvature ``k`` (radians of label per half frame), the
-    line facing the camera ``c``, the bend of the label's rows ``t0 + t1 * v`` (looking down on it), and an
-    affine correction (6)."""
+    wraps along x), 1: it lies. Parameters ``p`` (:data:`CYLINDER_PARAMS`): curvature ``k`` (radians of
+    label per half frame), the line facing the camera ``c``, the bend of the label's rows ``t0 + t1 * v``
+    (looking down on it), and a projective correction of the wrapped point (8: translation ``a0, a3``,
+    linear ``a1, a2, a4, a5`` and perspective ``g, h``, all 0 for none). RANSAC fits the homography to
+    the keypoints of a curved label as a whole, so it is off by a small homography, not only an affine
+    map, from the one of the plane that touches the label where it faces the camera: with an affine
+    correction alone, honest bottles seen slightly from one side kept 2-5 pixels of flow unexplained at
+    one edge of the label."""
     k, c, t0, t1 = p[:4]
-    a = p[4:10]
+    a = p[4:12]
     w, v = (u[:, 0], u[:, 1]) if axis == 0 else (u[:, 1], u[:, 0])
     d = w - c
     along = d * np.sinc(k * d / np.pi) - d  # sin(k d) / k - d
     across = (t0 + t1 * v) * (1.0 - np.cos(k * d))
-    half = (size - 1) / 2.0
     ox, oy = (along, across) if axis == 0 else (across, along)
-    ox = ox + a[0] + a[1] * u[:, 0] + a[2] * u[:, 1]
-    oy = oy + a[3] + a[4] * u[:, 0] + a[5] * u[:, 1]
-    return np.c_[ox, oy] * half
+    x, y = u[:, 0] + ox, u[:, 1] + oy
+    den = 1.0 + a[6] * x + a[7] * y
+    xn = ((1.0 + a[1]) * x + a[2] * y + a[0]) / den
+    yn = (a[4] * x + (1.0 + a[5]) * y + a[3]) / den
+    half = (size - 1) / 2.0
+    return np.c_[xn - u[:, 0], yn - u[:, 1]] * half
 
 
 def _cylinder_residual(p: np.ndarray, u: np.ndarray, f: np.ndarray, axis: int, size: int) -> np.ndarray:
@@ -383,6 +396,9 @@ def _cylinder_residual(p: np.ndarray, u: np.ndarray, f: np.ndarray, axis: int, s
 
 #: the most a label's rows bend (half-frames per unit of ``1 - cos``): a camera 17 degrees above the label
 _MAX_BEND = 0.3
+#: the largest perspective terms of the correction (per half frame): one edge of the frame seen 1.5 times
+#: as large as the other
+_MAX_PERSPECTIVE = 0.2
 
 
 def _surface_of(axis: int, params: np.ndarray, size: int, grid: int = 17) -> Surface:
@@ -427,7 +443,7 @@ def search_cylinder(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray,
         columns: profile columns along it.
 
     Returns:
-        The cylinder as a :class:`Surface` (no affine correction yet), or None.
+        The cylinder as a :class:`Surface` (no correction yet), or None.
 
     Raises:
         ValueError: when the three arrays are not the same square shape.
@@ -465,7 +481,7 @@ def search_cylinder(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray,
     gain_best, k, axis, c = best
     if gain_best < min_gain or k < min_curvature:
         return None
-    return dataclasses.replace(_surface_of(axis, np.r_[k, c, np.zeros(8)], size), gain=gain_best)
+    return dataclasses.replace(_surface_of(axis, np.r_[k, c, np.zeros(CYLINDER_PARAMS - 2)], size), gain=gain_best)
 
 
 def _check_maps(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray) -> None:
@@ -486,12 +502,12 @@ def fit_surface(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray, pri
     land too far out and its rows bend; :func:`search_cylinder` finds the curvature roughly. Method: DIS
     optical flow (Kroeger et al., ECCV 2016; OpenCV's ``DISOpticalFlow``) from the reference's
     contrast-normalised grey to the photo's, sampled every ``step`` pixels where the reference has texture,
-    added to ``prior``'s offsets; the ten cylinder parameters refitted to it under a soft-L1 loss
+    added to ``prior``'s offsets; the twelve cylinder parameters refitted to it under a soft-L1 loss
     (``scipy.optimize.least_squares``, scale ``scale`` pixels): the label's position along the wrap is
     ``sin(k d) / k`` of its distance ``d`` from the line facing the camera, its rows bend by
-    ``(t0 + t1 v) (1 - cos(k d))`` (the camera above or below the label), plus an affine correction. A
-    local departure (a moved, mirrored or distorted logo, a missing part) is a jump in the flow that ten
-    parameters cannot follow, so its print is still compared. Calling this again on the crop taken through
+    ``(t0 + t1 v) (1 - cos(k d))`` (the camera above or below the label), plus a projective correction
+    (:func:`_cylinder_offsets`). A local departure (a moved, mirrored or distorted logo, a missing part) is
+    a jump in the flow that twelve smooth parameters cannot follow, so its print is still compared. Calling this again on the crop taken through
     the result refines it where the compression was.
 
     Args:
@@ -540,10 +556,11 @@ def fit_surface(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray, pri
     q = np.c_[xs, ys].astype(np.float64)
     u = q / max(size - 1, 1) * 2.0 - 1.0
     sub = np.random.default_rng(0).choice(len(u), 400, replace=False) if len(u) > 400 else np.arange(len(u))
-    x0 = np.zeros(10) if prior.params is None else np.asarray(prior.params, np.float64).copy()
-    lo, hi = np.full(10, -np.inf), np.full(10, np.inf)
+    x0 = np.zeros(CYLINDER_PARAMS) if prior.params is None else np.asarray(prior.params, np.float64).copy()
+    lo, hi = np.full(CYLINDER_PARAMS, -np.inf), np.full(CYLINDER_PARAMS, np.inf)
     lo[0], hi[0] = 0.0, 2.5  # up to 143 degrees of label either side of the line facing the camera
     lo[2:4], hi[2:4] = -_MAX_BEND, _MAX_BEND
+    lo[10:], hi[10:] = -_MAX_PERSPECTIVE, _MAX_PERSPECTIVE
     x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
     fit = least_squares(_cylinder_residual, x0, args=(u[sub], f[sub], prior.axis, size), loss="soft_l1",
                         f_scale=scale, max_nfev=25, bounds=(lo, hi))
