@@ -90,6 +90,21 @@ def test_a_wrapped_label_seen_from_one_side_is_unwrapped(label):
     assert after < 0.3 * before, (before, after)
 
 
+def test_a_wrapped_label_askew_in_the_frame_is_unwrapped(label):
+    """The canonical frame is the anchor reference's, where a card photographed askew stands at an angle:
+    the label wraps along a direction turned from the frame's axis, and the cylinder turns with it (with the
+    wrap fixed along the frame's axis the label kept 0.040 of structure difference where it keeps 0.011)."""
+    M = cv2.getRotationMatrix2D(((S - 1) / 2.0, (S - 1) / 2.0), 12.0, 1.0)
+    turned = [cv2.warpAffine(im, M, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+              for im in (label, _wrapped(label, 60.0, 0.03))]
+    ref = structure_map(turned[0])
+    surface, again, valid = _refine(turned[0], turned[1])
+    assert abs(math.degrees(surface.params[-1])) == pytest.approx(12.0, abs=4.0)
+    before = np.abs(structure_map(turned[1]) - ref)[valid].mean()
+    after = np.abs(structure_map(again) - ref)[valid].mean()
+    assert after < 0.3 * before, (before, after)
+
+
 def test_a_flat_label_keeps_its_homography(label):
     ref = structure_map(label)
     assert search_cylinder(ref, ref, np.ones((S, S), bool)) is None

@@ -86,8 +86,8 @@ class Surface:
         inliers: sampled pixels whose optical flow the cylinder follows within 2 pixels (0: not refined).
         axis: 0 the cylinder stands (the label wraps along canonical x), 1 it lies.
         params: the cylinder's :data:`CYLINDER_PARAMS` parameters: curvature ``k`` (radians of label per
-            half frame), the line facing the camera ``c`` (-1..1), the rows' bend ``t0, t1`` and a
-            projective correction (8: see :func:`_cylinder_offsets`).
+            half frame), the line facing the camera ``c`` (-1..1), the rows' bend ``t0, t1``, a projective
+            correction (8) and the turn of the wrap's direction (see :func:`_cylinder_offsets`).
         gain: how much the cylinder raised the profiles' correlation with the reference's over the plane
             (:func:`search_cylinder`).
         plane_inliers: of the same samples, those the homography alone puts within 2 pixels.
@@ -359,9 +359,9 @@ def support_mask(support: np.ndarray | None, size: int, margin: int, min_cover: 
     return mask.astype(bool)
 
 
-#: parameters of a cylinder's model (:func:`_cylinder_offsets`): curvature, centre, two of row bend, and
-#: the eight of a projective correction
-CYLINDER_PARAMS = 12
+#: parameters of a cylinder's model (:func:`_cylinder_offsets`): curvature, centre, two of row bend, the
+#: eight of a projective correction, and the turn of the wrap's direction
+CYLINDER_PARAMS = 13
 
 
 def _cylinder_offsets(p: np.ndarray, u: np.ndarray, axis: int, size: int) -> np.ndarray:
@@ -369,20 +369,26 @@ def _cylinder_offsets(p: np.ndarray, u: np.ndarray, axis: int, size: int) -> np.
     its middle: ``u`` ``(n, 2)`` canonical positions in -1..1; ``axis`` 0: the cylinder stands (the label
     wraps along x), 1: it lies. Parameters ``p`` (:data:`CYLINDER_PARAMS`): curvature ``k`` (radians of
     label per half frame), the line facing the camera ``c``, the bend of the label's rows ``t0 + t1 * v``
-    (looking down on it), and a projective correction of the wrapped point (8: translation ``a0, a3``,
-    linear ``a1, a2, a4, a5`` and perspective ``g, h``, all 0 for none). RANSAC fits the homography to
-    the keypoints of a curved label as a whole, so it is off by a small homography, not only an affine
-    map, from the one of the plane that touches the label where it faces the camera: with an affine
-    correction alone, honest bottles seen slightly from one side kept 2-5 pixels of flow unexplained at
-    one edge of the label."""
+    (looking down on it), a projective correction of the wrapped point (8: translation ``a0, a3``, linear
+    ``a1, a2, a4, a5`` and perspective ``g, h``, all 0 for none), and the angle ``phi`` (radians) by which
+    the wrap's direction is turned from the frame's axis.
+
+    Why these: RANSAC fits the homography to the keypoints of a curved label as a whole, so it is off by a
+    small homography, not only an affine map, from the one of the plane that touches the label where it
+    faces the camera (with an affine correction alone, honest bottles seen slightly from one side kept 2-5
+    pixels of flow unexplained at one edge); and the canonical frame is the anchor reference's, where a
+    card photographed askew stands at an angle, so the label's wrap need not run along the frame's axis."""
     k, c, t0, t1 = p[:4]
     a = p[4:12]
-    w, v = (u[:, 0], u[:, 1]) if axis == 0 else (u[:, 1], u[:, 0])
+    phi = p[12]
+    cs, sn = np.cos(phi), np.sin(phi)
+    r = np.c_[cs * u[:, 0] + sn * u[:, 1], cs * u[:, 1] - sn * u[:, 0]]  # the label's own axes
+    w, v = (r[:, 0], r[:, 1]) if axis == 0 else (r[:, 1], r[:, 0])
     d = w - c
     along = d * np.sinc(k * d / np.pi) - d  # sin(k d) / k - d
     across = (t0 + t1 * v) * (1.0 - np.cos(k * d))
     ox, oy = (along, across) if axis == 0 else (across, along)
-    x, y = u[:, 0] + ox, u[:, 1] + oy
+    x, y = u[:, 0] + cs * ox - sn * oy, u[:, 1] + sn * ox + cs * oy  # turned back into the frame
     den = 1.0 + a[6] * x + a[7] * y
     xn = ((1.0 + a[1]) * x + a[2] * y + a[0]) / den
     yn = (a[4] * x + (1.0 + a[5]) * y + a[3]) / den
@@ -399,6 +405,8 @@ _MAX_BEND = 0.3
 #: the largest perspective terms of the correction (per half frame): one edge of the frame seen 1.5 times
 #: as large as the other
 _MAX_PERSPECTIVE = 0.2
+#: the most the wrap's direction turns from the canonical frame's axis (radians: 34 degrees)
+_MAX_TURN = 0.6
 
 
 def _surface_of(axis: int, params: np.ndarray, size: int, grid: int = 17) -> Surface:
@@ -502,13 +510,14 @@ def fit_surface(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray, pri
     land too far out and its rows bend; :func:`search_cylinder` finds the curvature roughly. Method: DIS
     optical flow (Kroeger et al., ECCV 2016; OpenCV's ``DISOpticalFlow``) from the reference's
     contrast-normalised grey to the photo's, sampled every ``step`` pixels where the reference has texture,
-    added to ``prior``'s offsets; the twelve cylinder parameters refitted to it under a soft-L1 loss
-    (``scipy.optimize.least_squares``, scale ``scale`` pixels): the label's position along the wrap is
-    ``sin(k d) / k`` of its distance ``d`` from the line facing the camera, its rows bend by
-    ``(t0 + t1 v) (1 - cos(k d))`` (the camera above or below the label), plus a projective correction
-    (:func:`_cylinder_offsets`). A local departure (a moved, mirrored or distorted logo, a missing part) is
-    a jump in the flow that twelve smooth parameters cannot follow, so its print is still compared. Calling this again on the crop taken through
-    the result refines it where the compression was.
+    added to ``prior``'s offsets; the cylinder's :data:`CYLINDER_PARAMS` parameters refitted to it under a
+    soft-L1 loss (``scipy.optimize.least_squares``, scale ``scale`` pixels): the label's position along the
+    wrap is ``sin(k d) / k`` of its distance ``d`` from the line facing the camera, its rows bend by
+    ``(t0 + t1 v) (1 - cos(k d))`` (the camera above or below the label), the wrap may run at an angle to
+    the frame's axis, plus a projective correction (:func:`_cylinder_offsets`). A local departure (a moved,
+    mirrored or distorted logo, a missing part) is a jump in the flow that a few smooth parameters cannot
+    follow, so its print is still compared. Calling this again on the crop taken through the result refines
+    it where the compression was.
 
     Args:
         reference: ``(S, S)`` float32 a reference's structure in the canonical frame
@@ -560,7 +569,8 @@ def fit_surface(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray, pri
     lo, hi = np.full(CYLINDER_PARAMS, -np.inf), np.full(CYLINDER_PARAMS, np.inf)
     lo[0], hi[0] = 0.0, 2.5  # up to 143 degrees of label either side of the line facing the camera
     lo[2:4], hi[2:4] = -_MAX_BEND, _MAX_BEND
-    lo[10:], hi[10:] = -_MAX_PERSPECTIVE, _MAX_PERSPECTIVE
+    lo[10:12], hi[10:12] = -_MAX_PERSPECTIVE, _MAX_PERSPECTIVE
+    lo[12], hi[12] = -_MAX_TURN, _MAX_TURN
     x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
     fit = least_squares(_cylinder_residual, x0, args=(u[sub], f[sub], prior.axis, size), loss="soft_l1",
                         f_scale=scale, max_nfev=25, bounds=(lo, hi))
