@@ -241,3 +241,33 @@ def test_the_detector_leaves_an_occluder_out_and_still_flags_a_recoloured_logo(d
     assert all(f.raw_score >= a.raw_score - 0.05 for a, f in zip(on[:n], on[n:]))
     apart = [sum(f.raw_score > a.raw_score + 0.3 for a, f in zip(r[:n], r[n:])) for r in (on, off)]
     assert apart[0] > apart[1]
+
+
+def _cut_right(photo: np.ndarray, Hc: np.ndarray, sliver: int) -> np.ndarray:
+    """``photo`` cut ``sliver`` pixels beyond the card's right edge (a package at the edge of the photo)."""
+    right = int(np.ceil(_to_photo(Hc, [(S, 0.0), (S, S)])[:, 0].max()))
+    return np.ascontiguousarray(photo[:, :right + sliver])
+
+
+@pytest.mark.parametrize("sliver", [3, 8])
+def test_a_pen_running_out_of_the_photo_over_the_edge_is_an_occluder(bank_and_stats, sliver):
+    """The package lies at the edge of the photo: a pen over its edge runs out of the photo before it can go
+    on beyond the package, and is still left out."""
+    Hc = _placement(angle=0.0)
+    photo = _cut_right(_photo(_card(), Hc, np.random.default_rng(41), [(_finger(Hc, 24.0), (200, 40, 160))]), Hc, sliver)
+    res, occ, again = _judge(bank_and_stats, photo, Hc)
+    assert max(res.channels[:2]) > 8.0
+    assert occ is not None and occ.share <= MAX_SHARE
+    assert max(again.channels[:2]) < 0.3 * max(res.channels[:2])
+
+
+@pytest.mark.parametrize("sliver", [0, 8])
+def test_print_up_to_the_edge_of_a_package_at_the_edge_of_the_photo_is_not_an_occluder(bank_and_stats, sliver):
+    """Print stops at the package's edge, which the photo shows (a sliver of table beyond it) or where the
+    photo ends: nothing runs on beyond an edge the photo shows, so it is compared. (Cut 3 pixels beyond the
+    edge, about 2 pixels of the occluder search, it cannot be told from a thing running out of the photo:
+    README, "What it cannot tell".)"""
+    Hc = _placement(angle=0.0)
+    photo = _cut_right(_photo(_printed_band(_card()), Hc, np.random.default_rng(42)), Hc, sliver)
+    res, occ, _ = _judge(bank_and_stats, photo, Hc)
+    assert max(res.channels[:2]) > 8.0 and occ is None

@@ -18,7 +18,10 @@ background. :func:`find_occluder` looks for that:
 3. The patch is an occluder when what it is made of
    * continues beyond the package's outline (:func:`package_box`), over at least :data:`MIN_BEYOND` of the
      frame's area and at least :data:`MIN_REACH` of its side away from it (print stops at the package's
-     outline, a finger or a pen goes on);
+     outline, a finger or a pen goes on); or, where the package lies at the edge of the photo and that side
+     of its outline is an edge seen in the photo, runs across the outline out of the photo (the photo ends
+     before the thing could go on; a mark printed up to a package's edge that the photo cuts within about
+     :data:`_BEYOND_GAP` search pixels of it cannot be told from that);
    * covers at most :data:`MAX_RING` of a band :data:`RING` wide around the outline (a thing crosses the
      outline somewhere; a backdrop of the colour of an edit at the package's edge surrounds the package);
    * is one simple (convex) shape where it lies over the frame (:data:`MIN_SOLIDITY`: a finger, a sticker, a
@@ -95,6 +98,7 @@ _BLUR = 1.5      # pixels (of that search): noise and JPEG blocks out of the col
 OUTLINE_EDGE = 20.0
 _BEYOND_GAP = 2  # pixels (of that search) beyond the frame before anything counts as beyond it
 _MIN_CELLS = 3   # a patch smaller than this is no occluder worth the name
+_MIN_EDGE_RUN = 3  # pixels (of that search) along the photo's border a thing must run into beyond the outline
 OCCLUDER_NOTE = ("something running on beyond the package's edge (a finger, a sticker, an object, or background the "
                  "alignment took in) left out ({share:.0%} of the package)")
 
@@ -207,6 +211,14 @@ def package_box(lab: np.ndarray, inside: np.ndarray, off: int, size: int) -> tup
             a + n if right is None else right + 1, a + n if bottom is None else bottom + 1)
 
 
+def _seen_sides(box: tuple[int, int, int, int], off: int, size: int) -> tuple[bool, bool, bool, bool]:
+    """Which sides of :func:`package_box`'s outline (left, top, right, bottom) are an edge seen in the photo
+    rather than the canonical frame's side taken for want of one."""
+    a, n = off // _DS, size // _DS
+    x0, y0, x1, y1 = box
+    return x0 != a, y0 != a, x1 != a + n, y1 != a + n
+
+
 class _Outline(NamedTuple):
     """Masks of the extended frame around the package's outline (:func:`package_box`), made once a photo."""
 
@@ -215,16 +227,25 @@ class _Outline(NamedTuple):
     far: np.ndarray     # (E, E) float32: distance beyond the box, as a share of the frame's side
     ring: np.ndarray    # (E, E) bool: the band RING wide around the box, inside the photo
     area: float         # pixels of ``near``
+    photo_edge: np.ndarray  # (E, E) bool: the photo's border beyond a side of the outline seen in the photo
 
     @classmethod
-    def of(cls, box: tuple[int, int, int, int], inside: np.ndarray, size: int) -> _Outline:
+    def of(cls, box: tuple[int, int, int, int], inside: np.ndarray, size: int,
+           seen: tuple[bool, bool, bool, bool] = (False, False, False, False)) -> _Outline:
         x0, y0, x1, y1 = box
         inner = np.zeros(inside.shape, np.uint8)
         inner[y0:y1, x0:x1] = 1
         k = np.ones((2 * _BEYOND_GAP + 1,) * 2, np.uint8)
         near = cv2.dilate(inner, k) > 0
         far = cv2.distanceTransform(1 - inner, cv2.DIST_L2, 3) * (_DS / size)
-        return cls(near, cv2.erode(inner, k) > 0, far, (far > 0) & (far <= RING) & inside, float(near.sum()))
+        edge = inside & (cv2.dilate((~inside).astype(np.uint8), k, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0)
+        g = _BEYOND_GAP  # the outline's own pixels count: the photo may end right beyond it
+        beyond_seen = np.zeros(inside.shape, bool)
+        for s, sl in zip(seen, (np.s_[:, :x0 + g], np.s_[:y0 + g, :], np.s_[:, x1 - g:], np.s_[y1 - g:, :])):
+            if s:
+                beyond_seen[sl] = True
+        edge &= beyond_seen
+        return cls(near, cv2.erode(inner, k) > 0, far, (far > 0) & (far <= RING) & inside, float(near.sum()), edge)
 
 
 _DISC5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
@@ -250,11 +271,14 @@ def _grow(lab: np.ndarray, inside: np.ndarray, seed: np.ndarray,
     grown = np.isin(comp, keep)
     outside = grown & ~outline.near
     beyond = float(outside.sum()) / outline.area
-    if beyond < MIN_BEYOND:
+    # where the package reaches the photo's edge, a thing crossing its outline runs out of the photo before it
+    # can go on beyond: it runs on as far as the photo shows
+    off_photo = bool((grown & outline.photo_edge).sum() >= _MIN_EDGE_RUN)
+    if beyond < MIN_BEYOND and not off_photo:
         return None
     # how far it goes on beyond the outline (slivers and tendrils of a like colour left out)
     outside = cv2.morphologyEx(outside.astype(np.uint8), cv2.MORPH_OPEN, _DISC5)
-    if not outside.any() or float(outline.far[outside > 0].max()) < MIN_REACH:
+    if not off_photo and (not outside.any() or float(outline.far[outside > 0].max()) < MIN_REACH):
         return None
     # a thing over the package crosses its outline somewhere; a colour that surrounds the package (a backdrop
     # of the print's colour beside an edit at the edge) is the scene, not a thing on top
@@ -317,7 +341,8 @@ def find_occluder(image: np.ndarray, H: np.ndarray, size: int, heat: np.ndarray,
         return None
     lab, inside, off = _extended_lab(image, H, size)
     E = lab.shape[0]
-    outline = _Outline.of(package_box(lab, inside, off, size), inside, size)
+    box = package_box(lab, inside, off, size)
+    outline = _Outline.of(box, inside, size, _seen_sides(box, off, size))
     covered = np.zeros((G, G), bool)
     beyond_total = 0.0
     for patch in patches:
