@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from brandguard.localization import crop_canonical, fit_surface, search_cylinder, surface_valid
+from brandguard.localization import crop_canonical, fit_surface, print_turn, search_cylinder, surface_valid
 from brandguard.mismatch import structure_map
 
 S = 384
@@ -44,9 +44,10 @@ def _refine(face: np.ndarray, crop: np.ndarray) -> tuple[object, np.ndarray, np.
     full = np.ones((S, S), bool)
     surface = search_cylinder(ref, structure_map(crop), full)
     assert surface is not None
+    turn = print_turn(ref)  # measured on the reference, as the detector does
     for _ in range(2):
         again, valid = crop_canonical(crop, crop, H, S, surface=surface)
-        surface = fit_surface(ref, structure_map(again), valid, surface)
+        surface = fit_surface(ref, structure_map(again), valid, surface, turn=turn)
         assert surface is not None
     again, valid = crop_canonical(crop, crop, H, S, surface=surface)
     return surface, again, valid & surface_valid(surface, S, 0.4)
@@ -90,19 +91,39 @@ def test_a_wrapped_label_seen_from_one_side_is_unwrapped(label):
     assert after < 0.3 * before, (before, after)
 
 
+def _turned(image: np.ndarray, deg: float) -> np.ndarray:
+    M = cv2.getRotationMatrix2D(((S - 1) / 2.0, (S - 1) / 2.0), deg, 1.0)
+    return cv2.warpAffine(image, M, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def test_a_wrapped_label_askew_in_the_frame_is_unwrapped(label):
     """The canonical frame is the anchor reference's, where a card photographed askew stands at an angle:
-    the label wraps along a direction turned from the frame's axis, and the cylinder turns with it (with the
-    wrap fixed along the frame's axis the label kept 0.040 of structure difference where it keeps 0.011)."""
-    M = cv2.getRotationMatrix2D(((S - 1) / 2.0, (S - 1) / 2.0), 12.0, 1.0)
-    turned = [cv2.warpAffine(im, M, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-              for im in (label, _wrapped(label, 60.0, 0.03))]
+    the label wraps along the print's own direction, measured on the reference (with the wrap along the
+    frame's axis the label kept 0.040 of structure difference where it keeps about 0.011)."""
+    turned = [_turned(im, 12.0) for im in (label, _wrapped(label, 60.0, 0.03))]
     ref = structure_map(turned[0])
+    assert math.degrees(print_turn(ref)) == pytest.approx(-12.0, abs=1.5)  # y down: the x axis turns up
     surface, again, valid = _refine(turned[0], turned[1])
-    assert abs(math.degrees(surface.params[-1])) == pytest.approx(12.0, abs=4.0)
+    assert math.degrees(surface.params[-1]) == pytest.approx(-12.0, abs=1.5)
     before = np.abs(structure_map(turned[1]) - ref)[valid].mean()
     after = np.abs(structure_map(again) - ref)[valid].mean()
     assert after < 0.3 * before, (before, after)
+
+
+def test_the_wrap_turns_with_the_reference_never_with_the_photo(label):
+    """An edit that turns or shears the print (a logo rotated a few degrees) must not turn the cylinder to
+    hide itself: the wrap's direction is the reference's, whatever the photo shows."""
+    ref = structure_map(label)
+    assert print_turn(ref) == pytest.approx(0.0, abs=math.radians(1.5))
+    crop = _turned(_wrapped(label, 60.0, 0.03), 8.0)  # the photo's print turned, the reference's not
+    surface = search_cylinder(ref, structure_map(crop), np.ones((S, S), bool))
+    assert surface is not None
+    again, valid = crop_canonical(crop, crop, np.eye(3), S, surface=surface)
+    loose = fit_surface(ref, structure_map(again), valid, surface, turn=print_turn(ref), min_ratio=0.0,
+                        min_inliers=0, min_curvature=0.0, min_side=0.0)
+    assert loose.params[-1] == pytest.approx(print_turn(ref), abs=1e-5)  # held, not fitted
+    # a cylinder along the reference's direction does not explain the turned print: it stays evidence
+    assert fit_surface(ref, structure_map(again), valid, surface, turn=print_turn(ref)) is None
 
 
 def test_a_flat_label_keeps_its_homography(label):

@@ -59,6 +59,7 @@ from brandguard.localization import (
     crop_canonical,
     fit_surface,
     flat_print,
+    print_turn,
     product_side,
     search_cylinder,
     support_mask,
@@ -428,10 +429,11 @@ class Detector:
         surface = search_cylinder(ref, structure_map(crop), valid & bank.valid[0])
         if surface is None:
             return crop, valid, noise
+        turn = print_turn(ref, bank.valid[0])  # the reference's own tilt in the frame, never the photo's
         refined = None  # the search's rough cylinder is never used as it is: the flow must confirm it
         for _ in range(_SURFACE_ROUNDS):
             c2, v2 = crop_canonical(prepared[0], _full(prepared), a.H, S, surface=surface)
-            fitted = fit_surface(ref, structure_map(c2), v2 & bank.valid[0], surface)
+            fitted = fit_surface(ref, structure_map(c2), v2 & bank.valid[0], surface, turn=turn)
             if fitted is None:
                 break
             moved = float(np.abs(fitted.grid - surface.grid).max())
