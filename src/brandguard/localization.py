@@ -445,7 +445,8 @@ def print_turn(structure: np.ndarray, valid: np.ndarray | None = None, *, bins: 
 
     Returns:
         The angle: the package's own x axis runs along ``(cos a, sin a)`` in frame pixels (y down); 0.0 where
-        no direction stands out (fewer than 2% of the strokes in the peak's 5 degrees above a uniform spread).
+        no direction stands out (fewer than 2% of the strokes in the peak's 5 degrees above a uniform spread)
+        or where the peak lies beyond +-:data:`_MAX_TURN`.
     """
     ref = np.nan_to_num(np.asarray(structure, np.float32))
     gx = cv2.Sobel(ref, cv2.CV_32F, 1, 0, ksize=3)
@@ -466,7 +467,7 @@ def print_turn(structure: np.ndarray, valid: np.ndarray | None = None, *, bins: 
         return 0.0
     a = (i + 0.5) * (np.pi / 2) / bins
     a = a - np.pi / 2 if a > np.pi / 4 else a  # -45..45 degrees
-    return float(np.clip(a, -_MAX_TURN, _MAX_TURN)) if abs(a) <= _MAX_TURN else 0.0
+    return float(a) if abs(a) <= _MAX_TURN else 0.0
 
 
 def search_cylinder(reference: np.ndarray, photo: np.ndarray, valid: np.ndarray, *, min_gain: float = 0.03,
