@@ -67,3 +67,59 @@ def test_simulated_listing_photos_do_not_depend_on_the_thread_that_draws_them() 
         for x, y in zip(a, b):
             assert np.array_equal(x, y)
     assert not np.array_equal(alone[0][0], alone[0][1])  # the views differ from each other
+
+
+def test_nan_statistics_match_numpy_and_never_touch_the_warning_filters() -> None:
+    """The build's threads reduce maps with all-NaN cells; numpy would warn, and silencing that with
+    ``warnings.catch_warnings`` is process-wide and races between threads."""
+    import warnings
+
+    from brandguard.mismatch import nan_median, nan_std
+
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(7, 3, 5, 5)).astype(np.float32)
+    maps[rng.random(maps.shape) < 0.3] = np.nan
+    maps[:, 1, 2, 3] = np.nan  # a cell no photo measured
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        mu, sd = nan_median(maps, axis=0), nan_std(maps, axis=0)
+        assert np.isnan(nan_median(np.full(4, np.nan, np.float32)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want_mu, want_sd = np.nanmedian(maps, axis=0), np.nanstd(maps, axis=0)
+    assert mu.dtype == np.float32 and mu.shape == (3, 5, 5)
+    np.testing.assert_array_equal(mu, want_mu)  # numpy's own values, NaN where numpy gives NaN
+    np.testing.assert_allclose(sd, want_sd, rtol=1e-6)
+    assert np.isnan(mu[1, 2, 3]) and np.isnan(sd[1, 2, 3])
+
+
+def test_products_fitted_side_by_side_give_the_index_built_one_by_one(small_dataset, small_index, embedder) -> None:
+    """The default build fits products on every worker at once; one worker fits them in turn. Both must give
+    the same products, keypoints, statistics and verdicts, and leave the process's warning filters as they
+    were."""
+    import warnings
+
+    from brandguard.config import Config
+    from brandguard.detector import Detector
+    from brandguard.index import ReferenceIndex
+
+    assert Config().runtime.workers >= 2 and len(small_index.products) >= 2  # the fixture was built side by side
+    filters = list(warnings.filters)
+    serial = ReferenceIndex.build(small_dataset.refs_dir, Config().with_overrides({"runtime.workers": 1}),
+                                  embedder=embedder)
+    assert warnings.filters == filters
+    assert [(m.key, m.view, [r.path for r in m.refs]) for m in serial.products] == \
+        [(m.key, m.view, [r.path for r in m.refs]) for m in small_index.products]
+    for a, b in zip(serial.products, small_index.products):
+        np.testing.assert_array_equal(a.kp_xy, b.kp_xy)
+        np.testing.assert_array_equal(a.kp_desc, b.kp_desc)
+        np.testing.assert_allclose(a.stats.mu_s, b.stats.mu_s, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a.stats.sigma_c, b.stats.sigma_c, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a.calibration_scores, b.calibration_scores, rtol=1e-5, atol=1e-6)
+        assert a.ref_text == b.ref_text
+    photos = sorted(small_dataset.listings_dir.glob("*.jpg"))[:6]
+    one, side = Detector(serial, embedder), Detector(small_index, embedder)
+    for photo in photos:
+        p, q = one.predict(photo), side.predict(photo)
+        assert (p.verdict, p.product) == (q.verdict, q.product)
+        assert abs(p.raw_score - q.raw_score) < 1e-4

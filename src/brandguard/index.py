@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import time
 import warnings
 from collections import defaultdict
@@ -228,6 +229,25 @@ def _progress(iterable: Iterable[Any], enabled: bool, desc: str, total: int | No
     return tqdm(iterable, desc=desc, total=total, unit=unit)
 
 
+#: per build thread: its stack of timed phases, and whether it is a worker of the product pool (:meth:`ReferenceIndex._add`)
+_BUILD_THREAD = threading.local()
+_PHASE_LOCK = threading.Lock()
+
+
+class _InlineExecutor:
+    """The part of :class:`~concurrent.futures.ThreadPoolExecutor` the build uses (``map`` in a ``with``),
+    running every call in the calling thread."""
+
+    def __enter__(self) -> _InlineExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Any, *iterables: Iterable[Any]) -> Iterator[Any]:
+        return map(fn, *iterables)
+
+
 @contextmanager
 def _network_on_one_core(device: str) -> Iterator[None]:
     """While building on a CPU, every call of the network runs on one core (restored afterwards).
@@ -253,6 +273,27 @@ def _network_on_one_core(device: str) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def _libraries_on_one_core() -> Iterator[None]:
+    """While building, OpenBLAS (numpy's matrix products) and OpenCV run each call on the calling thread.
+
+    The build runs ``runtime.workers`` threads of its own; each library's own pool on top of them only adds
+    threads that spin while they wait (on 2 idle cores, the demo's 162 references took 100-113 CPU seconds
+    with the libraries' pools against 79-80 without, for the same index). Restored afterwards; OpenCV's
+    setting is process-wide, so scoring in another thread of this process meanwhile runs OpenCV on one core.
+    """
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 class ReferenceIndex:
@@ -348,19 +389,33 @@ class ReferenceIndex:
 
     @contextmanager
     def _phase(self, name: str) -> Iterator[None]:
-        """Time a building phase into :attr:`build_seconds` (exclusive: a nested phase's time is its own)."""
-        stack = self.__dict__.setdefault("_phase_stack", [])
+        """Time a building phase into :attr:`build_seconds` (exclusive: a nested phase's time is its own).
+
+        On a worker of the product pool (see :meth:`_add`) the phase counts that thread's own wall and CPU
+        seconds, so a phase's figures are summed over the workers that ran it side by side."""
+        stack = _BUILD_THREAD.__dict__.setdefault("phases", [])
+        on_pool = getattr(_BUILD_THREAD, "product_pool", False)
+        cpu = time.thread_time if on_pool else time.process_time
         stack.append(name)
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0 = time.perf_counter(), cpu()
         try:
             yield
         finally:
             stack.pop()
-            for attr, dt in (("build_seconds", time.perf_counter() - t0), ("build_cpu_seconds", time.process_time() - c0)):
-                seconds = self.__dict__.setdefault(attr, {})
-                seconds[name] = seconds.get(name, 0.0) + dt
-                if stack:
-                    seconds[stack[-1]] = seconds.get(stack[-1], 0.0) - dt
+            with _PHASE_LOCK:
+                for attr, dt in (("build_seconds", time.perf_counter() - t0), ("build_cpu_seconds", cpu() - c0)):
+                    seconds = self.__dict__.setdefault(attr, {})
+                    seconds[name] = seconds.get(name, 0.0) + dt
+                    if stack:
+                        seconds[stack[-1]] = seconds.get(stack[-1], 0.0) - dt
+
+    def _pool(self) -> Any:
+        """An executor of ``runtime.workers`` threads for one product's work, or one that runs each call in the
+        calling thread when this thread is already a worker of the product pool (the cores are busy with other
+        products: more threads would only contend)."""
+        if getattr(_BUILD_THREAD, "product_pool", False) or self.config.runtime.workers <= 1:
+            return _InlineExecutor()
+        return ThreadPoolExecutor(self.config.runtime.workers)
 
     @property
     def embedder(self) -> Embedder:
@@ -420,10 +475,12 @@ class ReferenceIndex:
             self.references_root = src if os.path.isdir(src) else os.path.dirname(src)
         # absolute paths: the index scores and reports the same from any working directory
         items = [ReferenceItem(Path(os.path.abspath(i.path)), i.brand, i.product) for i in items]
-        # wall and CPU (all threads) seconds per phase of this call (scripts/benchmark_build.py)
+        # wall and CPU seconds per phase of this call (scripts/benchmark_build.py): all threads' CPU, but for the
+        # phases of products fitted side by side, which count each worker's own seconds (see _phase)
         self.build_seconds: dict[str, float] = {}
         self.build_cpu_seconds: dict[str, float] = {}
-        with _network_on_one_core(self.config.runtime.device if self._embedder is None else str(self._embedder.device)):
+        with _network_on_one_core(self.config.runtime.device if self._embedder is None else str(self._embedder.device)), \
+                _libraries_on_one_core():
             return self._add(items, progress)
 
     def _add(self, items: list[ReferenceItem], progress: bool) -> int:
@@ -441,19 +498,44 @@ class ReferenceIndex:
             by_key[(m.brand, m.product)].append(i)
         added = 0
         # per product: align (keypoint matches, homographies), describe (embed the aligned references), read
-        # (OCR of the lines that can be reference lines, one single-threaded reader per worker), statistics
-        # (comparisons, simulated listing photos: each reference's photos on a worker of their own)
-        for key in _progress(sorted(groups), progress, "products", unit="product"):
-            entries = groups[key]
+        # (OCR of the lines that can be reference lines), statistics (comparisons, simulated listing photos).
+        # Products are fitted side by side, one per worker (each product's work in its own thread: the cores
+        # stay busy, where splitting one product's few references over the workers left them waiting); a
+        # single product splits its own work over the workers instead. Each product's result depends on its
+        # references alone (the cold-start prior is fitted over all of them afterwards, see
+        # refit_default_calibration), and the products enter the index in key order, as fitted one by one.
+        keys = sorted(groups)
+        known = {key: [self.products[i] for i in by_key[key]] for key in keys if key in by_key}
+
+        def fit(key: tuple[str, str]) -> list[ProductModel]:
             with self._phase("align"):
-                if key in by_key:
-                    views = self._extend_product([self.products[i] for i in by_key[key]], entries)
-                    for i, m in zip(by_key[key], views):
-                        self.products[i] = m
-                    self.products.extend(views[len(by_key[key]):])
-                else:
-                    self.products.extend(self._fit_product(key[0], key[1], entries))
-            added += len(entries)
+                if key in known:
+                    return self._extend_product(known[key], groups[key])
+                return self._fit_product(key[0], key[1], groups[key])
+
+        def fit_on_pool(key: tuple[str, str]) -> list[ProductModel]:
+            _BUILD_THREAD.product_pool = True
+            try:
+                return fit(key)
+            finally:
+                _BUILD_THREAD.product_pool = False
+
+        workers = min(max(1, self.config.runtime.workers), len(keys))
+        if workers > 1:
+            _ = self.embedder, self.text_reader  # loaded once here, never by two workers at the same time
+            with ThreadPoolExecutor(workers) as ex:
+                fitted = list(_progress(ex.map(fit_on_pool, keys), progress, "products", total=len(keys),
+                                        unit="product"))
+        else:
+            fitted = [fit(key) for key in _progress(keys, progress, "products", unit="product")]
+        for key, views in zip(keys, fitted):
+            if key in by_key:
+                for i, m in zip(by_key[key], views):
+                    self.products[i] = m
+                self.products.extend(views[len(by_key[key]):])
+            else:
+                self.products.extend(views)
+            added += len(groups[key])
         for m in self.products:
             if (m.brand, m.product) not in groups:  # only the products of this call have new references
                 continue
@@ -677,7 +759,7 @@ class ReferenceIndex:
                                                  self._ransac_px(entries[j].image.shape)))
 
         pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-        with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:  # every pair on every worker
+        with self._pool() as ex:  # every pair on every worker
             matched = list(ex.map(pair, pairs))
         for (i, j), (ia, ib, H, mask) in zip(pairs, matched):
             if H is None or mask.sum() < 8:
@@ -898,8 +980,11 @@ class ReferenceIndex:
             from brandguard.text import read_reference_text
 
             with self._phase("read"):  # only the lines that can make or test a reference line are recognised
+                on_pool = getattr(_BUILD_THREAD, "product_pool", False)  # one thread here, a reader of the W
                 readings = iter(read_reference_text([t for t in text_rows if isinstance(t, np.ndarray)],
-                                                    cfg.runtime.workers, [t for t in text_rows if isinstance(t, list)]))
+                                                    1 if on_pool else cfg.runtime.workers,
+                                                    [t for t in text_rows if isinstance(t, list)],
+                                                    readers=max(1, cfg.runtime.workers)))
                 model.ref_text = [t if isinstance(t, list) else next(readings) for t in text_rows]
         model.reference_similarity = _reference_similarity(model.global_vecs)
         model.calibration_scores = None  # fitted again under the prior in force (refit_default_calibration)
@@ -934,7 +1019,7 @@ class ReferenceIndex:
         one core, see :func:`_network_on_one_core`); the same result, in input order."""
         fn = getattr(self.embedder, method)
         parts = min(max(1, self.config.runtime.workers), len(images))
-        if self.embedder.device.type != "cpu" or parts < 2:
+        if self.embedder.device.type != "cpu" or parts < 2 or getattr(_BUILD_THREAD, "product_pool", False):
             return fn(images)
         bounds = np.linspace(0, len(images), parts + 1).astype(int)
         with ThreadPoolExecutor(parts) as ex:
@@ -997,7 +1082,7 @@ class ReferenceIndex:
             return own, cross
 
         # the simulation, localisation and comparisons run on every worker, in the order of the photos
-        with ThreadPoolExecutor(max(1, cfg.runtime.workers)) as ex:
+        with self._pool() as ex:
             found = [f for fs in ex.map(localise, rows) for f in fs]
             if not found:
                 return AuthenticEvidence.empty(G)
@@ -1171,8 +1256,10 @@ class ReferenceIndex:
             >>> index.refit_statistics(); index.save("idx/")  # doctest: +SKIP
         """
         self.prior = prior if prior is not None else self.pooled_prior()
-        for m in self.products:
-            self._fit_statistics(m, self.prior)
+        fixed = self.prior
+        with self._pool() as ex:  # each product's own statistics: side by side on every worker
+            for _ in ex.map(lambda m: self._fit_statistics(m, fixed), self.products):
+                pass
         if self.calibrator is None or is_cold_start(self.calibrator.source):
             self._fit_cold_start_calibration()
 

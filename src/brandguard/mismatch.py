@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -408,16 +409,47 @@ class NormalStats:
     sigma_l: np.ndarray | None = None
 
 
+def nan_median(a: np.ndarray, axis: int | None = None) -> Any:
+    """``np.nanmedian(a, axis)``, NaN where a slice holds no number, **without a RuntimeWarning**.
+
+    numpy warns about an all-NaN slice through the ``warnings`` module, whose filters
+    (``warnings.catch_warnings``) are process-wide and not thread-safe: the index build's threads must
+    neither raise nor silence warnings. Only the slices that hold a number are handed to numpy, so the
+    values are numpy's own, bit for bit (each slice is reduced on its own).
+
+    Args:
+        a: float array.
+        axis: the axis reduced, or None (the whole array: a float).
+    """
+    a = np.asarray(a)
+    if axis is None:
+        return float(np.nanmedian(a)) if (~np.isnan(a)).any() else float("nan")
+    moved = np.moveaxis(a, axis, 0)
+    ok = (~np.isnan(moved)).any(0)
+    out = np.full(moved.shape[1:], np.nan, a.dtype if a.dtype.kind == "f" else np.float64)
+    if ok.any():
+        out[ok] = np.nanmedian(moved[:, ok], axis=0)
+    return out
+
+
+def nan_std(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``np.nanstd(a, axis)`` (ddof 0), NaN where a slice holds no number, without a RuntimeWarning (see
+    :func:`nan_median`)."""
+    a = np.asarray(a)
+    moved = np.moveaxis(a, axis, 0)
+    ok = (~np.isnan(moved)).any(0)
+    out = np.full(moved.shape[1:], np.nan, a.dtype if a.dtype.kind == "f" else np.float64)
+    if ok.any():
+        out[ok] = np.nanstd(moved[:, ok], axis=0)
+    return out
+
+
 def _robust(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            overall = float(np.nanmedian(stack)) if np.isfinite(stack).any() else 0.1
-            mu = np.nanmedian(stack, axis=0)
-            sd = np.nanstd(stack, axis=0) if stack.shape[0] >= 3 else np.full(stack.shape[1:], np.nan)
-            floor = float(np.nanmedian(sd)) if np.isfinite(sd).any() else 0.5 * overall
+        overall = float(np.nanmedian(stack)) if np.isfinite(stack).any() else 0.1
+        mu = nan_median(stack, axis=0)
+        sd = nan_std(stack, axis=0) if stack.shape[0] >= 3 else np.full(stack.shape[1:], np.nan)
+        floor = float(np.nanmedian(sd)) if np.isfinite(sd).any() else 0.5 * overall
     mu = np.where(np.isfinite(mu), mu, overall)
     floor = max(floor, 0.25 * overall, 1e-3)
     sd = np.where(np.isfinite(sd), np.maximum(sd, floor), floor)
@@ -689,24 +721,16 @@ DistanceStack = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
 def _cellwise(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-cell median and spread (std; NaN with fewer than 3 samples) of ``(m, C, G, G)`` maps."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mu = np.nanmedian(maps, axis=0)
-        sd = np.nanstd(maps, axis=0) if len(maps) >= 3 else np.full(maps.shape[1:], np.nan)
+    mu = nan_median(maps, axis=0)
+    sd = nan_std(maps, axis=0) if len(maps) >= 3 else np.full(maps.shape[1:], np.nan)
     return mu.astype(np.float32), sd.astype(np.float32)
 
 
 def _level(maps: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median over ``region`` cells of the per-cell median and spread, per channel: ``((C,), (C,))``."""
-    import warnings
-
     mu, sd = _cellwise(maps)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return (np.array([np.nanmedian(m[region]) if region.any() else np.nan for m in mu], np.float32),
-                np.array([np.nanmedian(s[region]) if region.any() else np.nan for s in sd], np.float32))
+    return (np.array([nan_median(m[region]) if region.any() else np.nan for m in mu], np.float32),
+            np.array([nan_median(s[region]) if region.any() else np.nan for s in sd], np.float32))
 
 
 @dataclass
@@ -748,15 +772,11 @@ class AuthenticPrior:
         """The prior pooled from the products' :meth:`entry` values (medians over the products that count;
         generic values where none does), without reading any product's evidence: milliseconds at 100,000
         products. A median, so it has no running sum."""
-        import warnings
-
         rows = [e for e in entries if len(e)]
         if not rows:
             return cls(_GENERIC_LEVEL.copy(), np.full((2, EVIDENCE_CHANNELS), 2.0, np.float32), 0)
         table = np.stack(rows)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            level, ratio = np.nanmedian(table[:, 0], 0), np.nanmedian(table[:, 1], 0)
+        level, ratio = nan_median(table[:, 0], 0), nan_median(table[:, 1], 0)
         level = np.where(np.isfinite(level), level, _GENERIC_LEVEL)
         ratio = np.where(np.isfinite(ratio), np.maximum(ratio, 1.0), 2.0)
         return cls(level.astype(np.float32), ratio.astype(np.float32), len(rows))

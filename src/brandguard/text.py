@@ -762,7 +762,8 @@ def _agreed_line(group: Sequence[dict[str, Any]], n: int, need: int, min_chars: 
 
 def read_reference_text(images: Sequence[np.ndarray], workers: int = 1,
                         known: Sequence[Sequence[dict[str, Any]]] = (), *, agree: float = 0.6, max_lines: int = 2,
-                        min_chars: int = 2, min_height: float = 20.0) -> list[list[dict[str, Any]]]:
+                        min_chars: int = 2, min_height: float = 20.0,
+                        readers: int | None = None) -> list[list[dict[str, Any]]]:
     """Read a product's aligned references for the wordmark check, recognising only the lines that count.
 
     Every line is detected (:meth:`TextReader.detect`), but a line is recognised only when it can change
@@ -781,6 +782,8 @@ def read_reference_text(images: Sequence[np.ndarray], workers: int = 1,
         workers: threads, one single-threaded reader each (>= 1).
         known: lines already read in the product's other references (they come first, as in the index).
         agree, max_lines, min_chars, min_height: as for :func:`reference_lines`.
+        readers: the shared set of single-threaded readers to take them from (default ``workers``; the index
+            build reads several products side by side, one thread each, from a set of ``runtime.workers``).
 
     Returns:
         per image, the lines recognised ``[{text, box: [x0, y0, x1, y1], confidence}]``, in reading order;
@@ -792,7 +795,7 @@ def read_reference_text(images: Sequence[np.ndarray], workers: int = 1,
     if not images:
         return []
     workers = max(1, int(workers))
-    pool = _reader_pool(workers)
+    pool = _reader_pool(max(workers, int(readers or 0)))
 
     def run(fn: Any, args: list[Any]) -> list[Any]:
         return _on_readers(pool, workers, fn, args)
