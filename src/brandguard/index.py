@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -238,7 +238,7 @@ class _InlineExecutor:
     """The part of :class:`~concurrent.futures.ThreadPoolExecutor` the build uses (``map`` in a ``with``),
     running every call in the calling thread."""
 
-    def __enter__(self) -> _InlineExecutor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -285,7 +285,7 @@ def _libraries_on_one_core() -> Iterator[None]:
     setting is process-wide, so scoring in another thread of this process meanwhile runs OpenCV on one core.
     """
     import cv2
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
