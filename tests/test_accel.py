@@ -163,3 +163,50 @@ def test_kornia_on_cuda_agrees_with_kornia_on_cpu_tensors(kornia_cpu, labels):
     assert Hg is not None and np.abs(_corners(Hg) - _corners(H)).max() < 2.0
     (c1, v1), (c2, v2) = kornia_cpu.warp(photo, H, 224), gpu.warp(photo, H, 224)
     assert (v1 == v2).mean() >= 0.995 and np.abs(c1.astype(int) - c2.astype(int))[v1 & v2].mean() <= 0.5
+
+
+def test_libraries_on_one_core_nests_across_threads_and_restores_the_settings() -> None:
+    """Scoring calls from several threads of a service overlap: the first sets OpenCV (and OpenBLAS) to one
+    thread, the last to leave restores what was there before, whatever the order they leave in."""
+    import threading
+
+    import cv2
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from brandguard.accel import libraries_on_one_core
+
+    def blas() -> list[int]:
+        return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(3)  # a setting the test can tell from one thread
+    try:
+        entered, leave_a = threading.Barrier(2), threading.Event()
+        seen: dict[str, int] = {}
+
+        def a() -> None:
+            with libraries_on_one_core():
+                entered.wait()
+                leave_a.wait()  # a leaves first, while b is still inside
+            seen["a left"] = cv2.getNumThreads()
+
+        def b() -> None:
+            with libraries_on_one_core():
+                entered.wait()
+                leave_a.set()
+                ta.join()
+                seen["b inside"] = cv2.getNumThreads()
+
+        ta, tb = threading.Thread(target=a), threading.Thread(target=b)
+        ta.start()
+        tb.start()
+        tb.join()
+        assert seen == {"a left": 1, "b inside": 1}  # one thread while anyone is inside
+        assert cv2.getNumThreads() == 3  # both left: restored
+        with threadpool_limits(limits=2, user_api="blas"):  # numpy's OpenBLAS, from the calling thread
+            before = blas()
+            with libraries_on_one_core():
+                assert blas() == [1] * len(before)
+            assert blas() == before
+    finally:
+        cv2.setNumThreads(old)

@@ -121,3 +121,27 @@ def test_cli_reports_a_missing_index_clearly(tmp_path, capsys):
     code = main(["score", str(tmp_path), "--index", str(tmp_path / "none"), "-o", str(tmp_path / "r.csv")])
     assert code == 2
     assert "brandguard index build" in capsys.readouterr().err
+
+
+def test_photos_compared_side_by_side_score_as_compared_one_by_one(saved_index, small_dataset, embedder) -> None:
+    """A batch's localisation, crops and comparisons (OCR included, one reader per thread) run on
+    ``runtime.workers`` threads; with one worker they run in turn. Every row, heatmap and reading must be equal."""
+    from brandguard.detector import Detector
+    from brandguard.index import ReferenceIndex
+
+    side = ReferenceIndex.load(saved_index)
+    assert side.config.runtime.workers >= 2
+    one = ReferenceIndex.load(saved_index)
+    one.config = one.config.with_overrides({"runtime.workers": 1})
+    photos = sorted(str(p) for p in small_dataset.listings_dir.glob("*.jpg"))[:24]
+    a = Detector(one, embedder).predict_batch(photos)
+    b = Detector(side, embedder).predict_batch(photos)
+    assert sum(p.verdict != "unknown" for p in b) >= 12  # most photos were compared, not only searched
+    if side.text_enabled:
+        assert any(p.text for p in b)  # the readers ran
+    for p, q in zip(a, b):
+        assert p.to_row() == q.to_row()
+        assert repr(p.text) == repr(q.text)  # (NaN where a line was not counted)
+        assert (p.heatmap is None) == (q.heatmap is None)
+        if p.heatmap is not None:
+            np.testing.assert_array_equal(p.heatmap, q.heatmap)

@@ -51,7 +51,7 @@ from typing import Any, Self
 import numpy as np
 
 from brandguard import __version__
-from brandguard.accel import Geometry, geometry_name, resolve_geometry
+from brandguard.accel import Geometry, geometry_name, libraries_on_one_core, resolve_geometry
 from brandguard.arraystore import ArrayStore, LazyField, TensorView, write_safetensors
 from brandguard.backbones import spec_to_dict
 from brandguard.calibration import ChannelFusion, ScoreCalibrator, Thresholds
@@ -275,27 +275,6 @@ def _network_on_one_core(device: str) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@contextmanager
-def _libraries_on_one_core() -> Iterator[None]:
-    """While building, OpenBLAS (numpy's matrix products) and OpenCV run each call on the calling thread.
-
-    The build runs ``runtime.workers`` threads of its own; each library's own pool on top of them only adds
-    threads that spin while they wait (on 2 idle cores, the demo's 162 references took 100-113 CPU seconds
-    with the libraries' pools against 79-80 without, for the same index). Restored afterwards; OpenCV's
-    setting is process-wide, so scoring in another thread of this process meanwhile runs OpenCV on one core.
-    """
-    import cv2
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
-
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-    finally:
-        cv2.setNumThreads(before)
-
-
 class ReferenceIndex:
     """Authentic references of known products, searchable and comparable. Build with :meth:`build`."""
 
@@ -480,7 +459,7 @@ class ReferenceIndex:
         self.build_seconds: dict[str, float] = {}
         self.build_cpu_seconds: dict[str, float] = {}
         with _network_on_one_core(self.config.runtime.device if self._embedder is None else str(self._embedder.device)), \
-                _libraries_on_one_core():
+                libraries_on_one_core():
             return self._add(items, progress)
 
     def _add(self, items: list[ReferenceItem], progress: bool) -> int:
@@ -1405,13 +1384,15 @@ class ReferenceIndex:
         if len(allq) == 0:
             return out
         sims, ids = self._local.search(np.ascontiguousarray(allq, dtype=np.float32), k, groups=sizes)
-        start = 0
         min_inl = self.thresholds.min_inliers
-        for qi, (kp, n) in enumerate(zip(kps, sizes)):
-            s, idx = sims[start:start + n], ids[start:start + n]
-            start += n
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+
+        def photo(qi: int) -> tuple[list[Alignment], Alignment | None]:
+            """One photo's instances from its rows of the search (each photo's work is its own)."""
+            kp, n = kps[qi], sizes[qi]
+            s, idx = sims[starts[qi]:starts[qi] + n], ids[starts[qi]:starts[qi] + n]
             if n < 4:
-                continue
+                return [], None
             valid = idx >= 0
             pid = np.where(valid, self._local_pid[np.maximum(idx, 0)], -1)
             bid = np.where(valid, self._brand_id[np.maximum(pid, 0)], -1)
@@ -1442,8 +1423,14 @@ class ReferenceIndex:
                 cand = self._verify(kp, shapes[qi], pid, idx, passed & left, good & left[:, None], left, min_inl)
                 if cand is not None and not cand.sane:
                     break
-            out[qi] = (found, best)
-        return out
+            return found, best
+
+        # the verification (RANSAC, deterministic per call) of each photo on runtime.workers threads, in order
+        workers = min(max(1, self.config.runtime.workers), len(kps))
+        if workers <= 1:
+            return [photo(qi) for qi in range(len(kps))]
+        with ThreadPoolExecutor(workers) as ex:
+            return list(ex.map(photo, range(len(kps))))
 
     def refine_alignment(self, a: Alignment, image: np.ndarray, full: np.ndarray) -> Alignment:
         """The alignment ``a`` re-estimated on keypoints of the product's region of the full-resolution photo.
