@@ -145,3 +145,32 @@ def test_photos_compared_side_by_side_score_as_compared_one_by_one(saved_index, 
         assert (p.heatmap is None) == (q.heatmap is None)
         if p.heatmap is not None:
             np.testing.assert_array_equal(p.heatmap, q.heatmap)
+
+
+def test_a_reader_set_on_the_index_is_used_by_every_comparison_thread(saved_index, small_dataset, embedder) -> None:
+    """Photos compared side by side take single-threaded stock readers from a pool, but an OCR reader the
+    caller put on the index (a subclass, e.g. another OCR behind the same interface) is never replaced."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    from brandguard.detector import Detector
+    from brandguard.index import ReferenceIndex
+    from brandguard.text import TextReader
+
+    calls: list[int] = []
+
+    class Counting(TextReader):
+        def recognise_each(self, crops):  # type: ignore[no-untyped-def]
+            calls.append(len(crops))
+            return super().recognise_each(crops)
+
+    photos = sorted(str(p) for p in small_dataset.listings_dir.glob("*.jpg"))[:12]
+    rows = []
+    for workers in (1, 2):
+        index = ReferenceIndex.load(saved_index)
+        if not index.text_enabled:
+            pytest.skip("the index was built without the text check")
+        index.config = index.config.with_overrides({"runtime.workers": workers})
+        index._text_reader = Counting()
+        calls.clear()
+        rows.append([p.to_row() for p in Detector(index, embedder).predict_batch(photos)])
+        assert sum(calls) > 0  # the caller's reader read the lines, with one worker and with two
+    assert rows[0] == rows[1]

@@ -68,8 +68,8 @@ def libraries_on_one_core() -> Iterator[None]:
 
     For work that runs its own threads side by side (the index build's products, scoring's comparisons): each
     library's pool on top of them only adds threads that spin while they wait. On 2 idle cores the demo's 162
-    references took 100-113 CPU seconds to build with the libraries' pools against 79-80 without, for the same
-    index. The settings are process-wide: the first caller sets them and the last one to leave restores them
+    references took 104-117 CPU seconds to build with the libraries' pools against 77-86 without, for the same
+    index (README, "Building the index"). The settings are process-wide: the first caller sets them and the last one to leave restores them
     (calls from several threads at once nest), so OpenCV and OpenBLAS elsewhere in this process run on one
     core meanwhile.
     """

@@ -293,8 +293,8 @@ class Detector:
 
         # the batch runs on runtime.workers threads of its own (decoding and keypoints, then crops and comparisons):
         # OpenBLAS and OpenCV then run each call on its thread instead of adding threads that spin while they
-        # wait (200 demo listings on 2 idle cores: 21.5 s against 26.3 s with the comparisons in one thread and
-        # the libraries' own pools)
+        # wait (score_folder of 200 demo listings on 2 idle cores: about 20 s against 26 s with the comparisons in
+        # one thread and the libraries' own pools)
         with libraries_on_one_core() if self.config.runtime.workers > 1 else contextlib.nullcontext():
             with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
                 prepared: list[Any] = list(ex.map(prepare, images))
@@ -354,7 +354,9 @@ class Detector:
                 return [fn(*x) for x in args]
             from brandguard.text import TextReader, _reader_pool
 
-            readers = _reader_pool(workers) if isinstance(index.text_reader, TextReader) else None
+            # readers of its own only in place of the stock reader: a reader the caller set (a subclass, a stand-in)
+            # is used as it is, by every thread
+            readers = _reader_pool(workers) if type(index.text_reader) is TextReader else None
 
             def one(x: Any) -> Any:  # an OCR reader of its own (one thread each), not the shared one's lock
                 if readers is None:
