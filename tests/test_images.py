@@ -598,3 +598,19 @@ def test_list_images_survives_symlink_loop(tmp_path: Path) -> None:
         pytest.skip("symlinks not available")
     found = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
     assert found == ["a/1.jpg"]
+
+
+def test_photos_decoded_on_several_threads_leave_no_warning_filter_behind(tmp_path: Path) -> None:
+    """The index build and scoring decode photos on several threads at once. Pillow's decompression-bomb
+    warning is filtered while a header is parsed; the filters are process-wide, and two threads saving and
+    restoring them at once left ``error::DecompressionBombWarning`` behind for the whole process."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "p.png"
+    Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(path)
+    before = list(warnings.filters)
+    with ThreadPoolExecutor(4) as ex:
+        for _ in range(5):
+            assert all(a.shape == (40, 60, 3) for a in ex.map(lambda _: load_image(path), range(400)))
+            assert warnings.filters == before

@@ -174,3 +174,26 @@ def test_a_reader_set_on_the_index_is_used_by_every_comparison_thread(saved_inde
         rows.append([p.to_row() for p in Detector(index, embedder).predict_batch(photos)])
         assert sum(calls) > 0  # the caller's reader read the lines, with one worker and with two
     assert rows[0] == rows[1]
+
+    class StandIn:  # another OCR behind the same interface, not thread-safe: it must be called one call at a time
+        def __init__(self) -> None:
+            self.inner, self.inside, self.most = TextReader(), 0, 0
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            attr = getattr(self.inner, name)
+            if not callable(attr):
+                return attr
+
+            def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+                try:
+                    return attr(*args, **kwargs)
+                finally:
+                    self.inside -= 1
+            return call
+
+    index = ReferenceIndex.load(saved_index)
+    index._text_reader = stand_in = StandIn()
+    assert [p.to_row() for p in Detector(index, embedder).predict_batch(photos)] == rows[1]
+    assert stand_in.most == 1

@@ -74,13 +74,15 @@ def libraries_on_one_core() -> Iterator[None]:
     core meanwhile.
     """
     import cv2
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
     with _ONE_CORE:
         if _ONE_CORE_STATE["users"] == 0:
             _ONE_CORE_STATE["cv2"] = cv2.getNumThreads()
             cv2.setNumThreads(1)
-            _ONE_CORE_STATE["blas"] = threadpool_limits(limits=1, user_api="blas")
+            if "controller" not in _ONE_CORE_STATE:  # finding the libraries costs milliseconds: once a process
+                _ONE_CORE_STATE["controller"] = ThreadpoolController()
+            _ONE_CORE_STATE["blas"] = _ONE_CORE_STATE["controller"].limit(limits=1, user_api="blas")
         _ONE_CORE_STATE["users"] += 1
     try:
         yield

@@ -72,6 +72,26 @@ from brandguard.mismatch import CHANNELS, kept_cells, make_view, structure_map, 
 #: per thread of the comparison stage: the OCR reader it took from the pool (Detector._score_prepared)
 _COMPARE_THREAD = threading.local()
 
+
+class _OneCallAtATime:
+    """A reader set by the caller, shared by the comparison threads: its methods are called one at a time (under
+    a lock), as they were with one worker; other attributes are read through."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._reader, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
 __all__ = ["VERDICTS", "Detector", "Match", "Prediction", "build_index", "load", "predict"]
 
 #: fit-and-recrop rounds of a curved package's surface (each sees the flow the previous one left)
@@ -295,7 +315,8 @@ class Detector:
         # OpenBLAS and OpenCV then run each call on its thread instead of adding threads that spin while they
         # wait (score_folder of 200 demo listings on 2 idle cores: about 20 s against 26 s with the comparisons in
         # one thread and the libraries' own pools)
-        with libraries_on_one_core() if self.config.runtime.workers > 1 else contextlib.nullcontext():
+        side_by_side = self.config.runtime.workers > 1 and len(images) > 1  # one photo: the libraries' own threads
+        with libraries_on_one_core() if side_by_side else contextlib.nullcontext():
             with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
                 prepared: list[Any] = list(ex.map(prepare, images))
             if not on_threads:
@@ -354,13 +375,20 @@ class Detector:
                 return [fn(*x) for x in args]
             from brandguard.text import TextReader, _reader_pool
 
-            # readers of its own only in place of the stock reader: a reader the caller set (a subclass, a stand-in)
-            # is used as it is, by every thread
-            readers = _reader_pool(workers) if type(index.text_reader) is TextReader else None
+            # a stock reader is replaced by single-threaded readers of their own (one per thread, from a pool), not
+            # shared through its lock; a reader the caller set (a subclass, another OCR behind the same interface)
+            # is kept, and called one call at a time, as with one worker (it need not be thread-safe)
+            stock = type(index.text_reader) is TextReader
+            readers = _reader_pool(workers) if stock else None
+            shared = _OneCallAtATime(index.text_reader) if not stock and index.text_reader is not None else None
 
-            def one(x: Any) -> Any:  # an OCR reader of its own (one thread each), not the shared one's lock
+            def one(x: Any) -> Any:
                 if readers is None:
-                    return fn(*x)
+                    _COMPARE_THREAD.reader = shared
+                    try:
+                        return fn(*x)
+                    finally:
+                        _COMPARE_THREAD.reader = None
                 _COMPARE_THREAD.reader = readers.get()
                 try:
                     return fn(*x)

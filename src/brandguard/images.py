@@ -20,6 +20,7 @@ import os
 import pathlib
 import re
 import stat
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -355,7 +356,11 @@ def _load_pil(
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below the final size.
         image.draft("RGB", target)
 
-    with _bomb_warnings_as_errors(max_pixels):
+    # Pillow warns while decoding only a frame larger than its limit: for the others no warning filter (process-wide
+    # state, see _bomb_warnings_as_errors) is needed, and decoding runs side by side on every thread
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    large = pillow_limit is not None and width * height > pillow_limit
+    with _bomb_warnings_as_errors(max_pixels) if large else contextlib.nullcontext():
         try:
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -541,6 +546,10 @@ def _bomb_error(
     return ImageLoadError(message, source=label)
 
 
+#: held while Pillow's decompression-bomb warning is filtered (see :func:`_bomb_warnings_as_errors`)
+_WARNING_FILTERS = threading.Lock()
+
+
 @contextlib.contextmanager
 def _bomb_warnings_as_errors(max_pixels: int) -> Iterator[None]:
     """Locally turn Pillow's DecompressionBombWarning into an error when it implies our limit.
@@ -548,9 +557,14 @@ def _bomb_warnings_as_errors(max_pixels: int) -> Iterator[None]:
     Pillow warns above ``PIL.Image.MAX_IMAGE_PIXELS``. If ``max_pixels`` is at most that, the warning
     means our limit is exceeded too; if the caller allowed more, our own check is the authority and
     the warning is silenced. Pillow's global settings are never touched.
+
+    The warning filters are process-wide state that ``warnings.catch_warnings`` saves and restores: two threads
+    inside it at once (the index build's and scoring's decoding threads) could leave a filter behind for the
+    whole process. So one thread at a time holds them (:data:`_WARNING_FILTERS`); the block is Pillow's header
+    parse, or the decoding of an image larger than Pillow's limit.
     """
     pillow_limit = Image.MAX_IMAGE_PIXELS
-    with warnings.catch_warnings():
+    with _WARNING_FILTERS, warnings.catch_warnings():
         if pillow_limit is None or max_pixels <= pillow_limit:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
         else:
