@@ -383,17 +383,12 @@ class Detector:
             shared = _OneCallAtATime(index.text_reader) if not stock and index.text_reader is not None else None
 
             def one(x: Any) -> Any:
-                if readers is None:
-                    _COMPARE_THREAD.reader = shared
-                    try:
-                        return fn(*x)
-                    finally:
-                        _COMPARE_THREAD.reader = None
-                _COMPARE_THREAD.reader = readers.get()
+                _COMPARE_THREAD.reader = shared if readers is None else readers.get()
                 try:
                     return fn(*x)
                 finally:
-                    readers.put(_COMPARE_THREAD.reader)
+                    if readers is not None:
+                        readers.put(_COMPARE_THREAD.reader)
                     _COMPARE_THREAD.reader = None
 
             with libraries_on_one_core(), ThreadPoolExecutor(workers) as ex:

@@ -424,24 +424,23 @@ def nan_median(a: np.ndarray, axis: int | None = None) -> Any:
     a = np.asarray(a)
     if axis is None:
         return float(np.nanmedian(a)) if (~np.isnan(a)).any() else float("nan")
-    moved = np.moveaxis(a, axis, 0)
-    ok = (~np.isnan(moved)).any(0)
-    out = np.full(moved.shape[1:], np.nan, a.dtype if a.dtype.kind == "f" else np.float64)
-    if ok.any():
-        out[ok] = np.nanmedian(moved[:, ok], axis=0)
-    return out
+    return _over_slices_with_numbers(np.nanmedian, a, axis)
 
 
 def nan_std(a: np.ndarray, axis: int = 0) -> np.ndarray:
     """``np.nanstd(a, axis)`` (ddof 0), NaN where a slice holds no number, without a RuntimeWarning (see
     :func:`nan_median`). Equal to numpy's to float rounding, not bit for bit: numpy's sums run in another order
     over the slices kept than over the whole array (at most about 2e-7 relative in float32)."""
-    a = np.asarray(a)
+    return _over_slices_with_numbers(np.nanstd, np.asarray(a), axis)
+
+
+def _over_slices_with_numbers(reduce: Any, a: np.ndarray, axis: int) -> np.ndarray:
+    """``reduce(a, axis=axis)`` (a numpy nan-reduction) of the slices holding a number; NaN for the others."""
     moved = np.moveaxis(a, axis, 0)
     ok = (~np.isnan(moved)).any(0)
     out = np.full(moved.shape[1:], np.nan, a.dtype if a.dtype.kind == "f" else np.float64)
     if ok.any():
-        out[ok] = np.nanstd(moved[:, ok], axis=0)
+        out[ok] = reduce(moved[:, ok], axis=0)
     return out
 
 
