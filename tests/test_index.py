@@ -240,6 +240,29 @@ def test_cold_start_calibration_is_named_and_its_evidence_survives_a_reload(smal
         np.testing.assert_array_equal(a.evidence.cross_source, b.evidence.cross_source)
 
 
+def test_a_product_gets_its_count_of_simulated_photos_whatever_its_references(small_dataset, embedder, monkeypatch):
+    import brandguard.listing_conditions as lc
+    from brandguard.config import Config
+    from brandguard.index import simulated_photos_per_reference as per_ref
+
+    # 4 x compare.simulated_views photos a product (12 at the default 3), at least 2 and at most 6 a reference
+    assert [n * per_ref(n, 3) for n in (1, 2, 3, 4, 5, 6, 16)] == [6, 12, 12, 12, 15, 12, 32]
+    assert per_ref(6, 1) == 1 and per_ref(1, 1) == 2 and per_ref(3, 0) == 0
+    asked: list[int] = []  # photos the build asks of each reference
+    real = lc.simulate_listing_photos
+    monkeypatch.setattr(lc, "simulate_listing_photos", lambda img, rng, n: asked.append(n) or real(img, rng, n))
+    items = read_references(small_dataset.refs_dir)
+    keys = sorted({(i.brand, i.product) for i in items})[:2]
+    three = [i for i in items if (i.brand, i.product) == keys[0]][:3]
+    one = [i for i in items if (i.brand, i.product) == keys[1]][:1]
+    index = ReferenceIndex.build(three + one, Config(), embedder=embedder)
+    assert sorted(len(m.bank) for m in index.products) == [1, 3]
+    assert sorted(asked) == [4, 4, 4, 6]  # 12 photos for three references (3 each before), 6 for one
+    for m in index.products:  # photos that were not localised are left out, none is added
+        src = m.evidence.own_source if len(m.bank) == 1 else m.evidence.cross_source
+        assert np.bincount(src).max() <= per_ref(len(m.bank), 3)
+
+
 def _distractor(rng: np.random.Generator, name: str, rows: int, brand: str = "distractor"):
     """A cheap product of random RootSIFT-like keypoints and no references (it never matches a photo)."""
     from brandguard.index import ProductModel, _empty_bank

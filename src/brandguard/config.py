@@ -151,10 +151,13 @@ class CompareConfig:
             how many authentic photos read as far off (see ``ChannelFusion``), so one misread of a short
             authentic wordmark no longer outscores every counterfeit. On the demo listings it lifts misspelt
             wordmarks from 0.91 to 0.955 AUROC and costs about a quarter of the scoring throughput.
-        simulated_views: simulated listing photos made of each reference at indexing time (perspective, light,
-            colour cast, blur, noise, JPEG; :mod:`brandguard.listing_conditions`) and compared like listing
-            photos: the authentic variation and the calibration in force until ``calibrate`` runs. 0: the
-            references' leave-one-out comparisons instead (studio photos: far too strict for listings).
+        simulated_views: simulated listing photos made at indexing time (perspective, light, colour cast,
+            blur, noise, JPEG; :mod:`brandguard.listing_conditions`) and compared like listing photos: the
+            authentic variation and the calibration in force until ``calibrate`` runs. Each view of a product
+            gets about 4 times this many (12 at the default 3), spread over its references: at least two (one
+            when this is 1) and at most twice this many per reference
+            (:func:`brandguard.index.simulated_photos_per_reference`). 0 or less: none, the references'
+            leave-one-out comparisons instead (studio photos: far too strict for listings).
         support_margin: a photo is compared only inside the convex hull of its inlier keypoints grown by
             this many canonical pixels (:func:`brandguard.localization.support_mask`): beyond its matches a
             homography extrapolates (a label curving away on a bottle, the other face of a carton, a hand).
