@@ -263,6 +263,52 @@ def test_a_product_gets_its_count_of_simulated_photos_whatever_its_references(sm
         assert np.bincount(src).max() <= per_ref(len(m.bank), 3)
 
 
+def _first_products(small_dataset, n_products: int, n_refs: int) -> list[ReferenceItem]:
+    items = read_references(small_dataset.refs_dir)
+    keys = sorted({(i.brand, i.product) for i in items})[:n_products]
+    return [i for k in keys for i in [j for j in items if (j.brand, j.product) == k][:n_refs]]
+
+
+def test_adding_references_to_a_known_product_gives_the_index_a_build_of_them_all_gives(small_dataset, embedder,
+                                                                                           tmp_path):
+    from brandguard.config import Config
+
+    items = _first_products(small_dataset, 2, 3)
+    # a copy of the files: the index refits from them, and the test below changes one
+    copies = []
+    for it in items:
+        dst = tmp_path / it.brand / it.product / it.path.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(it.path, dst)
+        copies.append(ReferenceItem(dst, it.brand, it.product))
+    at_once = ReferenceIndex.build(copies, Config(), embedder=embedder)
+    grown = ReferenceIndex.build(copies[::3], Config(), embedder=embedder)  # one reference a product
+    for k in (1, 2):  # then one more a product, twice
+        assert grown.add(copies[k::3]) == 2
+    assert [m.key for m in grown.products] == [m.key for m in at_once.products]
+    for a, b in zip(at_once.products, grown.products):
+        assert [r.path for r in a.refs] == [r.path for r in b.refs] and a.view == b.view
+        np.testing.assert_array_equal(a.kp_xy, b.kp_xy)
+        np.testing.assert_array_equal(a.evidence.cross, b.evidence.cross)
+    import csv
+
+    keys = {(m.brand, m.product) for m in at_once.products}
+    with open(small_dataset.labels_csv, newline="") as fh:
+        photos = [str(small_dataset.listings_dir / r["path"]) for r in csv.DictReader(fh)
+                  if (r["brand"], r["product"]) in keys][:6]
+    assert photos
+    for p, q in zip(Detector(at_once).predict_batch(photos), Detector(grown).predict_batch(photos)):
+        assert (p.verdict, p.brand, p.product) == (q.verdict, q.brand, q.product)
+        assert p.raw_score == pytest.approx(q.raw_score, abs=1e-5)
+    # an earlier reference changed on disk: the product is extended as the index holds it, with a warning
+    first = grown.products[0]
+    Path(first.refs[0].path).write_bytes(Path(first.refs[0].path).read_bytes() + b"\0")
+    extra = [i for i in read_references(small_dataset.refs_dir) if (i.brand, i.product) == (first.brand, first.product)]
+    with pytest.warns(UserWarning, match="earlier reference files were moved, changed or cannot be read"):
+        assert grown.add(extra[3:4]) == 1
+    assert sum(len(m.refs) for m in grown.products if m.key == first.key) == 4
+
+
 def _distractor(rng: np.random.Generator, name: str, rows: int, brand: str = "distractor"):
     """A cheap product of random RootSIFT-like keypoints and no references (it never matches a photo)."""
     from brandguard.index import ProductModel, _empty_bank
