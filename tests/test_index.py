@@ -304,7 +304,7 @@ def test_adding_references_to_a_known_product_gives_the_index_a_build_of_them_al
     first = grown.products[0]
     Path(first.refs[0].path).write_bytes(Path(first.refs[0].path).read_bytes() + b"\0")
     extra = [i for i in read_references(small_dataset.refs_dir) if (i.brand, i.product) == (first.brand, first.product)]
-    with pytest.warns(UserWarning, match="earlier reference files were moved, changed or cannot be read"):
+    with pytest.warns(UserWarning, match="earlier reference files are not where the index recorded them"):
         assert grown.add(extra[3:4]) == 1
     assert sum(len(m.refs) for m in grown.products if m.key == first.key) == 4
 

@@ -371,9 +371,7 @@ class ReferenceIndex:
                             f"({len(index.skipped)} skipped); see index.skipped")
         return index
 
-    def _prepare(self, items: Sequence[ReferenceItem], progress: bool, record: bool = True) -> list[_Prepared]:
-        """Decoded references with their keypoints, in input order; an unreadable one is left out (with a warning,
-        listed in :attr:`skipped`, unless ``record`` is False)."""
+    def _prepare(self, items: Sequence[ReferenceItem], progress: bool) -> list[_Prepared]:
         loc = self.config.localization
 
         def work(item: ReferenceItem) -> _Prepared | dict[str, str]:
@@ -387,9 +385,8 @@ class ReferenceIndex:
         with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
             for res in _progress(ex.map(work, items), progress, "references", total=len(items)):
                 if isinstance(res, dict):
-                    if record:
-                        warnings.warn(f"skipping reference {res['path']}: {res['error']}", stacklevel=4)
-                        self.skipped.append(res)
+                    warnings.warn(f"skipping reference {res['path']}: {res['error']}", stacklevel=4)
+                    self.skipped.append(res)
                 else:
                     out.append(res)
         return out
@@ -476,7 +473,8 @@ class ReferenceIndex:
 
         Only the new photos are read and embedded, but for products that gain references: those are fitted again
         from all their references, read again from their files (see :meth:`_refit_known`), as a build of them all
-        fits them. The search structures are refreshed from stored vectors.
+        fits them (under the prior in force, see :meth:`refit_default_calibration`). The search structures are
+        refreshed from stored vectors.
         """
         items = read_references(references) if isinstance(references, (str, Path)) else list(references)
         if isinstance(references, (str, Path)) and self.references_root is None:
@@ -506,8 +504,8 @@ class ReferenceIndex:
         for i, m in enumerate(self.products):
             by_key[(m.brand, m.product)].append(i)
         new_count = {key: len(g) for key, g in groups.items()}
-        with self._phase("decode+keypoints"):  # the earlier references of products that gain some, read again
-            refit = self._refit_known(groups, by_key, digests, progress)
+        refit = self._refit_known(groups, by_key, digests)  # the products that gain references: fitted again
+        fallback: list[str] = []  # ... but for those whose earlier references could not be read again
         added = 0
         # per product: align (keypoint matches, homographies), describe (embed the aligned references), read
         # (OCR of the lines that can be reference lines), statistics (comparisons, simulated listing photos).
@@ -520,10 +518,16 @@ class ReferenceIndex:
         known = {key: [self.products[i] for i in by_key[key]] for key in keys if key in by_key}
 
         def fit(key: tuple[str, str]) -> list[ProductModel]:
+            again = None
+            if key in refit:  # read here, so only the products being fitted hold their photos
+                with self._phase("decode+keypoints"):
+                    again = self._read_again(key, refit[key])
+                if again is None:
+                    fallback.append(f"{key[0]}/{key[1]}")
             with self._phase("align"):
-                if key in known and key not in refit:
+                if key in known and again is None:
                     return self._extend_product(known[key], groups[key])
-                return self._fit_product(key[0], key[1], groups[key])
+                return self._fit_product(key[0], key[1], (again or []) + groups[key])
 
         def fit_on_pool(key: tuple[str, str]) -> list[ProductModel]:
             _BUILD_THREAD.product_pool = True
@@ -550,9 +554,12 @@ class ReferenceIndex:
             fitted = [done[key] for key in keys]
         else:
             fitted = [fit(key) for key in _progress(keys, progress, "products", unit="product")]
+        if fallback:
+            self._warn_not_refitted(sorted(fallback), "could not be read again")
+        refitted = {key for key in refit if f"{key[0]}/{key[1]}" not in fallback}
         replaced: dict[int, list[ProductModel]] = {}  # a refitted product's views, where its first view stood
         for key, views in zip(keys, fitted):
-            if key in refit:
+            if key in refitted:
                 replaced[by_key[key][0]] = views
             elif key in by_key:
                 for i, m in zip(by_key[key], views):
@@ -562,7 +569,7 @@ class ReferenceIndex:
                 self.products.extend(views)
             added += new_count[key]
         if replaced:
-            gone = {i for key in refit for i in by_key[key]}
+            gone = {i for key in refitted for i in by_key[key]}
             self.products = [v for i, m in enumerate(self.products) if i not in gone or i in replaced
                              for v in replaced.get(i, [m])]
         for m in self.products:
@@ -586,49 +593,69 @@ class ReferenceIndex:
         return added
 
     def _refit_known(self, groups: dict[tuple[str, str], list[_Prepared]], by_key: dict[tuple[str, str], list[int]],
-                     digests: dict[str, tuple[str, str]], progress: bool) -> set[tuple[str, str]]:
-        """Known products gaining references are fitted again from all their references, as a build of them
-        all at once fits them: their references are read again (where every file is still there, unchanged)
-        and put in ``groups`` before the new ones; ``digests`` gains theirs. Returns the products refitted.
+                     digests: dict[str, tuple[str, str]]) -> dict[tuple[str, str], list[RefRecord]]:
+        """The known products gaining references that are fitted again from all their references, as a build of
+        them all at once fits them: ``{key: earlier references}``, where every earlier file is still there with
+        the digest the index recorded (read again by :meth:`_read_again` when the product is fitted). Their
+        digests join ``digests``. A product that cannot be is extended instead (:meth:`_extend_product`), with
+        a warning.
 
-        Extending a product with the new references alone (:meth:`_extend_product`) keeps what it was fitted
-        on: a product begun with one reference keeps that reference's product region (a few hundred keypoints)
-        and gains only the keypoints each new reference repeats, its first reference's simulated photos stop
-        counting once it has two, and references that do not align with those few keypoints become views of
-        their own. Grown one reference at a time, the small demo's products kept 117-883 keypoints instead of
-        824-1,212 and scored AUROC 0.915 instead of 0.963 (``tests/test_index.py`` checks that adding equals
-        building). A product whose earlier references were moved, changed or are unreadable is extended as
-        before, with a warning.
+        Extending a product with the new references alone keeps what it was fitted on: a product begun with one
+        reference keeps that reference's product region (a few hundred keypoints) and gains only the keypoints
+        each new reference repeats, its first reference's simulated photos stop counting once it has two, and
+        references that do not align with those few keypoints become views of their own. Grown one reference at
+        a time, the small demo's products kept 117-883 keypoints instead of 824-1,212 and scored AUROC 0.915
+        instead of 0.963 (``tests/test_index.py`` checks that adding equals building). Refitting costs the
+        product's whole fit: adding one photo to a product of six references took about 2 s instead of 0.35 s.
         """
-        refit: set[tuple[str, str]] = set()
-        stale: list[str] = []
+        refit: dict[tuple[str, str], list[RefRecord]] = {}
+        moved: list[str] = []
+        undigested: list[str] = []
         for key in sorted(k for k in groups if k in by_key):
             old = [r for i in by_key[key] for r in self.products[i].refs]
-            ok = all(r.digest and os.path.isfile(r.path) for r in old)
-            if ok:
-                try:
-                    ok = all(file_digest(r.path) == r.digest for r in old)
-                except OSError:
-                    ok = False
-            if not ok:
-                stale.append(f"{key[0]}/{key[1]}")
+            name = f"{key[0]}/{key[1]}"
+            if not all(r.digest for r in old):
+                undigested.append(name)
                 continue
-            again = self._prepare([ReferenceItem(Path(r.path), key[0], key[1]) for r in old], progress, record=False)
-            if len(again) != len(old):  # read before, unreadable now: extend what the index holds
-                stale.append(f"{key[0]}/{key[1]}")
+            try:
+                same = all(os.path.isfile(r.path) and file_digest(r.path) == r.digest for r in old)
+            except OSError:
+                same = False
+            if not same:
+                moved.append(name)
                 continue
-            for p, r in zip(again, old):
-                p.digest = r.digest
+            for r in old:
                 digests[r.path] = (r.digest, r.pixels)
-            groups[key] = again + groups[key]
-            refit.add(key)
-        if stale:
-            warnings.warn(f"{len(stale)} product(s) gained references but their earlier reference files were moved, "
-                          "changed or cannot be read, so the new references were fitted onto the product as the "
-                          "index holds it (weaker than fitting all at once; rebuild with brandguard index build "
-                          "to refit them): " + ", ".join(stale[:10]) + (" ..." if len(stale) > 10 else ""),
-                          stacklevel=4)
+            refit[key] = old
+        if moved:
+            self._warn_not_refitted(moved, "are not where the index recorded them or were changed (if they moved, "
+                                           "`brandguard index relocate` first)")
+        if undigested:
+            self._warn_not_refitted(undigested, "were indexed before file digests were recorded")
         return refit
+
+    def _warn_not_refitted(self, products: list[str], why: str) -> None:
+        warnings.warn(f"{len(products)} product(s) gained references but their earlier reference files {why}, so the "
+                      "new references were fitted onto the product as the index holds it, which is weaker than "
+                      "fitting all at once (`brandguard index build` refits them): " + ", ".join(products[:10])
+                      + (" ..." if len(products) > 10 else ""), stacklevel=4)
+
+    def _read_again(self, key: tuple[str, str], old: list[RefRecord]) -> list[_Prepared] | None:
+        """A product's earlier references decoded again with their keypoints (as :meth:`_prepare`), or None when
+        one cannot be."""
+        loc = self.config.localization
+
+        def one(r: RefRecord) -> _Prepared | None:
+            try:
+                img = load_image(r.path, max_side=loc.max_side)
+            except ImageLoadError:
+                return None
+            return _Prepared(ReferenceItem(Path(r.path), key[0], key[1]), img,
+                             detect_keypoints(img, loc.keypoint_side, loc.reference_keypoints), r.digest)
+
+        with self._pool() as ex:
+            again = list(ex.map(one, old))
+        return None if any(p is None for p in again) else [p for p in again if p is not None]
 
     def _drop_duplicates(self, prepared: list[_Prepared]) -> tuple[list[_Prepared], dict[str, tuple[str, str]]]:
         """Keep each photo once: the same file bytes or the same decoded pixels as a reference already kept
