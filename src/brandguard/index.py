@@ -236,8 +236,10 @@ def simulated_photos_per_reference(references: int, views: int) -> int:
     matters is the product's (each view of it, :class:`ProductModel`): about ``4 * views`` in all (12 at the
     default ``compare.simulated_views`` of 3), ``ceil(4 * views / references)`` per reference, at least
     ``min(2, views)`` and at most ``2 * views``. At the default a product with one reference gets 6 photos,
-    two to four references 12, five 15, six 12, sixteen 32. References added later (``index add``) get the
-    count of the bank they join; the photos of the references already there are kept.
+    two to four references 12, five 15, six 12, sixteen 32. ``index add`` fits a product that gains references
+    again from all of them (:meth:`ReferenceIndex._refit_known`), so it gets a build's count; only a product
+    extended as the index holds it (earlier files gone) keeps its earlier photos, the new references getting
+    the count of the bank they join.
     On the demo (27 products of 6 references: 12 photos a product instead of 18, a subset of the same random
     streams) the figures after ``calibrate`` stayed within the spread that another random draw of the same
     number of photos gives (README, "Building the index"), and the build does a third less simulation.
