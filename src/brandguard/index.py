@@ -253,7 +253,7 @@ def simulated_photos_per_reference(references: int, views: int) -> int:
     """
     if views <= 0:
         return 0
-    return int(min(2 * views, max(min(2, views), -(-4 * views // max(1, references)))))
+    return min(2 * views, max(min(2, views), -(-4 * views // max(1, references))))
 
 
 #: per build thread: its stack of timed phases, and whether it is a worker of the product pool (:meth:`ReferenceIndex._add`)
@@ -373,15 +373,18 @@ class ReferenceIndex:
                             f"({len(index.skipped)} skipped); see index.skipped")
         return index
 
-    def _prepare(self, items: Sequence[ReferenceItem], progress: bool) -> list[_Prepared]:
+    def _read_reference(self, item: ReferenceItem, digest: str = "") -> _Prepared:
+        """A reference decoded at the working size with its keypoints. Raises :class:`ImageLoadError`."""
         loc = self.config.localization
+        img = load_image(item.path, max_side=loc.max_side)
+        return _Prepared(item, img, detect_keypoints(img, loc.keypoint_side, loc.reference_keypoints), digest)
 
+    def _prepare(self, items: Sequence[ReferenceItem], progress: bool) -> list[_Prepared]:
         def work(item: ReferenceItem) -> _Prepared | dict[str, str]:
             try:
-                img = load_image(item.path, max_side=loc.max_side)
+                return self._read_reference(item)
             except ImageLoadError as exc:
                 return {"path": str(item.path), "error": exc.reason}
-            return _Prepared(item, img, detect_keypoints(img, loc.keypoint_side, loc.reference_keypoints))
 
         out: list[_Prepared] = []
         with ThreadPoolExecutor(max(1, self.config.runtime.workers)) as ex:
@@ -507,7 +510,7 @@ class ReferenceIndex:
             by_key[(m.brand, m.product)].append(i)
         new_count = {key: len(g) for key, g in groups.items()}
         refit = self._refit_known(groups, by_key, digests)  # the products that gain references: fitted again
-        fallback: list[str] = []  # ... but for those whose earlier references could not be read again
+        fallback: set[tuple[str, str]] = set()  # ... but for those whose earlier references could not be read again
         added = 0
         # per product: align (keypoint matches, homographies), describe (embed the aligned references), read
         # (OCR of the lines that can be reference lines), statistics (comparisons, simulated listing photos).
@@ -525,7 +528,7 @@ class ReferenceIndex:
                 with self._phase("decode+keypoints"):
                     again = self._read_again(key, refit[key])
                 if again is None:
-                    fallback.append(f"{key[0]}/{key[1]}")
+                    fallback.add(key)
             with self._phase("align"):
                 if key in known and again is None:
                     return self._extend_product(known[key], groups[key])
@@ -557,8 +560,8 @@ class ReferenceIndex:
         else:
             fitted = [fit(key) for key in _progress(keys, progress, "products", unit="product")]
         if fallback:
-            self._warn_not_refitted(sorted(fallback), "could not be read again")
-        refitted = {key for key in refit if f"{key[0]}/{key[1]}" not in fallback}
+            self._warn_not_refitted([f"{b}/{p}" for b, p in sorted(fallback)], "could not be read again")
+        refitted = set(refit) - fallback
         replaced: dict[int, list[ProductModel]] = {}  # a refitted product's views, where its first view stood
         for key, views in zip(keys, fitted):
             if key in refitted:
@@ -645,15 +648,12 @@ class ReferenceIndex:
     def _read_again(self, key: tuple[str, str], old: list[RefRecord]) -> list[_Prepared] | None:
         """A product's earlier references decoded again with their keypoints (as :meth:`_prepare`), or None when
         one cannot be."""
-        loc = self.config.localization
 
         def one(r: RefRecord) -> _Prepared | None:
             try:
-                img = load_image(r.path, max_side=loc.max_side)
+                return self._read_reference(ReferenceItem(Path(r.path), key[0], key[1]), r.digest)
             except ImageLoadError:
                 return None
-            return _Prepared(ReferenceItem(Path(r.path), key[0], key[1]), img,
-                             detect_keypoints(img, loc.keypoint_side, loc.reference_keypoints), r.digest)
 
         with self._pool() as ex:
             again = list(ex.map(one, old))
