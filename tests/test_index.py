@@ -309,6 +309,53 @@ def test_adding_references_to_a_known_product_gives_the_index_a_build_of_them_al
     assert sum(len(m.refs) for m in grown.products if m.key == first.key) == 4
 
 
+def test_a_reference_file_replaced_in_place_replaces_the_reference_it_was(small_dataset, embedder, tmp_path):
+    """A brand sends a better photo under an indexed file name and the operator runs ``index add`` again: the
+    new photo must take the old one's place (it used to be skipped as a duplicate of itself, by path)."""
+    from brandguard.config import Config
+    from brandguard.storage import file_digest
+
+    items = _first_products(small_dataset, 2, 4)
+    copies = []
+    for it in items:
+        dst = tmp_path / it.brand / it.product / it.path.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(it.path, dst)
+        copies.append(ReferenceItem(dst, it.brand, it.product))
+    first = [c for c in copies if (c.brand, c.product) == (copies[0].brand, copies[0].product)]
+    index = ReferenceIndex.build([c for c in copies if c.path != first[3].path], Config(), embedder=embedder)
+    old_digest = file_digest(first[0].path)
+    shutil.copy2(first[3].path, first[0].path)  # another photo of the product, under an indexed name
+    first[3].path.unlink()
+    with pytest.warns(UserWarning, match="changed since they were indexed: the new photos replace"):
+        assert index.add([first[0]]) == 1
+    assert not index.duplicates
+    fresh = ReferenceIndex.build([c for c in copies if c.path != first[3].path], Config(), embedder=embedder)
+    assert [m.key for m in index.products] == [m.key for m in fresh.products]
+    for a, b in zip(fresh.products, index.products):
+        assert [(r.path, r.digest) for r in a.refs] == [(r.path, r.digest) for r in b.refs]
+        np.testing.assert_array_equal(a.kp_xy, b.kp_xy)
+        np.testing.assert_array_equal(a.evidence.cross, b.evidence.cross)
+    assert file_digest(first[0].path) != old_digest
+    assert str(first[0].path) in {r.path for m in index.products for r in m.refs
+                                  if r.digest == file_digest(first[0].path)}
+    # the same file added again is a duplicate; replaced while another reference of the product went missing,
+    # the index keeps the version it holds and says so
+    assert index.add([first[0]]) == 0
+    import cv2
+
+    assert cv2.imwrite(str(first[0].path), cv2.flip(cv2.imread(str(first[0].path)), 1))  # new pixels, new bytes
+    first[1].path.unlink()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert index.add([first[0]]) == 0
+    kept = ("1 reference file(s) changed since they were indexed, but their products' other reference files could "
+            "not be read again, so the index keeps the versions it holds (`brandguard index build` takes the new ones)")
+    assert [str(w.message).split(":")[0] for w in caught] == [kept]
+    assert {r.digest for m in index.products for r in m.refs if r.path == str(first[0].path)} == \
+        {r.digest for m in fresh.products for r in m.refs if r.path == str(first[0].path)}
+
+
 def _distractor(rng: np.random.Generator, name: str, rows: int, brand: str = "distractor"):
     """A cheap product of random RootSIFT-like keypoints and no references (it never matches a photo)."""
     from brandguard.index import ProductModel, _empty_bank

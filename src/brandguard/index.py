@@ -479,7 +479,9 @@ class ReferenceIndex:
         Only the new photos are read and embedded, but for products that gain references: those are fitted again
         from all their references, read again from their files (see :meth:`_refit_known`), as a build of them all
         fits them (under the prior in force, see :meth:`refit_default_calibration`). The search structures are
-        refreshed from stored vectors.
+        refreshed from stored vectors. A photo already indexed (same bytes or pixels) is skipped as a duplicate; a
+        reference file replaced in place (an indexed path of the product with new bytes and pixels) replaces the
+        reference it was, and its product is fitted again (a warning names it).
         """
         items = read_references(references) if isinstance(references, (str, Path)) else list(references)
         if isinstance(references, (str, Path)) and self.references_root is None:
@@ -499,7 +501,7 @@ class ReferenceIndex:
         with self._phase("decode+keypoints"):
             prepared = self._prepare(items, progress)
         with self._phase("duplicates"):
-            prepared, digests = self._drop_duplicates(prepared)
+            prepared, digests, replacing = self._drop_duplicates(prepared)
         groups: dict[tuple[str, str], list[_Prepared]] = defaultdict(list)
         for p in prepared:
             fd, px = digests[str(p.item.path)]
@@ -508,8 +510,9 @@ class ReferenceIndex:
         by_key: dict[tuple[str, str], list[int]] = defaultdict(list)  # a product's views
         for i, m in enumerate(self.products):
             by_key[(m.brand, m.product)].append(i)
+        # the products that gain references (or whose reference files were replaced): fitted again
+        refit = self._refit_known(groups, by_key, digests, replacing)
         new_count = {key: len(g) for key, g in groups.items()}
-        refit = self._refit_known(groups, by_key, digests)  # the products that gain references: fitted again
         fallback: set[tuple[str, str]] = set()  # ... but for those whose earlier references could not be read again
         added = 0
         # per product: align (keypoint matches, homographies), describe (embed the aligned references), read
@@ -598,12 +601,17 @@ class ReferenceIndex:
         return added
 
     def _refit_known(self, groups: dict[tuple[str, str], list[_Prepared]], by_key: dict[tuple[str, str], list[int]],
-                     digests: dict[str, tuple[str, str]]) -> dict[tuple[str, str], list[RefRecord]]:
+                     digests: dict[str, tuple[str, str]],
+                     replacing: set[str] = frozenset()) -> dict[tuple[str, str], list[RefRecord]]:
         """The known products gaining references that are fitted again from all their references, as a build of
         them all at once fits them: ``{key: earlier references}``, where every earlier file is still there with
         the digest the index recorded (read again by :meth:`_read_again` when the product is fitted). Their
         digests join ``digests``. A product that cannot be is extended instead (:meth:`_extend_product`), with
         a warning.
+
+        A reference file replaced in place (its path in ``replacing``) is left out of the earlier references, so
+        the new photo takes its place. Where its product cannot be fitted again, the indexed version is kept and
+        the new photo is dropped from ``groups``, with a warning.
 
         Extending a product with the new references alone keeps what it was fitted on: a product begun with one
         reference keeps that reference's product region (a few hundred keypoints) and gains only the keypoints
@@ -616,22 +624,41 @@ class ReferenceIndex:
         refit: dict[tuple[str, str], list[RefRecord]] = {}
         moved: list[str] = []
         undigested: list[str] = []
+        replaced: list[str] = []
+        kept_old: list[str] = []
         for key in sorted(k for k in groups if k in by_key):
-            old = [r for i in by_key[key] for r in self.products[i].refs]
+            new = {str(p.item.path) for p in groups[key]} & replacing
+            old = [r for i in by_key[key] for r in self.products[i].refs if r.path not in new]
             name = f"{key[0]}/{key[1]}"
-            if not all(r.digest for r in old):
-                undigested.append(name)
-                continue
-            try:
-                same = all(os.path.isfile(r.path) and file_digest(r.path) == r.digest for r in old)
-            except OSError:
-                same = False
-            if not same:
-                moved.append(name)
-                continue
-            for r in old:
-                digests[r.path] = (r.digest, r.pixels)
-            refit[key] = old
+            why = undigested
+            if all(r.digest for r in old):
+                try:
+                    same = all(os.path.isfile(r.path) and file_digest(r.path) == r.digest for r in old)
+                except OSError:
+                    same = False
+                if same:
+                    for r in old:
+                        digests[r.path] = (r.digest, r.pixels)
+                    refit[key] = old
+                    replaced.extend(sorted(new))
+                    continue
+                why = moved
+            if new:  # not fitted again: the product keeps the indexed version of its replaced files
+                kept_old.extend(sorted(new))
+                groups[key] = [p for p in groups[key] if str(p.item.path) not in new]
+                if not groups[key]:
+                    del groups[key]
+                    continue
+            why.append(name)
+        if replaced:
+            warnings.warn(f"{len(replaced)} reference file(s) changed since they were indexed: the new photos replace "
+                          "the old ones and their products were fitted again: " + ", ".join(replaced[:5])
+                          + (" ..." if len(replaced) > 5 else ""), stacklevel=4)
+        if kept_old:
+            warnings.warn(f"{len(kept_old)} reference file(s) changed since they were indexed, but their products' other "
+                          "reference files could not be read again, so the index keeps the versions it holds "
+                          "(`brandguard index build` takes the new ones): " + ", ".join(kept_old[:5])
+                          + (" ..." if len(kept_old) > 5 else ""), stacklevel=4)
         if moved:
             self._warn_not_refitted(moved, "are not where the index recorded them or were changed (if they moved, "
                                            "`brandguard index relocate` first)")
@@ -659,20 +686,28 @@ class ReferenceIndex:
             again = list(ex.map(one, old))
         return None if any(p is None for p in again) else [p for p in again if p is not None]
 
-    def _drop_duplicates(self, prepared: list[_Prepared]) -> tuple[list[_Prepared], dict[str, tuple[str, str]]]:
+    def _drop_duplicates(self, prepared: list[_Prepared]
+                         ) -> tuple[list[_Prepared], dict[str, tuple[str, str]], set[str]]:
         """Keep each photo once: the same file bytes or the same decoded pixels as a reference already kept
         (in this call or in the index) is a duplicate, listed in ``self.duplicates`` and named in a warning.
         Of duplicates in one call the shortest path is kept (``ref.jpg`` before ``ref (1).jpg``).
 
+        A photo under the path of one of its product's references whose bytes and pixels are new (the file was
+        replaced in place) is kept: it replaces that reference (see :meth:`_refit_known`).
+
         Returns:
-            the photos kept (input order) and their ``{path: (file digest, pixel digest)}``.
+            the photos kept (input order), their ``{path: (file digest, pixel digest)}`` and the paths of those
+            that replace a reference.
         """
         known: dict[str, str] = {}
+        held: dict[str, tuple[str, str, str]] = {}  # an indexed path: (brand, product) holding it, file digest
         for m in self.products:
             for r in m.refs:
+                held[r.path] = (m.brand, m.product, r.digest)
                 for key in (r.digest, r.pixels, "path:" + r.path):
                     if key and key != "path:":
                         known.setdefault(key, r.path)
+        replacing: set[str] = set()
         order = sorted(range(len(prepared)), key=lambda i: (len(str(prepared[i].item.path)), str(prepared[i].item.path)))
         keep: list[int] = []
         digests: dict[str, tuple[str, str]] = {}
@@ -689,6 +724,13 @@ class ReferenceIndex:
             px = pixel_digest(img)
             keys = [k for k in (fd, px, "path:" + path) if k]
             hit = next((known[k] for k in keys if k in known), None)
+            was = held.get(path)
+            if (hit == path and was is not None and was[2] and fd and fd != was[2] and fd not in known
+                    and px not in known and was[:2] == (prepared[i].item.brand, prepared[i].item.product)):
+                # a reference file replaced in place (other bytes and pixels under an indexed path, same product):
+                # the new photo takes the old one's place (see _refit_known), it is no duplicate of itself
+                replacing.add(path)
+                hit = None
             if hit is not None:
                 dups.append({"path": path, "duplicate_of": hit})
                 continue
@@ -701,7 +743,7 @@ class ReferenceIndex:
             warnings.warn(f"{len(dups)} duplicate reference photo(s) kept once (same bytes or same pixels): "
                           + ", ".join(f"{d['path']} = {d['duplicate_of']}" for d in dups[:5])
                           + (" ..." if len(dups) > 5 else ""), stacklevel=4)
-        return [prepared[i] for i in sorted(keep)], digests
+        return [prepared[i] for i in sorted(keep)], digests, replacing
 
     def thin_products(self) -> list[tuple[str, int]]:
         """Products with fewer than :data:`THIN_EVIDENCE` references compared, counted over all their views:
