@@ -28,6 +28,7 @@ BOX = (210, 270, 330, 320)  # the sticker on the card (canonical pixels x0, y0, 
     ("33.9", "33.9"),    # the last digit cut off by the frame
     (".99", ".99"),      # the units cut off
     ("9.99he", "9.99"),  # the line runs on into the package's print
+    ("38.", "38."),      # the decimals cut off by the package's edge (a demo listing's sticker read so)
     ("Rs 99", "Rs99"), ("₹99", "₹99"), ("USD 5", "USD5"), ("99¢", "99¢"), ("49,-", "49,-"),
     ("$1,299", "$1,299"), ("1.234,56 €", "1.234,56€"),
 ])
@@ -37,7 +38,7 @@ def test_a_price_is_read_as_a_price(text, price):
 
 @pytest.mark.parametrize("text", [
     "NEW", "100%", "SALE -70%", "100% ORIGINAL", "1.25L", "2.5 kg", "5.3V", "Bluetooth 5.3", "5.3", "USB 3.0",
-    "1:43", "30", "Model SP-300", "250 ml", "",
+    "1:43", "30", "Model SP-300", "250 ml", "", "5.", "No.12.",
     "99.9%", "10.5 %", "36.6°C", '15.6"', "12.5 0z",    # a measure, not a price: a counterfeit's "99.9%" stays
     "2024.01", "EXP 12.25", "Size 42.5", "EU 42.5", "V 10.10", "SKU 12.34",  # a date, a size, a version, a code
 ])
@@ -113,6 +114,32 @@ def test_a_price_sticker_on_the_package_is_read_and_left_out(bank_and_stats, rea
     far = ~cv2.dilate(_cells(BOX).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
     assert found.cells[far].mean() < 0.01  # ... and hardly any others
     assert max(again.channels[:2]) < 0.3 * max(res.channels[:2])
+
+
+def test_a_price_sticker_too_small_for_the_text_detector_is_read_from_the_photo_warped_larger(reader, monkeypatch):
+    """A demo listing's sticker: at the canonical resolution (the region as stored) the text detector finds no
+    line in it, so the honest photo was called ``counterfeit`` 0.999; read larger, it reads ``92.9``."""
+    from pathlib import Path
+
+    from brandguard import stickers
+
+    region = cv2.cvtColor(cv2.imread(str(Path(__file__).parent / "data" / "stickers" / "demo_listing_sticker.png")),
+                          cv2.COLOR_BGR2RGB)
+    assert region.shape == (144, 216, 3)
+    # the region as find_price_sticker reads it: a patch of 18 x 6 cells (108 x 36 px) padded by half its
+    # width (54 px) on every side, in a canonical frame the photo shows unwarped (H = identity)
+    x0, y0 = 60, 120
+    photo = np.full((S, S, 3), 128, np.uint8)
+    photo[y0:y0 + 144, x0:x0 + 216] = region
+    heat = np.zeros((G, G), np.float32)
+    heat[(y0 + 54) // CELL:(y0 + 54) // CELL + 6, (x0 + 54) // CELL:(x0 + 54) // CELL + 18] = 50.0
+    mask = np.ones((G, G), bool)
+    found = find_price_sticker(photo, np.eye(3), S, heat, mask, reader, cell=CELL)
+    assert found is not None and found.text == "92.9"
+    assert found.cells[heat > 0].mean() > 0.5
+    monkeypatch.setattr(stickers, "MAX_DETECT_SCALE", 1.0)  # the canonical resolution alone, as before
+    assert find_price_sticker(photo, np.eye(3), S, heat, mask, reader, cell=CELL) is None, \
+        "the text detector now finds this sticker at the canonical resolution: the test no longer needs the larger read"
 
 
 @pytest.mark.parametrize("text", ["NEW", "100%", "99.9%"])

@@ -11,7 +11,9 @@ counterfeit's extra mark ("NEW", "100% ORIGINAL", "SALE -70%") reads as one.
 :data:`brandguard.occluders.STAND_OUT` times the photo's median departure), those holding most of the cells a
 channel score is the mean of first (:data:`MAX_PATCHES`, :data:`MIN_HELD`). It warps the patch and a margin
 around it (:data:`PAD`; beyond the package's edge too, so a sticker cut by the edge of the frame is read
-whole) from the photo at the canonical frame's resolution, detects its text lines and reads the short ones
+whole) from the photo at the canonical frame's resolution and, where no line is detected over the patch
+there, again large enough for the text detector (:func:`detect_scale`: at least :data:`DETECT_SIDE` pixels on its shorter side,
+up to 3 times the canonical resolution), detects its text lines and reads the short ones
 over the patch (:data:`MAX_ASPECT`, :data:`MAX_LINES`; :meth:`brandguard.text.TextReader.detect`,
 :meth:`~brandguard.text.TextReader.recognise_each`). A patch is a price sticker when a line read over it is
 a price (:func:`read_price`: ``12.99``, ``3,49``, ``.99``, ``33.9``, ``49,-``, ``$12``, ``12€``; not a
@@ -43,8 +45,8 @@ import numpy as np
 from brandguard.localization import _degenerate
 from brandguard.mismatch import CHANGED_Z
 
-__all__ = ["MAX_PATCHES", "MIN_PRICE_SHARE", "PAD", "STICKER_NOTE", "PriceSticker", "find_price_sticker",
-           "on_a_label", "read_price"]
+__all__ = ["DETECT_SIDE", "MAX_DETECT_SCALE", "MAX_PATCHES", "MIN_PRICE_SHARE", "PAD", "STICKER_NOTE", "PriceSticker",
+           "detect_scale", "find_price_sticker", "on_a_label", "read_price"]
 
 #: margin read around a patch, as a share of the patch's larger side (at least :data:`_MIN_PAD` pixels):
 #: a heatmap patch can miss a sticker's plain corners, and the price must be read whole
@@ -72,6 +74,14 @@ REACH = 0.6
 BOX_MARGIN = 0.25
 #: share of a comparison cell the sticker must cover to be left out there
 MIN_COVER = 0.3
+#: where no line is detected over a patch at the canonical frame's resolution, text is detected again on
+#: the region warped at least this many pixels on its shorter side (at most :data:`MAX_DETECT_SCALE` times the
+#: canonical resolution): a sticker's region can be too small for the text detector (a price sticker reading
+#: ``92.9`` on a demo listing was not found at all at 216x144 pixels, and read right, confidence 0.999, from
+#: twice that). Not larger in the first place: larger, the detector's line boxes are tighter, and the sticker
+#: grown from them covers less of it
+DETECT_SIDE = 320
+MAX_DETECT_SCALE = 3.0
 STICKER_NOTE = "a price sticker (read {text!r}) left out ({share:.0%} of the package)"
 
 _CURRENCY = "$€£¥₹¢"
@@ -79,7 +89,7 @@ _CURRENCY_WORDS = r"(?:rs\.?|usd|eur|gbp|inr|kr|chf)"
 _PRICE = re.compile(
     rf"(?<![\d.,])(?:{_CURRENCY_WORDS}|[{_CURRENCY}])?"
     rf"(?:\d{{1,3}}(?:,\d{{3}})+(?:\.\d{{2}})?|\d{{1,3}}(?:\.\d{{3}})+(?:,\d{{2}})?"  # 1,299.00  1.234,56
-    rf"|\d{{1,4}}[.,]\d{{2}}|\d{{2,4}}[.,]\d|[.,]\d{{2}}|\d{{1,4}}[.,:]-"  # 12.99  33.9  .99  49,-
+    rf"|\d{{1,4}}[.,]\d{{2}}|\d{{2,4}}[.,]\d|[.,]\d{{2}}|\d{{1,4}}[.,:]-|\d{{2,4}}[.,]$"  # 12.99 33.9 .99 49,- 38.
     rf"|(?:(?<=[{_CURRENCY}])|(?<=rs)|(?<=rs\.)|(?<=usd)|(?<=eur)|(?<=gbp)|(?<=inr)|(?<=kr)|(?<=chf))\d{{1,4}}"
     rf"|\d{{1,4}}(?=[{_CURRENCY}]))"  # $12  12€
     rf"[{_CURRENCY}]?(?![\d])", re.IGNORECASE)
@@ -96,8 +106,9 @@ def read_price(text: str) -> str | None:
     """The price an OCR line reads, or None.
 
     A price is a number with two decimals (``12.99``, ``3,49``, ``1,299.00``, ``1.234,56``), or with one and
-    at least two whole digits (``33.9``: the last digit cut off; ``5.3`` is a version or a size), two
-    decimals alone (``.99``: the units cut off), a whole number ending ``,-`` (``49,-``) or a whole number
+    at least two whole digits (``33.9``: the last digit cut off; ``5.3`` is a version or a size) or none at
+    the end of the line (``38.``: the decimals cut off by the package's edge), two decimals alone (``.99``: the
+    units cut off), a whole number ending ``,-`` (``49,-``) or a whole number
     with a currency sign or word (``$12``, ``12€``, ``₹99``, ``Rs 99``); it must make up at least
     :data:`MIN_PRICE_SHARE` of the line's characters (spaces ignored) and be neither followed by a unit of
     measure (``1.25l``, ``2.5 kg``, ``5.3V``, ``99.9%``, ``36.6°C``, ``15.6"`` are print) nor preceded by a
@@ -135,15 +146,24 @@ class PriceSticker:
         return STICKER_NOTE.format(text=self.text, share=self.share)
 
 
-def _read_region(image: np.ndarray, H: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+def _read_region(image: np.ndarray, H: np.ndarray, box: tuple[float, float, float, float],
+                 scale: float = 1.0) -> np.ndarray:
     """The photo inside canonical box ``(x0, y0, x1, y1)`` (pixels; it may reach beyond the frame), warped
-    at the canonical frame's resolution."""
+    at ``scale`` times the canonical frame's resolution."""
     x0, y0, x1, y1 = box
-    T = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+    T = np.array([[1 / scale, 0, x0], [0, 1 / scale, y0], [0, 0, 1]], np.float64)
     img = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
     return cv2.warpPerspective(np.ascontiguousarray(img[..., :3]), np.asarray(H, np.float64) @ T,
-                               (max(1, round(x1 - x0)), max(1, round(y1 - y0))),
+                               (max(1, round(scale * (x1 - x0))), max(1, round(scale * (y1 - y0)))),
                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
+
+def detect_scale(region_shape: tuple[int, ...]) -> float:
+    """How much larger than the canonical frame's resolution a region of ``region_shape`` is read for text
+    detection: enough for :data:`DETECT_SIDE` pixels on its shorter side, between 1 and
+    :data:`MAX_DETECT_SCALE`."""
+    short = max(1, min(region_shape[:2]))
+    return float(min(MAX_DETECT_SCALE, max(1.0, DETECT_SIDE / short)))
 
 
 def _clip_box(box: Sequence[float], h: int, w: int) -> tuple[int, int, int, int]:
@@ -253,6 +273,32 @@ def _region_to_cells(pixels: np.ndarray, box: tuple[float, float, float, float],
     return cv2.resize(frame, (G, G), interpolation=cv2.INTER_AREA) >= MIN_COVER
 
 
+def _read_price_over(image: np.ndarray, H: np.ndarray, box: tuple[float, float, float, float], region: np.ndarray,
+                     f: float, patch: np.ndarray, mask: np.ndarray, reader: Any, cell: int,
+                     G: int) -> tuple[tuple[np.ndarray, str] | None, bool]:
+    """``((cells, price) or None, whether any line was detected over the patch)``: the cells of a price sticker
+    read over ``patch`` in canonical box ``box`` (``region`` is the photo there at the canonical resolution;
+    text is detected and read at ``f`` times it), grown by one cell."""
+    large = region if f == 1.0 else _read_region(image, H, box, f)
+    # only the lines over the patch are read (the margin holds the package's own print too)
+    found: list[tuple[int, Any, np.ndarray]] = []
+    for lb_large, crop in reader.detect(large) or []:
+        lb = [float(v) / f for v in lb_large]  # the region's pixels at the canonical resolution
+        over = int((_region_to_cells(_box_pixels(region.shape[:2], lb), box, cell, G) & patch).sum())
+        if over and crop.shape[1] <= MAX_ASPECT * crop.shape[0]:  # a price is a short line
+            found.append((over, lb, crop))
+    lines = [(lb, crop) for _, lb, crop in sorted(found, key=lambda t: -t[0])[:MAX_LINES]]
+    for (lb, _), (text, _conf) in zip(lines, reader.recognise_each([c for _, c in lines]) if lines else []):
+        price = read_price(text)
+        if price is None:
+            continue
+        sticker = _sticker_pixels(region, lb)  # region pixels -> canonical cells
+        cells = _region_to_cells(sticker, box, cell, G) & mask
+        if (cells & patch).any():  # the price is read over the patch, not beside it
+            return (cv2.dilate(cells.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & mask, price), True
+    return None, bool(lines)
+
+
 def find_price_sticker(image: np.ndarray, H: np.ndarray, size: int, heat: np.ndarray, mask: np.ndarray,
                        reader: Any, *, cell: int, top: np.ndarray | None = None) -> PriceSticker | None:
     """A price sticker on the package (see the module docstring), or None.
@@ -314,23 +360,15 @@ def find_price_sticker(image: np.ndarray, H: np.ndarray, size: int, heat: np.nda
         box = (x * cell - pad, y * cell - pad, (x + w) * cell + pad, (y + h) * cell + pad)
         patch = cv2.dilate((labels == k).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         region = _read_region(image, H, box)
-        # only the lines over the patch are read (the margin holds the package's own print too)
-        found: list[tuple[int, Any, np.ndarray]] = []
-        for lb, crop in reader.detect(region) or []:
-            over = int((_region_to_cells(_box_pixels(region.shape[:2], lb), box, cell, G) & patch).sum())
-            if over and crop.shape[1] <= MAX_ASPECT * crop.shape[0]:  # a price is a short line
-                found.append((over, lb, crop))
-        lines = [(lb, crop) for _, lb, crop in sorted(found, key=lambda t: -t[0])[:MAX_LINES]]
-        for (lb, _), (text, _conf) in zip(lines, reader.recognise_each([c for _, c in lines]) if lines else []):
-            price = read_price(text)
-            if price is None:
-                continue
-            sticker = _sticker_pixels(region, lb)  # region pixels -> canonical cells
-            cells = _region_to_cells(sticker, box, cell, G) & mask
-            if (cells & patch).any():  # the price is read over the patch, not beside it
-                covered |= cv2.dilate(cells.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & mask
-                prices.append(price)
-                break
+        # read at the canonical resolution first; where no line at all is detected over the patch there, again
+        # larger (the text detector can miss a sticker's line at that size, see DETECT_SIDE)
+        read, lines = _read_price_over(image, H, box, region, 1.0, patch, mask, reader, cell, G)
+        larger = detect_scale(region.shape)
+        if not lines and larger > 1.0:
+            read, _ = _read_price_over(image, H, box, region, larger, patch, mask, reader, cell, G)
+        if read is not None:
+            covered |= read[0]
+            prices.append(read[1])
     if not covered.any():
         return None
     share = float(covered.sum() / mask.sum())
