@@ -153,3 +153,38 @@ def test_noise_estimate_takes_grey_colour_and_float_images_and_refuses_others(rn
     # a degenerate homography maps nothing of the photo into the frame (and must not hang OpenCV)
     crop, valid = warp_to_canonical(np.zeros((300, 400, 3), np.uint8), np.zeros((3, 3)), 64)
     assert crop.shape == (64, 64, 3) and not valid.any()
+
+
+def _dark_package(rng: np.random.Generator, border: tuple[int, int, int], cast: float = 1.0) -> np.ndarray:
+    """A dark red-brown package with a cream line of print, in a frame whose 2-cell band shows ``border`` (a
+    studio reference's white margin, or a listing's own table), photographed with a warm ``cast`` on red."""
+    img = np.empty((S, S, 3), np.float32)
+    img[:] = border
+    img[2 * CELL:-2 * CELL, 2 * CELL:-2 * CELL] = (75, 30, 25)
+    img[40:52, 24:72] = (235, 232, 225)  # a cream wordmark: the only neutral print
+    img[..., 0] *= cast
+    return np.clip(img + rng.normal(0, 2.0, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_a_photo_is_white_balanced_on_the_product_not_on_the_frame_around_it(rng):
+    """A studio reference's white margin faces a listing's green table: balanced against it (``frame``), every
+    channel of the honest photo was scaled and its whole package lit up in colour; on the product's own neutral
+    print (``product``, the default), the colours stay those of the references."""
+    refs = ProductBank.from_views([make_view(_dark_package(rng, (250, 250, 250)), np.ones((S, S), bool), CELL)
+                                   for _ in range(4)])
+    stats, _ = fit_normal_stats(refs, CELL, margin=2)
+    assert not stats.region[:2].any() and stats.region[S // CELL // 2].any()  # the band is outside the product
+    view = make_view(_dark_package(rng, (40, 150, 60), cast=1.08), np.ones((S, S), bool), CELL)
+    inside = stats.region & view.cell_valid
+    on_product = distance_maps(view, refs, CELL, region=stats.region)[1][inside]
+    on_frame = distance_maps(view, refs, CELL)[1][inside]
+    assert float(np.median(on_product)) < 0.05 and float(np.median(on_frame)) > 0.5
+    # the default comparison and fit_normal_stats balance on the product; an index saved before the setting
+    # existed loads with the frame, which its statistics were fitted on
+    assert Config().compare.white_balance == "product"
+    from brandguard.index import _saved_config
+
+    assert Config.from_dict(_saved_config({"compare": {"margin": 3}})).compare.white_balance == "frame"
+    assert Config.from_dict(_saved_config({"compare": {"white_balance": "product"}})).compare.white_balance == "product"
+    with pytest.raises(DataError, match="compare.white_balance must be product or frame"):
+        Config().with_overrides({"compare.white_balance": "auto"})

@@ -160,7 +160,8 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
     """
     cell = settings.cell
     if distances is None:
-        distances = distance_maps(view, bank, cell, exclude=exclude, k=settings.references_compared)
+        distances = distance_maps(view, bank, cell, exclude=exclude, k=settings.references_compared,
+                                  region=stats.region if settings.white_balance == "product" else None)
     d_s, d_c, d_l = distances
     G = view.cell_valid.shape[0]
     occ = occlusion_cells(view.occlusion, G)

@@ -186,6 +186,12 @@ class CompareConfig:
             price sticker, left out in every channel, and the photo is compared again
             (:func:`brandguard.stickers.find_price_sticker`). A counterfeit's extra mark that does not read as a
             price stays.
+        white_balance: the cells a photo's colours are balanced on before its colour is compared, those the
+            reference shows neutral (grey, white): ``product`` (default) only within the product's scored
+            region; ``frame`` anywhere in the canonical frame, where a studio reference's white margin can face
+            the listing's own background (a green table balanced against it doubled every channel and lit a
+            whole package up in colour). Indexes built before ``product`` existed load with ``frame``, the
+            comparison their statistics were fitted on; rebuild them to change it.
     """
 
     max_references_per_product: int = 16
@@ -200,6 +206,7 @@ class CompareConfig:
     seller_overlays: bool = True
     occluders: bool = True
     price_stickers: bool = True
+    white_balance: str = "product"
 
     def __post_init__(self) -> None:
         if not isinstance(self.margin, int) or self.margin < 0:
@@ -212,6 +219,8 @@ class CompareConfig:
             object.__setattr__(self, "text_check", "on" if self.text_check else "off")
         if self.text_check not in ("auto", "on", "off"):
             raise ConfigError(f"compare.text_check must be auto, on or off, got {self.text_check!r}")
+        if self.white_balance not in WHITE_BALANCES:
+            raise ConfigError(f"compare.white_balance must be {' or '.join(WHITE_BALANCES)}, got {self.white_balance!r}")
 
 
 @dataclass(frozen=True)
@@ -226,6 +235,9 @@ class ScoringConfig:
     review_fpr: float = 0.05
     takedown_fpr: float = 0.01
 
+
+#: the values ``compare.white_balance`` takes (see :class:`CompareConfig`)
+WHITE_BALANCES = ("product", "frame")
 
 #: the values ``runtime.geometry`` takes (:mod:`brandguard.accel`)
 GEOMETRIES = ("auto", "opencv", "kornia")

@@ -1139,7 +1139,7 @@ class ReferenceIndex:
             model.prior_entry = _NO_ENTRY
             return
         model.stats, loo = fit_normal_stats(model.bank, cfg.compare.cell, cfg.compare.references_compared,
-                                            cfg.compare.margin)
+                                            cfg.compare.margin, cfg.compare.white_balance)
         model.text_lines = reference_lines(model.ref_text) if model.ref_text else []
         # authentic variation under listing conditions: simulated listing photos of the new references,
         # localised and compared like listing photos (the statistics in force until `calibrate`)
@@ -1220,10 +1220,15 @@ class ReferenceIndex:
             (r, crop, valid, noise), f, o = item
             view = make_view(crop, valid, cfg.compare.cell, f, o, noise)
             row = model.bank_refs.index(r)
-            own = (r, view.cell_valid, distance_maps(view, model.bank.select([row]), cfg.compare.cell))
+            own = (r, view.cell_valid, distance_maps(view, model.bank.select([row]), cfg.compare.cell,
+                                                     region=balance_on))
             cross = (r, view.cell_valid, distance_maps(view, model.bank, cfg.compare.cell, exclude=row,
-                                                       k=cfg.compare.references_compared)) if len(model.bank) >= 2 else None
+                                                       k=cfg.compare.references_compared, region=balance_on)) \
+                if len(model.bank) >= 2 else None
             return own, cross
+
+        region = scored_region(model.bank, cfg.compare.margin)  # the product's cells (white balance, levels)
+        balance_on = region if cfg.compare.white_balance == "product" else None
 
         # the simulation, localisation and comparisons run on every worker, in the order of the photos
         with self._pool() as ex:
@@ -1235,7 +1240,7 @@ class ReferenceIndex:
             pairs = list(ex.map(comparisons, zip(found, feats, occ)))
         own = [o for o, _ in pairs]
         cross = [c for _, c in pairs if c is not None]
-        return AuthenticEvidence.from_comparisons(cross, own, G, scored_region(model.bank, cfg.compare.margin))
+        return AuthenticEvidence.from_comparisons(cross, own, G, region)
 
     # -------------------------------------------------------------- search structures
     def _refresh_tables(self, first: int = 0) -> None:
@@ -2074,7 +2079,8 @@ class ReferenceIndex:
         try:
             import yaml
 
-            config = Config.from_dict(yaml.safe_load((directory / small / "config.yaml").read_text(encoding="utf-8")))
+            config = Config.from_dict(_saved_config(yaml.safe_load((directory / small / "config.yaml").read_text(
+                encoding="utf-8"))))
             meta = json.loads((directory / small / "products.json").read_text(encoding="utf-8"))
             S = config.localization.canonical_size
             # comparison banks, statistics, evidence and global vectors stay in the memory-mapped segments and
@@ -2431,6 +2437,14 @@ class _DiskState:
     @property
     def kp_rows(self) -> int:
         return sum(n for _, n in self.kp_segments)
+
+
+def _saved_config(data: Any) -> Any:
+    """A saved index's configuration as its statistics were fitted: settings added since take the value that
+    reproduces what the index was built with, not today's default (``compare.white_balance``: ``frame``)."""
+    if isinstance(data, dict) and isinstance(data.get("compare"), dict):
+        data["compare"].setdefault("white_balance", "frame")
+    return data
 
 
 def _held(m: ProductModel) -> dict[str, Any]:

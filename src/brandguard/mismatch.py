@@ -9,8 +9,8 @@ place shows the same part of the package in all of them. Two channels are compar
   extra marks); a photo whose sensor noise that blur would not clean is compared, with each reference, at
   the coarser blur the noise needs (:func:`noise_blur`, :func:`structure_difference`), so the flat parts of
   a package do not light up with noise;
-* **colour**: the mean colour of each cell, white-balanced on the parts the reference shows as neutral
-  (white, grey, black print), compared in Lab chroma (a recoloured logo, a changed packaging colour);
+* **colour**: the mean colour of each cell, white-balanced on the parts of the product the reference shows
+  as neutral (white, grey, black print; ``compare.white_balance``), compared in Lab chroma (a recoloured logo, a changed packaging colour);
 * **learned** (fine-tuned backbones only): dense descriptors trained by ``brandguard train`` to stay put
   between authentic photos and to move where a counterfeiter edits the package, compared by cosine with a
   one-cell tolerance for misalignment. The same backbone also says where something lies on top of the
@@ -329,7 +329,7 @@ def _cells(mask: np.ndarray, g: int) -> np.ndarray:
 
 
 def distance_maps(view: AlignedView, bank: ProductBank, cell: int = 6, exclude: int | None = None,
-                  k: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                  k: int = 0, region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-cell distance of one aligned photo to the closest authentic reference, per channel.
 
     Args:
@@ -341,6 +341,11 @@ def distance_maps(view: AlignedView, bank: ProductBank, cell: int = 6, exclude: 
             rather than a pixel-wise mix of all of them, in which noise somewhere always matches a small
             change (on the demo listings this triples detection at 1% FPR; subtle packaging-colour changes
             suffer a little).
+        region: ``(G, G)`` bool, the product's scored cells (:func:`scored_region`): the photo is white-balanced
+            on the cells the reference shows neutral *there*; None: every cell both show. Outside it the
+            canonical frame can hold the reference's backdrop (a studio shot's white margin), which the photo
+            shows as its own background: balancing a listing photo's green table against a reference's
+            white margin doubled every channel and lit a whole package up in colour.
 
     Returns:
         ``(structure, colour, learned)`` distances, each ``(G, G)`` float32, NaN where no reference covers a
@@ -362,6 +367,8 @@ def distance_maps(view: AlignedView, bank: ProductBank, cell: int = 6, exclude: 
         ref_rgb, ref_ok = bank.colors[i], bank.cell_valid[i] & view.cell_valid
         ref_lab = _lab(ref_rgb)
         neutral = (np.hypot(ref_lab[..., 1], ref_lab[..., 2]) < _NEUTRAL_CHROMA) & (ref_lab[..., 0] > 20) & ref_ok
+        if region is not None:
+            neutral &= region
         q = view.colors
         if neutral.sum() >= 0.03 * neutral.size:  # white balance on what the reference shows as neutral
             gains = np.median(ref_rgb[neutral], 0) / np.maximum(np.median(q[neutral], 0), 1e-3)
@@ -456,8 +463,9 @@ def _robust(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.GaussianBlur(mu.astype(np.float32), (3, 3), 0), cv2.GaussianBlur(sd.astype(np.float32), (3, 3), 0)
 
 
-def fit_normal_stats(bank: ProductBank, cell: int = 6, k: int = 0,
-                     margin: int = 0) -> tuple[NormalStats, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]:
+def fit_normal_stats(bank: ProductBank, cell: int = 6, k: int = 0, margin: int = 0,
+                     white_balance: str = "product"
+                     ) -> tuple[NormalStats, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]:
     """Leave-one-out distances of each reference to the others, and their per-cell statistics.
 
     Args:
@@ -465,13 +473,16 @@ def fit_normal_stats(bank: ProductBank, cell: int = 6, k: int = 0,
         margin: cells along each edge of the canonical frame left out of the scored ``region``: a few pixels
             of alignment error put the scene behind the package (a table, a hand) there, which no reference
             shows.
+        white_balance: ``product`` balances colours on the neutral cells of the scored region, ``frame`` on
+            any (``compare.white_balance``, see :func:`distance_maps`).
 
     Returns:
         ``(stats, loo)`` where ``loo[i]`` are reference i's ``(structure, colour, learned)`` distance maps.
     """
     n = len(bank)
     region = scored_region(bank, margin)
-    loo = [distance_maps(bank.view(i), bank, cell, exclude=i, k=k) for i in range(n)]
+    balance_on = region if white_balance == "product" else None
+    loo = [distance_maps(bank.view(i), bank, cell, exclude=i, k=k, region=balance_on) for i in range(n)]
     if n >= 2:
         mu_s, sd_s = _robust(np.stack([m[0] for m in loo]))
         mu_c, sd_c = _robust(np.stack([m[1] for m in loo]))
