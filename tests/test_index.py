@@ -356,6 +356,39 @@ def test_a_reference_file_replaced_in_place_replaces_the_reference_it_was(small_
         {r.digest for m in fresh.products for r in m.refs if r.path == str(first[0].path)}
 
 
+def test_a_replaced_file_whose_product_cannot_be_read_again_keeps_the_indexed_version(small_dataset, embedder,
+                                                                                        tmp_path, monkeypatch):
+    """Found in review: when a product's earlier files cannot be decoded again at fit time, the new photo of a
+    replaced file must not be added beside the old one (the same path twice); and a file whose metadata alone
+    changed (the same pixels in new bytes) gets its new digest, so a later add still refits the product."""
+    from brandguard.config import Config
+    from brandguard.storage import file_digest
+
+    items = _first_products(small_dataset, 1, 4)
+    copies = []
+    for it in items:
+        dst = tmp_path / it.path.name
+        shutil.copy2(it.path, dst)
+        copies.append(ReferenceItem(dst, it.brand, it.product))
+    index = ReferenceIndex.build(copies[:3], Config(), embedder=embedder)
+    import cv2
+
+    assert cv2.imwrite(str(copies[0].path), cv2.flip(cv2.imread(str(copies[0].path)), 1))  # replaced in place
+    monkeypatch.setattr(ReferenceIndex, "_read_again", lambda self, key, old: None)
+    with pytest.warns(UserWarning, match="keeps the versions it holds"):
+        assert index.add([copies[0]]) == 0
+    paths = [r.path for m in index.products for r in m.refs]
+    assert sorted(paths) == sorted(str(c.path) for c in copies[:3])  # each path once, the old version kept
+    monkeypatch.undo()
+    # the same pixels in other bytes (metadata appended after the JPEG's end): a duplicate, with its new digest
+    shutil.copy2(items[1].path, copies[1].path)
+    with open(copies[1].path, "ab") as fh:
+        fh.write(b"edited by a photo manager")
+    assert index.add([copies[1]]) == 0
+    assert {r.digest for m in index.products for r in m.refs if r.path == str(copies[1].path)} == \
+        {file_digest(copies[1].path)}
+
+
 def _distractor(rng: np.random.Generator, name: str, rows: int, brand: str = "distractor"):
     """A cheap product of random RootSIFT-like keypoints and no references (it never matches a photo)."""
     from brandguard.index import ProductModel, _empty_bank

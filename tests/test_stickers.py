@@ -38,7 +38,8 @@ def test_a_price_is_read_as_a_price(text, price):
 
 @pytest.mark.parametrize("text", [
     "NEW", "100%", "SALE -70%", "100% ORIGINAL", "1.25L", "2.5 kg", "5.3V", "Bluetooth 5.3", "5.3", "USB 3.0",
-    "1:43", "30", "Model SP-300", "250 ml", "", "5.", "No.12.",
+    "1:43", "30", "Model SP-300", "250 ml", "", "5.", "No.12.", "EST 1886.", "Since 1853.", "SPF 50.", "x12.",
+    "#38.", "PZN 1234.", "Nr. 38", "Gr. 38.",  # a year, a factor, a code or a size ending a line is print
     "99.9%", "10.5 %", "36.6°C", '15.6"', "12.5 0z",    # a measure, not a price: a counterfeit's "99.9%" stays
     "2024.01", "EXP 12.25", "Size 42.5", "EU 42.5", "V 10.10", "SKU 12.34",  # a date, a size, a version, a code
 ])

@@ -115,8 +115,10 @@ __all__ = ["INDEX_FORMAT", "THIN_EVIDENCE", "ProductModel", "RefRecord", "Refere
 #: 5: a product's arrays lie in segments (``arrays.safetensors``, ``arrays.<generation>.safetensors``) named in
 #: ``products.json``, and an incremental save's small files in ``gen-<generation>/``; a format 3 or 4 index is one
 #: segment with its small files at the top (see ``ReferenceIndex.save``)
-INDEX_FORMAT = 5
-READABLE_FORMATS = (3, 4, 5)
+#: 6: the saved configuration may hold ``compare.white_balance`` (which a version reading format 5 refuses as an
+#: unknown key); a format 3-5 index loads with ``frame``, the white balance its statistics were fitted with
+INDEX_FORMAT = 6
+READABLE_FORMATS = (3, 4, 5, 6)
 #: a view with fewer keypoints repeated across its references than this is topped up with the other keypoints
 #: inside the region the repeated ones cover (see ``ReferenceIndex._fit_view``)
 VIEW_KEYPOINTS = 1000
@@ -525,6 +527,8 @@ class ReferenceIndex:
         keys = sorted(groups)
         known = {key: [self.products[i] for i in by_key[key]] for key in keys if key in by_key}
 
+        dropped: dict[tuple[str, str], list[str]] = {}  # replaced files whose product could not be read again
+
         def fit(key: tuple[str, str]) -> list[ProductModel]:
             again = None
             if key in refit:  # read here, so only the products being fitted hold their photos
@@ -534,7 +538,11 @@ class ReferenceIndex:
                     fallback.add(key)
             with self._phase("align"):
                 if key in known and again is None:
-                    return self._extend_product(known[key], groups[key])
+                    # extended as the index holds it, which keeps the indexed version of a replaced file
+                    items = [p for p in groups[key] if str(p.item.path) not in replacing]
+                    if len(items) < len(groups[key]):
+                        dropped[key] = sorted(str(p.item.path) for p in groups[key] if str(p.item.path) in replacing)
+                    return self._extend_product(known[key], items) if items else known[key]
                 return self._fit_product(key[0], key[1], (again or []) + groups[key])
 
         def fit_on_pool(key: tuple[str, str]) -> list[ProductModel]:
@@ -565,6 +573,8 @@ class ReferenceIndex:
         if fallback:
             self._warn_not_refitted([f"{b}/{p}" for b, p in sorted(fallback)], "could not be read again")
         refitted = set(refit) - fallback
+        self._warn_replaced(sorted(p for key in refitted for p in {str(q.item.path) for q in groups[key]} & replacing),
+                            sorted(p for paths in dropped.values() for p in paths))
         replaced: dict[int, list[ProductModel]] = {}  # a refitted product's views, where its first view stood
         for key, views in zip(keys, fitted):
             if key in refitted:
@@ -575,7 +585,7 @@ class ReferenceIndex:
                 self.products.extend(views[len(by_key[key]):])
             else:
                 self.products.extend(views)
-            added += new_count[key]
+            added += new_count[key] - len(dropped.get(key, ()))
         if replaced:
             gone = {i for key in refitted for i in by_key[key]}
             self.products = [v for i, m in enumerate(self.products) if i not in gone or i in replaced
@@ -624,7 +634,6 @@ class ReferenceIndex:
         refit: dict[tuple[str, str], list[RefRecord]] = {}
         moved: list[str] = []
         undigested: list[str] = []
-        replaced: list[str] = []
         kept_old: list[str] = []
         for key in sorted(k for k in groups if k in by_key):
             new = {str(p.item.path) for p in groups[key]} & replacing
@@ -640,7 +649,6 @@ class ReferenceIndex:
                     for r in old:
                         digests[r.path] = (r.digest, r.pixels)
                     refit[key] = old
-                    replaced.extend(sorted(new))
                     continue
                 why = moved
             if new:  # not fitted again: the product keeps the indexed version of its replaced files
@@ -650,21 +658,27 @@ class ReferenceIndex:
                     del groups[key]
                     continue
             why.append(name)
-        if replaced:
-            warnings.warn(f"{len(replaced)} reference file(s) changed since they were indexed: the new photos replace "
-                          "the old ones and their products were fitted again: " + ", ".join(replaced[:5])
-                          + (" ..." if len(replaced) > 5 else ""), stacklevel=4)
-        if kept_old:
-            warnings.warn(f"{len(kept_old)} reference file(s) changed since they were indexed, but their products' other "
-                          "reference files could not be read again, so the index keeps the versions it holds "
-                          "(`brandguard index build` takes the new ones): " + ", ".join(kept_old[:5])
-                          + (" ..." if len(kept_old) > 5 else ""), stacklevel=4)
+        self._warn_replaced([], kept_old)
         if moved:
             self._warn_not_refitted(moved, "are not where the index recorded them or were changed (if they moved, "
                                            "`brandguard index relocate` first)")
         if undigested:
             self._warn_not_refitted(undigested, "were indexed before file digests were recorded")
         return refit
+
+    @staticmethod
+    def _warn_replaced(replaced: list[str], kept_old: list[str]) -> None:
+        """Say which reference files replaced in place were taken, and which were not (the index keeps the
+        version it holds where the product's other reference files could not be read again)."""
+        if replaced:
+            warnings.warn(f"{len(replaced)} reference file(s) changed since they were indexed: the new photos replace "
+                          "the old ones and their products were fitted again: " + ", ".join(replaced[:5])
+                          + (" ..." if len(replaced) > 5 else ""), stacklevel=5)
+        if kept_old:
+            warnings.warn(f"{len(kept_old)} reference file(s) changed since they were indexed, but their products' other "
+                          "reference files could not be read again, so the index keeps the versions it holds "
+                          "(`brandguard index build` takes the new ones): " + ", ".join(kept_old[:5])
+                          + (" ..." if len(kept_old) > 5 else ""), stacklevel=5)
 
     def _warn_not_refitted(self, products: list[str], why: str) -> None:
         warnings.warn(f"{len(products)} product(s) gained references but their earlier reference files {why}, so the "
@@ -701,9 +715,11 @@ class ReferenceIndex:
         """
         known: dict[str, str] = {}
         held: dict[str, tuple[str, str, str]] = {}  # an indexed path: (brand, product) holding it, file digest
+        records: dict[str, RefRecord] = {}
         for m in self.products:
             for r in m.refs:
                 held[r.path] = (m.brand, m.product, r.digest)
+                records[r.path] = r
                 for key in (r.digest, r.pixels, "path:" + r.path):
                     if key and key != "path:":
                         known.setdefault(key, r.path)
@@ -732,6 +748,10 @@ class ReferenceIndex:
                 replacing.add(path)
                 hit = None
             if hit is not None:
+                if hit == path and was is not None and was[2] and fd and fd != was[2] and px == records[path].pixels:
+                    # the same pixels in new bytes (the file's metadata edited): the index records the bytes now
+                    # there, so that a later add still finds the product's files as recorded and refits it
+                    records[path].digest = fd
                 dups.append({"path": path, "duplicate_of": hit})
                 continue
             for k in keys:

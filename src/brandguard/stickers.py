@@ -89,7 +89,7 @@ _CURRENCY_WORDS = r"(?:rs\.?|usd|eur|gbp|inr|kr|chf)"
 _PRICE = re.compile(
     rf"(?<![\d.,])(?:{_CURRENCY_WORDS}|[{_CURRENCY}])?"
     rf"(?:\d{{1,3}}(?:,\d{{3}})+(?:\.\d{{2}})?|\d{{1,3}}(?:\.\d{{3}})+(?:,\d{{2}})?"  # 1,299.00  1.234,56
-    rf"|\d{{1,4}}[.,]\d{{2}}|\d{{2,4}}[.,]\d|[.,]\d{{2}}|\d{{1,4}}[.,:]-|\d{{2,4}}[.,]$"  # 12.99 33.9 .99 49,- 38.
+    rf"|\d{{1,4}}[.,]\d{{2}}|\d{{2,4}}[.,]\d|[.,]\d{{2}}|\d{{1,4}}[.,:]-|^\d{{2,4}}[.,]$"  # 12.99 33.9 .99 49,- 38.
     rf"|(?:(?<=[{_CURRENCY}])|(?<=rs)|(?<=rs\.)|(?<=usd)|(?<=eur)|(?<=gbp)|(?<=inr)|(?<=kr)|(?<=chf))\d{{1,4}}"
     rf"|\d{{1,4}}(?=[{_CURRENCY}]))"  # $12  12€
     rf"[{_CURRENCY}]?(?![\d])", re.IGNORECASE)
@@ -97,7 +97,7 @@ _PRICE = re.compile(
 _UNIT = re.compile(r"^(?:(?:ml|l|ltr|cl|dl|g|kg|mg|oz|0z|lb|lbs|cm|mm|m|in|inch|ft|fl|v|w|kw|mah|wh|gb|tb|mb|hz|ghz"
                    r"|mhz|pcs|x|z)(?![a-z])|[%°\"'″])", re.IGNORECASE)
 #: what before a number makes it a date, a size, a version or a code (``EXP 12.25``, ``Size 42.5``, ``V10.10``)
-_LABEL = re.compile(r"(?:exp|bb|best ?before|lot|size|eu|us|uk|v|ver|version|sku|no|ref|art|model|mfg|batch)\.?:?$",
+_LABEL = re.compile(r"(?:exp|bb|best ?before|lot|size|eu|us|uk|v|ver|version|sku|no|nr|gr|ref|art|model|mfg|batch)\.?:?$",
                     re.IGNORECASE)
 _YEAR = re.compile(r"^(?:19|20)\d{2}[.,]")
 
@@ -106,9 +106,9 @@ def read_price(text: str) -> str | None:
     """The price an OCR line reads, or None.
 
     A price is a number with two decimals (``12.99``, ``3,49``, ``1,299.00``, ``1.234,56``), or with one and
-    at least two whole digits (``33.9``: the last digit cut off; ``5.3`` is a version or a size) or none at
-    the end of the line (``38.``: the decimals cut off by the package's edge), two decimals alone (``.99``: the
-    units cut off), a whole number ending ``,-`` (``49,-``) or a whole number
+    at least two whole digits (``33.9``: the last digit cut off; ``5.3`` is a version or a size) or none when
+    it is the whole line (``38.``: the decimals cut off by the package's edge; ``EST 1886.`` and ``SPF 50.``
+    are print), two decimals alone (``.99``: the units cut off), a whole number ending ``,-`` (``49,-``) or a whole number
     with a currency sign or word (``$12``, ``12€``, ``₹99``, ``Rs 99``); it must make up at least
     :data:`MIN_PRICE_SHARE` of the line's characters (spaces ignored) and be neither followed by a unit of
     measure (``1.25l``, ``2.5 kg``, ``5.3V``, ``99.9%``, ``36.6°C``, ``15.6"`` are print) nor preceded by a
