@@ -41,6 +41,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -612,7 +613,7 @@ class ReferenceIndex:
 
     def _refit_known(self, groups: dict[tuple[str, str], list[_Prepared]], by_key: dict[tuple[str, str], list[int]],
                      digests: dict[str, tuple[str, str]],
-                     replacing: set[str] = frozenset()) -> dict[tuple[str, str], list[RefRecord]]:
+                     replacing: AbstractSet[str] = frozenset()) -> dict[tuple[str, str], list[RefRecord]]:
         """The known products gaining references that are fitted again from all their references, as a build of
         them all at once fits them: ``{key: earlier references}``, where every earlier file is still there with
         the digest the index recorded (read again by :meth:`_read_again` when the product is fitted). Their
