@@ -269,18 +269,24 @@ def _first_products(small_dataset, n_products: int, n_refs: int) -> list[Referen
     return [i for k in keys for i in [j for j in items if (j.brand, j.product) == k][:n_refs]]
 
 
+def _copied(items: list[ReferenceItem], root: Path) -> list[ReferenceItem]:
+    """The references copied under ``root/<brand>/<product>/`` (tests that change files on disk change these)."""
+    copies = []
+    for it in items:
+        dst = root / it.brand / it.product / it.path.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(it.path, dst)
+        copies.append(ReferenceItem(dst, it.brand, it.product))
+    return copies
+
+
 def test_adding_references_to_a_known_product_gives_the_index_a_build_of_them_all_gives(small_dataset, embedder,
                                                                                            tmp_path):
     from brandguard.config import Config
 
     items = _first_products(small_dataset, 2, 3)
     # a copy of the files: the index refits from them, and the test below changes one
-    copies = []
-    for it in items:
-        dst = tmp_path / it.brand / it.product / it.path.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(it.path, dst)
-        copies.append(ReferenceItem(dst, it.brand, it.product))
+    copies = _copied(items, tmp_path)
     at_once = ReferenceIndex.build(copies, Config(), embedder=embedder)
     grown = ReferenceIndex.build(copies[::3], Config(), embedder=embedder)  # one reference a product
     for k in (1, 2):  # then one more a product, twice
@@ -316,12 +322,7 @@ def test_a_reference_file_replaced_in_place_replaces_the_reference_it_was(small_
     from brandguard.storage import file_digest
 
     items = _first_products(small_dataset, 2, 4)
-    copies = []
-    for it in items:
-        dst = tmp_path / it.brand / it.product / it.path.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(it.path, dst)
-        copies.append(ReferenceItem(dst, it.brand, it.product))
+    copies = _copied(items, tmp_path)
     first = [c for c in copies if (c.brand, c.product) == (copies[0].brand, copies[0].product)]
     index = ReferenceIndex.build([c for c in copies if c.path != first[3].path], Config(), embedder=embedder)
     old_digest = file_digest(first[0].path)
@@ -365,11 +366,7 @@ def test_a_replaced_file_whose_product_cannot_be_read_again_keeps_the_indexed_ve
     from brandguard.storage import file_digest
 
     items = _first_products(small_dataset, 1, 4)
-    copies = []
-    for it in items:
-        dst = tmp_path / it.path.name
-        shutil.copy2(it.path, dst)
-        copies.append(ReferenceItem(dst, it.brand, it.product))
+    copies = _copied(items, tmp_path)
     index = ReferenceIndex.build(copies[:3], Config(), embedder=embedder)
     import cv2
 

@@ -52,6 +52,7 @@ from brandguard.mismatch import (
     distance_maps,
     kept_cells,
     occlusion_cells,
+    white_balance_cells,
 )
 
 __all__ = ["EDITION_NOTE", "EDITION_SHARE", "OTHER_BRAND_NOTE", "OTHER_NAME_NOTE", "OTHER_PRODUCT_NOTE", "OVERLAY_NOTE", "SWAP_SUPPORT",
@@ -161,7 +162,7 @@ def compare(view: AlignedView, bank: ProductBank, stats: NormalStats, settings: 
     cell = settings.cell
     if distances is None:
         distances = distance_maps(view, bank, cell, exclude=exclude, k=settings.references_compared,
-                                  region=stats.region if settings.white_balance == "product" else None)
+                                  region=white_balance_cells(stats.region, settings.white_balance))
     d_s, d_c, d_l = distances
     G = view.cell_valid.shape[0]
     occ = occlusion_cells(view.occlusion, G)

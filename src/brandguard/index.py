@@ -96,6 +96,7 @@ from brandguard.mismatch import (
     fit_normal_stats,
     make_view,
     scored_region,
+    white_balance_cells,
 )
 from brandguard.references import ReferenceItem, read_references
 from brandguard.shortlist import KeypointSearch
@@ -542,7 +543,7 @@ class ReferenceIndex:
                     # extended as the index holds it, which keeps the indexed version of a replaced file
                     items = [p for p in groups[key] if str(p.item.path) not in replacing]
                     if len(items) < len(groups[key]):
-                        dropped[key] = sorted(str(p.item.path) for p in groups[key] if str(p.item.path) in replacing)
+                        dropped[key] = sorted({str(p.item.path) for p in groups[key]} & replacing)
                     return self._extend_product(known[key], items) if items else known[key]
                 return self._fit_product(key[0], key[1], (again or []) + groups[key])
 
@@ -715,12 +716,10 @@ class ReferenceIndex:
             that replace a reference.
         """
         known: dict[str, str] = {}
-        held: dict[str, tuple[str, str, str]] = {}  # an indexed path: (brand, product) holding it, file digest
-        records: dict[str, RefRecord] = {}
+        held: dict[str, tuple[tuple[str, str], RefRecord]] = {}  # an indexed path: the product holding it, its record
         for m in self.products:
             for r in m.refs:
-                held[r.path] = (m.brand, m.product, r.digest)
-                records[r.path] = r
+                held[r.path] = ((m.brand, m.product), r)
                 for key in (r.digest, r.pixels, "path:" + r.path):
                     if key and key != "path:":
                         known.setdefault(key, r.path)
@@ -741,18 +740,19 @@ class ReferenceIndex:
             px = pixel_digest(img)
             keys = [k for k in (fd, px, "path:" + path) if k]
             hit = next((known[k] for k in keys if k in known), None)
-            was = held.get(path)
-            if (hit == path and was is not None and was[2] and fd and fd != was[2] and fd not in known
-                    and px not in known and was[:2] == (prepared[i].item.brand, prepared[i].item.product)):
+            owner, rec = held.get(path, (None, None))
+            rewritten = hit == path and rec is not None and bool(rec.digest) and bool(fd) and fd != rec.digest
+            if rewritten and fd not in known and px not in known and owner == (prepared[i].item.brand,
+                                                                                  prepared[i].item.product):
                 # a reference file replaced in place (other bytes and pixels under an indexed path, same product):
                 # the new photo takes the old one's place (see _refit_known), it is no duplicate of itself
                 replacing.add(path)
                 hit = None
             if hit is not None:
-                if hit == path and was is not None and was[2] and fd and fd != was[2] and px == records[path].pixels:
+                if rewritten and rec is not None and px == rec.pixels:
                     # the same pixels in new bytes (the file's metadata edited): the index records the bytes now
                     # there, so that a later add still finds the product's files as recorded and refits it
-                    records[path].digest = fd
+                    rec.digest = fd
                 dups.append({"path": path, "duplicate_of": hit})
                 continue
             for k in keys:
@@ -1249,7 +1249,7 @@ class ReferenceIndex:
             return own, cross
 
         region = scored_region(model.bank, cfg.compare.margin)  # the product's cells (white balance, levels)
-        balance_on = region if cfg.compare.white_balance == "product" else None
+        balance_on = white_balance_cells(region, cfg.compare.white_balance)
 
         # the simulation, localisation and comparisons run on every worker, in the order of the photos
         with self._pool() as ex:

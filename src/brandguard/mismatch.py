@@ -73,6 +73,7 @@ __all__ = [
     "structure_difference",
     "top_mean",
     "upsample_to_photo",
+    "white_balance_cells",
 ]
 
 _BLUR = 1.5      # pixels (canonical frame): removes noise and JPEG blocks before comparing structure
@@ -463,6 +464,13 @@ def _robust(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.GaussianBlur(mu.astype(np.float32), (3, 3), 0), cv2.GaussianBlur(sd.astype(np.float32), (3, 3), 0)
 
 
+def white_balance_cells(region: np.ndarray, white_balance: str) -> np.ndarray | None:
+    """The cells :func:`distance_maps` balances a photo's colours on, given the product's scored ``region`` and
+    ``compare.white_balance``: the region for ``product``, None (every cell) for ``frame``. The index's
+    statistics, its simulated listing photos and scoring all take it from here, so they compare alike."""
+    return region if white_balance == "product" else None
+
+
 def fit_normal_stats(bank: ProductBank, cell: int = 6, k: int = 0, margin: int = 0,
                      white_balance: str = "product"
                      ) -> tuple[NormalStats, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]:
@@ -481,8 +489,8 @@ def fit_normal_stats(bank: ProductBank, cell: int = 6, k: int = 0, margin: int =
     """
     n = len(bank)
     region = scored_region(bank, margin)
-    balance_on = region if white_balance == "product" else None
-    loo = [distance_maps(bank.view(i), bank, cell, exclude=i, k=k, region=balance_on) for i in range(n)]
+    loo = [distance_maps(bank.view(i), bank, cell, exclude=i, k=k, region=white_balance_cells(region, white_balance))
+           for i in range(n)]
     if n >= 2:
         mu_s, sd_s = _robust(np.stack([m[0] for m in loo]))
         mu_c, sd_c = _robust(np.stack([m[1] for m in loo]))
