@@ -283,6 +283,24 @@ def test_weak_match_rule_is_calibrated_and_keeps_unrelated_products_unknown(cali
     assert (back.weak_inliers, back.weak_similarity) == (th.weak_inliers, th.weak_similarity)
     old = Thresholds.from_dict({"review": 0.95, "takedown": 0.99, "min_inliers": 20})  # saved before weak matches
     assert old.weak_similarity is None and not old.accepts(19, 1.0) and old.accepts(20)
+    assert old.min_inlier_density == 0.0 and old.dense_enough(20, 10_000)  # nor a density rule
+
+
+def test_calibrate_sets_an_inlier_density_rule_that_keeps_the_authentic_photos(calibrated, labels):
+    """Half the 1% quantile of the calibration photos' inlier density, the margin the inlier count keeps: the
+    authentic listings are not sparse, and the rule is saved with the thresholds."""
+    det, _ = calibrated
+    th = det.index.thresholds
+    assert th.min_inlier_density > 0
+    auth = det.predict_batch([str(i.path) for i in labels if i.label == "authentic"])
+    assert all(p.verdict != "unknown" for p in auth)
+    assert min(p.inlier_density for p in auth) > th.min_inlier_density  # none sparse
+    back = Thresholds.from_dict(json.loads(json.dumps(th.to_dict())))
+    assert back.min_inlier_density == th.min_inlier_density
+    side = 2 * th.min_inliers / th.min_inlier_density  # an outline where the density needs twice the count
+    need = int(np.ceil(th.min_inlier_density * side))
+    assert th.dense_enough(need, side) and not th.dense_enough(need - 1, side)
+    assert th.dense_enough(need - 1) and th.dense_enough(need - 1, 0.0)  # outline unknown or degenerate: no rule
 
 
 def test_fusion_fitted_before_a_channel_existed_still_scores():

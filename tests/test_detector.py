@@ -123,6 +123,41 @@ def test_a_weak_keypoint_match_counts_only_when_the_aligned_photo_looks_like_the
     assert det.predict(str(item.path)).verdict == "unknown"
 
 
+def test_a_match_too_sparse_for_the_size_of_its_outline_is_never_a_takedown(saved_index, embedder, labels):
+    """A wrong outline drawn through a few marks another product shares (the small print of a packaging line)
+    can have as many inliers as a small authentic product, spread over a large outline: such a sparse match
+    that does not look like the product either is compared, but a person decides, and where its print also
+    differs in large areas it is another product."""
+    import dataclasses
+
+    from brandguard.comparison import EDITION_NOTE, SPARSE_NOTE
+    from brandguard.detector import Detector
+    from brandguard.index import ReferenceIndex
+
+    det = Detector(ReferenceIndex.load(saved_index), embedder)
+    fakes = [str(i.path) for i in labels if i.label == "counterfeit"][:6]
+    dense, path = max(zip(det.predict_batch(fakes), fakes), key=lambda pp: pp[0].score)
+    th = det.index.thresholds
+    th.review = th.takedown = min(th.takedown, dense.score - 1e-6)  # at the takedown threshold, whatever the draw
+    dense = det.predict(path)
+    assert dense.verdict == "counterfeit" and dense.inlier_density > 0
+    side = dense.inliers / dense.inlier_density  # the product's side in the working copy
+    assert 50 < side < 640
+    assert th.min_inlier_density == 0.0  # the cold start has no density rule
+    th.min_inlier_density = 1.05 * dense.inlier_density  # as many inliers, too sparse for this outline
+    th.weak_similarity = dense.similarity - 0.05  # but it looks like the product (a mirrored logo costs matches)
+    assert det.predict(path).verdict == "counterfeit"
+    th.weak_similarity = dense.similarity + 0.05  # nor does it look like it
+    sparse = det.predict(path)
+    assert (sparse.brand, sparse.product, sparse.score) == (dense.brand, dense.product, dense.score)
+    assert sparse.verdict == "suspicious" and SPARSE_NOTE in sparse.notes
+    assert det._verdict_now(sparse) == "suspicious" and det._verdict_now(dense) == "suspicious"
+    assert det._verdict_now(dataclasses.replace(sparse, notes=sparse.notes + (EDITION_NOTE,))) == "unknown"
+    th.min_inlier_density = 0.95 * dense.inlier_density  # dense enough
+    again = det.predict(path)
+    assert again.verdict == "counterfeit" and SPARSE_NOTE not in again.notes
+
+
 def test_an_unknown_photo_names_the_closest_product_it_nearly_matched(detector, labels, monkeypatch):
     """A photo that falls short of the keypoint rule (a heavy overlay, an edit that broke the matches) is
     `unknown`, and its note names the product it came near, so a reviewer is not left with nothing."""

@@ -302,7 +302,7 @@ def test_each_scene_keeps_its_promise() -> None:
 
 
 def test_scene_dataset_labels_every_photo_with_its_scene(tmp_path: Path) -> None:
-    from brandguard.synth.scenes import SCENE_COUNTS, make_scene_dataset
+    from brandguard.synth.scenes import SCENE_CALIBRATION, SCENE_COUNTS, make_scene_dataset
 
     ds = make_scene_dataset(tmp_path / "s", seed=2, size="small", scenes=("thumbnail", "small_product"))
     with open(ds.labels_csv, newline="", encoding="utf-8") as fh:
@@ -317,9 +317,17 @@ def test_scene_dataset_labels_every_photo_with_its_scene(tmp_path: Path) -> None
         for r in got:
             with Image.open(ds.listings_dir / r["path"]) as im:
                 assert (max(im.size) <= 320) == (scene == "thumbnail")
-    # references and calibration photos are the demo data set's
+    # references are the demo data set's; calibration photos are its flat ones plus authentic photos staged in
+    # every scene (calibrate on photos of the kinds scored), each labelled with its scene
     demo = make_demo_dataset(tmp_path / "d", seed=2, size="small")
     assert _digests(demo.refs_dir) == _digests(ds.refs_dir)
-    assert _digests(demo.calibration_dir) == _digests(ds.calibration_dir)
+    flat = {k: v for k, v in _digests(demo.calibration_dir).items() if k != "labels.csv"}
+    assert flat.items() <= _digests(ds.calibration_dir).items()
+    with open(ds.calibration_csv, newline="", encoding="utf-8") as fh:
+        cal = list(csv.DictReader(fh))
+    staged = [r for r in cal if r["scene"] != "flat"]
+    assert sorted(r["scene"] for r in staged) == sorted(["thumbnail", "small_product"] * SCENE_CALIBRATION["small"])
+    assert all(r["label"] == "authentic" and (ds.calibration_dir / r["path"]).is_file() for r in cal)
+    assert len(cal) - len(staged) == len(flat)
     with pytest.raises(DataError):
         make_scene_dataset(tmp_path / "x", size="small", scenes=("underwater",))

@@ -208,6 +208,16 @@ class Thresholds:
             (global cosine). Edits such as a mirrored logo and wordmark, a big sticker or new packaging colours
             cost keypoint matches without making the package another product. ``weak_similarity`` None:
             weak matches are ``unknown``.
+        min_inlier_density: verified matches per pixel of the product's side in the working copy the keypoints
+            were matched in (``inliers / side``, see :meth:`dense_enough`) under which a match is *sparse*: a
+            wrong outline drawn through a few marks another product shares (the small print of a packaging
+            line) has as many inliers as a small or blurred authentic product, spread over a large outline. A
+            sparse match that does not look like the product either (aligned similarity under
+            ``weak_similarity``, the look a weak match needs: an edit such as a mirrored logo costs matches, not
+            the look) is compared like any other, but it is never a takedown, and where its print also
+            differs from the references in large areas it is ``unknown`` (see :meth:`sparse`). Set by
+            ``calibrate`` (half the 1% quantile of the authentic photos' density, the margin ``min_inliers``
+            keeps); 0.0: no such rule (the cold start, indexes calibrated before it existed).
     """
 
     review: float = 0.95
@@ -216,12 +226,27 @@ class Thresholds:
     notes: dict[str, Any] = field(default_factory=dict)
     weak_inliers: int = 0
     weak_similarity: float | None = None
+    min_inlier_density: float = 0.0
 
     def allow_weak(self, similarity: float, floor: int = 12) -> None:
         """Accept weak matches at least ``similarity`` similar, with at least half ``min_inliers`` (and
         ``floor``) verified matches."""
         self.weak_inliers = int(max(floor, np.ceil(0.5 * self.min_inliers)))
         self.weak_similarity = float(similarity)
+
+    def dense_enough(self, inliers: int, side: float | None = None) -> bool:
+        """Whether ``inliers`` verified matches cover a product ``side`` pixels a side (in the working copy the
+        keypoints were matched in; None: not known) densely enough (:attr:`min_inlier_density`)."""
+        return self.min_inlier_density <= 0 or side is None or side <= 0 or inliers >= self.min_inlier_density * side
+
+    def sparse(self, inliers: int, side: float | None, similarity: float | None) -> bool:
+        """Whether a match is *sparse* (see :attr:`min_inlier_density`): too few ``inliers`` for a product
+        ``side`` pixels a side in the working copy, and an aligned ``similarity`` under ``weak_similarity``
+        (None: not known, it does not vouch for the match)."""
+        if self.dense_enough(inliers, side):
+            return False
+        looks = self.weak_similarity is not None and similarity is not None and similarity >= self.weak_similarity
+        return not looks
 
     def is_weak(self, inliers: int, sane: bool = True) -> bool:
         """Whether a candidate with this many inliers is worth the aligned-similarity check."""
@@ -237,13 +262,15 @@ class Thresholds:
 
     def to_dict(self) -> dict[str, Any]:
         return {"review": self.review, "takedown": self.takedown, "min_inliers": self.min_inliers,
-                "weak_inliers": self.weak_inliers, "weak_similarity": self.weak_similarity, "notes": self.notes}
+                "weak_inliers": self.weak_inliers, "weak_similarity": self.weak_similarity,
+                "min_inlier_density": self.min_inlier_density, "notes": self.notes}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Thresholds:
         weak = d.get("weak_similarity")
         return cls(float(d["review"]), float(d["takedown"]), int(d["min_inliers"]), dict(d.get("notes", {})),
-                   int(d.get("weak_inliers", 0)), None if weak is None else float(weak))
+                   int(d.get("weak_inliers", 0)), None if weak is None else float(weak),
+                   float(d.get("min_inlier_density", 0.0)))
 
 
 def verdict_for(score: float, thresholds: Thresholds) -> str:

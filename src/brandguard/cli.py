@@ -230,6 +230,9 @@ def _index_summary(info: dict) -> list[str]:
             rule += (f", unless at least {th['weak_inliers']} and the aligned photo is at least "
                      f"{th['weak_similarity']:.3f} similar to a reference (weak match)")
         lines.append(rule)
+        if th.get("min_inlier_density"):
+            lines.append(f"sparse match: fewer than {th['min_inlier_density']:.3g} verified matches per pixel of the "
+                         "product's side; never a takedown, and unknown where its print differs in large areas")
     thin = info.get("thin_products") or []
     lines.append(f"products with fewer than {THIN_EVIDENCE} references (thin evidence): "
                  + (", ".join(thin) if thin else "none"))

@@ -55,7 +55,8 @@ from brandguard.mismatch import (
     white_balance_cells,
 )
 
-__all__ = ["EDITION_NOTE", "EDITION_SHARE", "OTHER_BRAND_NOTE", "OTHER_NAME_NOTE", "OTHER_PRODUCT_NOTE", "OVERLAY_NOTE", "SWAP_SUPPORT",
+__all__ = ["EDITION_NOTE", "EDITION_SHARE", "OTHER_BRAND_NOTE", "OTHER_NAME_NOTE", "OTHER_PRODUCT_NOTE", "OVERLAY_NOTE",
+           "SPARSE_NOTE", "SPARSE_OTHER_NOTE", "SWAP_SUPPORT",
            "TEXT_SUPPORT", "Comparison", "DistanceMaps", "compare", "line_support", "reference_text_details"]
 
 #: structure evidence (90th percentile of the structure heatmap in a line's box, standard deviations) a text
@@ -79,6 +80,14 @@ OTHER_PRODUCT_NOTE = "reads another name, none of this product's: a product the 
 #: the note reads ``reads 'FILA': `` followed by this
 OTHER_BRAND_NOTE = "another brand's name, as large as this one's, and none of this one's: a product the index does not hold"
 OVERLAY_NOTE = "text or marks over the whole photo (a seller's watermark?) discounted"
+#: a sparse match (``Thresholds.sparse``: fewer keypoint matches than ``min_inlier_density`` for the size of its
+#: outline, and an aligned look unlike the product's; a wrong outline through a few marks another product
+#: shares?): compared, never a takedown
+SPARSE_NOTE = ("few keypoint matches for the size of its outline, and it does not look like the product: not a "
+               "takedown, a person decides")
+#: a sparse match whose print also differs from the references in large areas (``Comparison.differs_widely``)
+SPARSE_OTHER_NOTE = ("few keypoint matches for the size of its outline, it does not look like the product and its "
+                     "print differs in large areas: a product the index does not hold")
 
 #: ``(structure, colour, learned)`` distance maps, each ``(G, G)`` float32 (learned None without descriptors)
 DistanceMaps = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]

@@ -155,6 +155,9 @@ class Prediction:
         product_side: the size of the reported product in full-resolution pixels of the photo (square root of
             the area of its outline; the aligned crop is ``localization.canonical_size`` pixels a side, so a
             smaller product is upsampled); 0.0 when none was found.
+        inlier_density: ``inliers`` per pixel of the product's side in the working copy its keypoints were
+            matched in (under :attr:`~brandguard.calibration.Thresholds.min_inlier_density` the match is sparse:
+            never a takedown); 0.0 when no product was found.
     """
 
     source: str
@@ -175,6 +178,7 @@ class Prediction:
     instances: int = 0
     text: tuple[dict[str, Any], ...] = field(default=(), compare=False)
     product_side: float = 0.0
+    inlier_density: float = 0.0
 
     @property
     def is_flagged(self) -> bool:
@@ -425,6 +429,7 @@ class Detector:
         for i, (a, side) in tiny.items():
             m = index.products[a.product_id]
             results[i] = Prediction(names[i], "unknown", 0.0, inliers=a.inliers, product_side=side,
+                                    inlier_density=self._inlier_density(a),
                                     quad=canonical_to_image_corners(a.H, loc.canonical_size),
                                     notes=(f"{m.key} found but only {side:.0f} px: far too small to compare",))
         if unknown:
@@ -434,6 +439,7 @@ class Detector:
                 results[i] = Prediction(names[i], "unknown", 0.0, brand="", product="",
                                         similarity=float(np.clip(hits[0][2], 0, 1)) if hits else 0.0,
                                         reference="", matches=matches, inliers=best.inliers if best else 0,
+                                        inlier_density=self._inlier_density(best) if best else 0.0,
                                         notes=self._near_miss(best))
         return [r for r in results if r is not None]
 
@@ -457,6 +463,16 @@ class Detector:
         need = f"{t.min_inliers} needed" + (f", or {t.weak_inliers} and a close aligned look" if weak else "")
         note = f"closest indexed product {key}: {best.inliers} verified keypoint matches, too few to identify it ({need})"
         return (note,)
+
+    def _keypoint_side(self, a: Any) -> float:
+        """The side (pixels, square root of the outline's area) of alignment ``a``'s product in the working copy
+        its keypoints were matched in."""
+        return product_side(a.H, self.config.localization.canonical_size)
+
+    def _inlier_density(self, a: Any) -> float:
+        """``a.inliers`` per pixel of :meth:`_keypoint_side` (0.0 for a degenerate outline)."""
+        side = self._keypoint_side(a)
+        return float(a.inliers / side) if side > 0 else 0.0
 
     def _refine(self, prepared: Any, found: list[Any], best: Any) -> tuple[list[Any], Any]:
         """Alignments of a photo larger than the working size re-estimated at full resolution (see
@@ -674,6 +690,11 @@ class Detector:
             q = float(np.quantile(inl, unknown_fpr))
             index.thresholds.min_inliers = int(max(min_inliers_floor,
                                                    min(self.config.localization.min_inliers, np.floor(0.5 * q))))
+        density = np.array([p.inlier_density for p in readable if p.inlier_density > 0], np.float64)
+        # a wrong outline through a few shared marks (another product of the packaging line) has as many inliers
+        # as a small or blurred authentic product, but spread over a large outline: the same margin, on density
+        index.thresholds.min_inlier_density = float(0.5 * np.quantile(density, unknown_fpr)) if len(density) >= 10 \
+            else 0.0
         # a product too small to judge is no measure of authentic variation (upsampled blur)
         used = [p for p in readable if len(p.channels) == len(CHANNELS) and p.inliers >= index.thresholds.min_inliers
                 and p.product_side >= self.config.localization.min_product_side]
@@ -753,16 +774,20 @@ class Detector:
 
     def _verdict_now(self, p: Prediction) -> str:
         """The verdict ``p`` would get under the current calibration (without scoring the photo again)."""
-        if len(p.channels) != len(CHANNELS) or not self.index.thresholds.accepts(p.inliers, p.similarity):
+        t = self.index.thresholds
+        if len(p.channels) != len(CHANNELS) or not t.accepts(p.inliers, p.similarity):
             return "unknown"
         from brandguard.comparison import EDITION_NOTE, OTHER_BRAND_NOTE, OTHER_NAME_NOTE, OTHER_PRODUCT_NOTE
 
         if OTHER_PRODUCT_NOTE in p.notes or any(n.endswith(OTHER_BRAND_NOTE) for n in p.notes):
             return "unknown"  # its text names another product or brand (see _compare)
+        sparse = p.inlier_density > 0 and t.sparse(p.inliers, p.inliers / p.inlier_density, p.similarity)
+        if sparse and EDITION_NOTE in p.notes:
+            return "unknown"  # sparse matches and print that differs widely: another product (see _compare)
         verdict = self._judge(p.brand, p.channels, p.text)[2]
-        if verdict == "counterfeit" and (p.product_side < self.config.localization.min_product_side
+        if verdict == "counterfeit" and (p.product_side < self.config.localization.min_product_side or sparse
                                          or EDITION_NOTE in p.notes or OTHER_NAME_NOTE in p.notes):
-            return "suspicious"  # too small to judge (see _worst_instance), another edition or name (_compare)
+            return "suspicious"  # too small to judge (see _worst_instance), sparse, another edition or name (_compare)
         return verdict
 
     def _judge(self, brand: str, channels: Sequence[float],
@@ -800,6 +825,7 @@ class Detector:
         m = index.products[a.product_id]
         if m.stats is None or len(m.bank) == 0:
             return Prediction(name, "unknown", 0.0, brand=m.brand, product=m.product, inliers=a.inliers,
+                              inlier_density=self._inlier_density(a),
                               notes=(m.evidence_note,) if m.evidence_note else ())
         ocr = self._text_reader()
         reader = ocr if m.text_lines else None
@@ -856,9 +882,20 @@ class Detector:
         channels = res.channels
         if res.differs_widely and verdict == "counterfeit":  # another edition or product? a person decides
             verdict = "suspicious"
+        sims = m.global_vecs @ g
+        if index.thresholds.sparse(a.inliers, self._keypoint_side(a), float(np.max(sims)) if len(sims) else None):
+            from brandguard.comparison import SPARSE_NOTE, SPARSE_OTHER_NOTE
+
+            # few matches spread over a large outline: is it this product at all? (see Thresholds.min_inlier_density)
+            if res.differs_widely:
+                verdict, score = "unknown", 0.0
+                overlay_note += (SPARSE_OTHER_NOTE,)
+            elif verdict == "counterfeit":
+                verdict = "suspicious"
+                overlay_note += (SPARSE_NOTE,)
         if res.other_product:  # its text names another product, none of this one's: not a product the index holds
             verdict, score = "unknown", 0.0
-        elif verdict != "authentic" and reader is not None and hasattr(reader, "detect"):
+        elif verdict not in ("authentic", "unknown") and reader is not None and hasattr(reader, "detect"):
             # flagged: does the package read another brand's name where this one's should be? (a product of
             # another brand on the same packaging template, which the index does not hold)
             other = self._other_brand(crop, m, reader, text_details, overlay_mask, res.structure, kept_cells(view))
@@ -867,14 +904,13 @@ class Detector:
 
                 verdict, score = "unknown", 0.0
                 overlay_note += (f"reads {other!r}: {OTHER_BRAND_NOTE}",)
-        sims = m.global_vecs @ g
         order = np.argsort(-sims, kind="stable")
         matches = tuple(self._match(a.product_id, int(r), float(sims[r])) for r in order[:3])
         zmap = res.heatmap
         heat = upsample_to_photo(zmap, a.H, cfg.localization.canonical_size, image.shape[:2], a.surface)
         return Prediction(name, verdict, score, raw, m.brand, m.product,
                           similarity=matches[0].similarity, reference=matches[0].reference, matches=matches,
-                          inliers=a.inliers, channels=channels, heatmap=heat,
+                          inliers=a.inliers, inlier_density=self._inlier_density(a), channels=channels, heatmap=heat,
                           quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size), instances=1,
                           notes=((m.evidence_note,) if m.evidence_note else ()) + res.notes + overlay_note
                           + _surface_note(a),

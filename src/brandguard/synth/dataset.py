@@ -314,7 +314,7 @@ def make_demo_dataset(
 
 
 def _write_shuffled(listing_rows: list[tuple[bytes, dict[str, str]]], listings_dir: Path, prefix: str,
-                    seed: int) -> list[dict[str, str]]:
+                    seed: int | Sequence[int]) -> list[dict[str, str]]:
     """Write encoded listing photos in a seeded shuffled order (so names say nothing about labels), each
     atomically, as ``<prefix>_NNNN.jpg``; returns their label rows with ``path`` set."""
     order = np.random.default_rng(seed).permutation(len(listing_rows))

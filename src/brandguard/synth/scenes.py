@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import math
@@ -335,6 +336,9 @@ def scene_photo(package: Image.Image | np.ndarray, rng: np.random.Generator, sce
 
 #: Per scene and data set size: (authentic, counterfeit, unrelated) listings.
 SCENE_COUNTS = {"full": (16, 20, 4), "small": (3, 4, 1)}
+#: Per data set size: authentic calibration photos per scene, added to the demo data set's flat ones (81 flat +
+#: 9 x 9 staged at ``full``: calibrated on photos of the kinds scored, as the README advises)
+SCENE_CALIBRATION = {"full": 9, "small": 2}
 
 
 @dataclass(frozen=True)
@@ -414,7 +418,14 @@ def make_scene_dataset(out_dir: str | Path, *, seed: int = 0, artwork: str = "de
         from tqdm import tqdm
 
         bar = tqdm(total=len(jobs), desc="scene photos", unit="photo")
+    cal_jobs: list[tuple[str, int, int, str, str, str]] = []
+    for scene in scenes:  # authentic calibration photos staged in every scene (other draws than the listings')
+        rng = np.random.default_rng(stable_seed("scene-calibration-plan", seed, artwork, scene))
+        perm = rng.permutation(len(known))
+        cal_jobs += [(scene, int(perm[i % len(known)]), i, "calibration", "", "") for i in range(SCENE_CALIBRATION[size])]
+    jobs += cal_jobs
     rows: list[tuple[bytes, dict[str, str]]] = []
+    cal_rows: list[tuple[bytes, dict[str, str]]] = []
     rendered: dict[tuple[int, float], Image.Image] = {}  # authentic faces, rendered once per scale
 
     def face(pidx: int, scale: float, edited: object) -> Image.Image:
@@ -434,15 +445,24 @@ def make_scene_dataset(out_dir: str | Path, *, seed: int = 0, artwork: str = "de
                                                 strength))
         hi = face(pidx, PHONE_RENDER_SCALE, edited) if scene == "phone" else None
         img, _ = scene_photo(face(pidx, RENDER_SCALE, edited), rng, scene, package_hi=hi)
-        rows.append((_encode(img), {"label": label, "brand": d.brand, "product": d.product_slug,
-                                      "manipulation": edit or ("unrelated" if label == "unrelated" else "none"),
-                                      "strength": strength, "scene": scene}))
+        if label == "calibration":
+            cal_rows.append((_encode(img), {"label": "authentic", "brand": d.brand, "product": d.product_slug,
+                                            "manipulation": "none", "strength": "", "scene": scene}))
+        else:
+            rows.append((_encode(img), {"label": label, "brand": d.brand, "product": d.product_slug,
+                                          "manipulation": edit or ("unrelated" if label == "unrelated" else "none"),
+                                          "strength": strength, "scene": scene}))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     out_rows = _write_shuffled(rows, base.listings_dir, "s", stable_seed("scene-shuffle", seed, artwork, size))
     _write_csv(base.labels_csv, out_rows, extra=("scene",))
+    with open(base.calibration_csv, newline="", encoding="utf-8") as fh:
+        flat = [{**r, "scene": "flat"} for r in csv.DictReader(fh)]
+    staged = _write_shuffled(cal_rows, base.calibration_dir, "cs", stable_seed("scene-calibration-shuffle", seed,
+                                                                               artwork, size))
+    _write_csv(base.calibration_csv, flat + staged, extra=("scene",))
     meta_path = Path(base.root) / "dataset.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     counts: dict[str, int] = {}
@@ -450,6 +470,7 @@ def make_scene_dataset(out_dir: str | Path, *, seed: int = 0, artwork: str = "de
         counts[r["label"]] = counts.get(r["label"], 0) + 1
     meta["scenes"] = list(scenes)
     meta["counts"]["listings"] = counts
+    meta["counts"]["calibration"] = len(flat) + len(staged)
     tmp_meta = meta_path.with_name("dataset.json.tmp")
     tmp_meta.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     tmp_meta.replace(meta_path)
