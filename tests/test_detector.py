@@ -158,6 +158,25 @@ def test_a_match_too_sparse_for_the_size_of_its_outline_is_never_a_takedown(save
     assert again.verdict == "counterfeit" and SPARSE_NOTE not in again.notes
 
 
+def test_inlier_density_is_per_pixel_of_the_image_the_keypoints_were_detected_on(detector):
+    """A match refined on the full resolution found its inliers at more detail than the working copy's keypoint
+    image: its density counts the product's side at that detail, so a large photo is judged like a small one."""
+    import dataclasses
+
+    from brandguard.localization import Alignment
+
+    S = detector.config.localization.canonical_size
+    H = np.diag([0.5, 0.5, 1.0])  # the canonical frame at half size in the working copy
+    a = Alignment(0, 60, H, 0.5, True)
+    qds = detector.config.localization.query_detect_side
+    small, large = (qds // 2, qds // 2, 3), (2 * qds, 2 * qds, 3)  # a working copy under / over the detection side
+    assert detector._keypoint_side(a, small) == pytest.approx(0.5 * S)
+    assert detector._keypoint_side(a, large) == pytest.approx(0.5 * S * 0.5)  # detected on a copy half as large
+    refined = dataclasses.replace(a, detail=3.0)  # e.g. found on a full resolution 3 times the working copy
+    assert detector._keypoint_side(refined, large) == pytest.approx(1.5 * S)
+    assert detector._inlier_density(refined, large) == pytest.approx(60 / (1.5 * S))
+
+
 def test_an_unknown_photo_names_the_closest_product_it_nearly_matched(detector, labels, monkeypatch):
     """A photo that falls short of the keypoint rule (a heavy overlay, an edit that broke the matches) is
     `unknown`, and its note names the product it came near, so a reviewer is not left with nothing."""

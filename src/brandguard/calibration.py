@@ -208,8 +208,9 @@ class Thresholds:
             (global cosine). Edits such as a mirrored logo and wordmark, a big sticker or new packaging colours
             cost keypoint matches without making the package another product. ``weak_similarity`` None:
             weak matches are ``unknown``.
-        min_inlier_density: verified matches per pixel of the product's side in the working copy the keypoints
-            were matched in (``inliers / side``, see :meth:`dense_enough`) under which a match is *sparse*: a
+        min_inlier_density: verified matches per pixel of the product's side in the image their keypoints were
+            detected on (``inliers / side``, see :meth:`dense_enough` and ``Prediction.inlier_density``) under
+            which a match is *sparse*: a
             wrong outline drawn through a few marks another product shares (the small print of a packaging
             line) has as many inliers as a small or blurred authentic product, spread over a large outline. A
             sparse match that does not look like the product either (aligned similarity under
@@ -235,13 +236,13 @@ class Thresholds:
         self.weak_similarity = float(similarity)
 
     def dense_enough(self, inliers: int, side: float | None = None) -> bool:
-        """Whether ``inliers`` verified matches cover a product ``side`` pixels a side (in the working copy the
-        keypoints were matched in; None: not known) densely enough (:attr:`min_inlier_density`)."""
+        """Whether ``inliers`` verified matches cover a product ``side`` pixels a side (in the image their
+        keypoints were detected on; None: not known) densely enough (:attr:`min_inlier_density`)."""
         return self.min_inlier_density <= 0 or side is None or side <= 0 or inliers >= self.min_inlier_density * side
 
     def sparse(self, inliers: int, side: float | None, similarity: float | None) -> bool:
         """Whether a match is *sparse* (see :attr:`min_inlier_density`): too few ``inliers`` for a product
-        ``side`` pixels a side in the working copy, and an aligned ``similarity`` under ``weak_similarity``
+        ``side`` pixels a side in the image its keypoints were detected on, and an aligned ``similarity`` under ``weak_similarity``
         (None: not known, it does not vouch for the match)."""
         if self.dense_enough(inliers, side):
             return False

@@ -155,9 +155,11 @@ class Prediction:
         product_side: the size of the reported product in full-resolution pixels of the photo (square root of
             the area of its outline; the aligned crop is ``localization.canonical_size`` pixels a side, so a
             smaller product is upsampled); 0.0 when none was found.
-        inlier_density: ``inliers`` per pixel of the product's side in the working copy its keypoints were
-            matched in (under :attr:`~brandguard.calibration.Thresholds.min_inlier_density` the match is sparse:
-            never a takedown); 0.0 when no product was found.
+        inlier_density: ``inliers`` per pixel of the product's side in the image their keypoints were detected
+            on (the working copy reduced to ``localization.query_detect_side``, or the full resolution's region
+            where the alignment was refined there); under
+            :attr:`~brandguard.calibration.Thresholds.min_inlier_density` the match is sparse: never a takedown.
+            0.0 when no product was found.
     """
 
     source: str
@@ -429,7 +431,7 @@ class Detector:
         for i, (a, side) in tiny.items():
             m = index.products[a.product_id]
             results[i] = Prediction(names[i], "unknown", 0.0, inliers=a.inliers, product_side=side,
-                                    inlier_density=self._inlier_density(a),
+                                    inlier_density=self._inlier_density(a, prepared[i][0].shape),
                                     quad=canonical_to_image_corners(a.H, loc.canonical_size),
                                     notes=(f"{m.key} found but only {side:.0f} px: far too small to compare",))
         if unknown:
@@ -439,7 +441,7 @@ class Detector:
                 results[i] = Prediction(names[i], "unknown", 0.0, brand="", product="",
                                         similarity=float(np.clip(hits[0][2], 0, 1)) if hits else 0.0,
                                         reference="", matches=matches, inliers=best.inliers if best else 0,
-                                        inlier_density=self._inlier_density(best) if best else 0.0,
+                                        inlier_density=self._inlier_density(best, prepared[i][0].shape) if best else 0.0,
                                         notes=self._near_miss(best))
         return [r for r in results if r is not None]
 
@@ -464,14 +466,17 @@ class Detector:
         note = f"closest indexed product {key}: {best.inliers} verified keypoint matches, too few to identify it ({need})"
         return (note,)
 
-    def _keypoint_side(self, a: Any) -> float:
-        """The side (pixels, square root of the outline's area) of alignment ``a``'s product in the working copy
-        its keypoints were matched in."""
-        return product_side(a.H, self.config.localization.canonical_size)
+    def _keypoint_side(self, a: Any, shape: tuple[int, ...]) -> float:
+        """The side (pixels, square root of the outline's area) of alignment ``a``'s product in the image its
+        inliers' keypoints were detected on (:attr:`~brandguard.localization.Alignment.detail`; by default the
+        working copy, of shape ``shape``, reduced to ``localization.query_detect_side``)."""
+        detail = a.detail if a.detail is not None else min(1.0, self.config.localization.query_detect_side
+                                                            / max(shape[:2]))
+        return product_side(a.H, self.config.localization.canonical_size) * float(detail)
 
-    def _inlier_density(self, a: Any) -> float:
+    def _inlier_density(self, a: Any, shape: tuple[int, ...]) -> float:
         """``a.inliers`` per pixel of :meth:`_keypoint_side` (0.0 for a degenerate outline)."""
-        side = self._keypoint_side(a)
+        side = self._keypoint_side(a, shape)
         return float(a.inliers / side) if side > 0 else 0.0
 
     def _refine(self, prepared: Any, found: list[Any], best: Any) -> tuple[list[Any], Any]:
@@ -560,7 +565,7 @@ class Detector:
                  and max(_full(prepared[i]).shape[:2]) >= 1.5 * max(prepared[i][0].shape[:2])]
         if not again:
             return aligns
-        kps, shapes = [], []
+        kps, shapes, details = [], [], []
         for k in again:
             img, full = prepared[ok[k]][0], _full(prepared[ok[k]])
             kp = self.index.geometry.detect(full, 2 * loc.keypoint_side, 2 * loc.query_keypoints)
@@ -568,17 +573,25 @@ class Detector:
             kp.xy = ((kp.xy + 0.5) / np.array([sx, sy], np.float32) - 0.5).astype(np.float32)
             kps.append(kp)
             shapes.append(img.shape)
-        return self._search_again(ok, aligns, prepared, again, kps, shapes)
+            details.append(max(sx, sy) * min(1.0, 2 * loc.keypoint_side / max(full.shape[:2])))
+        return self._search_again(ok, aligns, prepared, again, kps, shapes, details=details)
 
     def _search_again(self, ok: list[int], aligns: list[Any], prepared: list[Any], again: list[int],
-                      kps: list[Keypoints], shapes: list[tuple[int, ...]], near_only: bool = False) -> list[Any]:
+                      kps: list[Keypoints], shapes: list[tuple[int, ...]], near_only: bool = False,
+                      details: Sequence[float] | None = None) -> list[Any]:
         """``aligns`` with the photos ``again`` (positions in ``ok``) searched with new keypoints ``kps``
-        (working-copy pixels): the new search is kept when it found a product or came closer to one. With
-        ``near_only``, only when it verified the product the first search came closest to; otherwise that near
-        miss stands (its weak-match check, its note)."""
+        (working-copy pixels; ``details``: per photo, pixels of the image they were detected on per working
+        pixel, :attr:`~brandguard.localization.Alignment.detail`, when not the working copy's own): the new
+        search is kept when it found a product or came closer to one. With ``near_only``, only when it verified
+        the product the first search came closest to; otherwise that near miss stands (its weak-match check,
+        its note)."""
         out = list(aligns)
         loc = self.config.localization
-        for k, (acc, best) in zip(again, self.index.localize_instances(kps, shapes, max(1, loc.max_instances))):
+        found = self.index.localize_instances(kps, shapes, max(1, loc.max_instances))
+        for j, (k, (acc, best)) in enumerate(zip(again, found)):
+            if details is not None:
+                acc = [dataclasses.replace(a, detail=details[j]) for a in acc]
+                best = None if best is None else dataclasses.replace(best, detail=details[j])
             acc, best = self._refine(prepared[ok[k]], acc, best)
             old_best = aligns[k][1]
             if near_only:
@@ -683,6 +696,8 @@ class Detector:
         finally:
             self.read_every_line, self.read_every_sticker = reading, stickers
         readable = [p for p in preds if p.verdict != "error"]
+        before = (index.thresholds.min_inliers, index.thresholds.min_inlier_density, index.thresholds.weak_inliers,
+                  index.thresholds.weak_similarity)  # restored when calibration fails below
         inl = np.array([p.inliers for p in readable], np.float64)
         if len(inl):
             # edited logos lose keypoint matches, so keep a wide margin under the authentic quantile; never
@@ -703,6 +718,8 @@ class Detector:
             index.thresholds.allow_weak(float(np.quantile([p.similarity for p in used], weak_quantile)),
                                         min_inliers_floor)
         if len(used) < 10:
+            (index.thresholds.min_inliers, index.thresholds.min_inlier_density, index.thresholds.weak_inliers,
+             index.thresholds.weak_similarity) = before  # a failed calibration leaves the rules in force
             raise DataError(f"calibration needs at least 10 authentic photos that match a known product; got "
                             f"{len(used)} of {len(preds)}")
         channels = np.array([p.channels for p in used])
@@ -782,8 +799,8 @@ class Detector:
         if OTHER_PRODUCT_NOTE in p.notes or any(n.endswith(OTHER_BRAND_NOTE) for n in p.notes):
             return "unknown"  # its text names another product or brand (see _compare)
         sparse = p.inlier_density > 0 and t.sparse(p.inliers, p.inliers / p.inlier_density, p.similarity)
-        if sparse and EDITION_NOTE in p.notes:
-            return "unknown"  # sparse matches and print that differs widely: another product (see _compare)
+        if sparse and (EDITION_NOTE in p.notes or OTHER_NAME_NOTE in p.notes):
+            return "unknown"  # sparse, and differs widely (Comparison.differs_widely): another product (see _compare)
         verdict = self._judge(p.brand, p.channels, p.text)[2]
         if verdict == "counterfeit" and (p.product_side < self.config.localization.min_product_side or sparse
                                          or EDITION_NOTE in p.notes or OTHER_NAME_NOTE in p.notes):
@@ -825,7 +842,7 @@ class Detector:
         m = index.products[a.product_id]
         if m.stats is None or len(m.bank) == 0:
             return Prediction(name, "unknown", 0.0, brand=m.brand, product=m.product, inliers=a.inliers,
-                              inlier_density=self._inlier_density(a),
+                              inlier_density=self._inlier_density(a, image.shape),
                               notes=(m.evidence_note,) if m.evidence_note else ())
         ocr = self._text_reader()
         reader = ocr if m.text_lines else None
@@ -883,7 +900,8 @@ class Detector:
         if res.differs_widely and verdict == "counterfeit":  # another edition or product? a person decides
             verdict = "suspicious"
         sims = m.global_vecs @ g
-        if index.thresholds.sparse(a.inliers, self._keypoint_side(a), float(np.max(sims)) if len(sims) else None):
+        if index.thresholds.sparse(a.inliers, self._keypoint_side(a, image.shape),
+                                   float(np.max(sims)) if len(sims) else None):
             from brandguard.comparison import SPARSE_NOTE, SPARSE_OTHER_NOTE
 
             # few matches spread over a large outline: is it this product at all? (see Thresholds.min_inlier_density)
@@ -910,7 +928,8 @@ class Detector:
         heat = upsample_to_photo(zmap, a.H, cfg.localization.canonical_size, image.shape[:2], a.surface)
         return Prediction(name, verdict, score, raw, m.brand, m.product,
                           similarity=matches[0].similarity, reference=matches[0].reference, matches=matches,
-                          inliers=a.inliers, inlier_density=self._inlier_density(a), channels=channels, heatmap=heat,
+                          inliers=a.inliers, inlier_density=self._inlier_density(a, image.shape), channels=channels,
+                          heatmap=heat,
                           quad=canonical_to_image_corners(a.H, cfg.localization.canonical_size), instances=1,
                           notes=((m.evidence_note,) if m.evidence_note else ()) + res.notes + overlay_note
                           + _surface_note(a),

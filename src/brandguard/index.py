@@ -1674,7 +1674,10 @@ class ReferenceIndex:
         Hw /= Hw[2, 2]
         if not homography_is_sane(Hw, S, image.shape[:2]):
             return a
-        return Alignment(a.product_id, int(mask.sum()), Hw, float(mask.mean()), True, support=canon.xy[ib][mask])
+        # the region's keypoints were detected at min(1, keypoint_side / region_long) of the full resolution
+        detail = max(sx, sy) * min(1.0, loc.keypoint_side / region_long)
+        return Alignment(a.product_id, int(mask.sum()), Hw, float(mask.mean()), True, support=canon.xy[ib][mask],
+                         detail=float(detail))
 
     def _reference_crop(self, path: str, image: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """A reference's aligned crop for the bank, from its full resolution like a listing photo's

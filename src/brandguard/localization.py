@@ -127,6 +127,10 @@ class Alignment:
     #: the cylinder a wrapped label was compared through (:class:`Surface`; set by the detector, see
     #: :func:`search_cylinder`), or None: the homography alone
     surface: Surface | None = None
+    #: pixels of the image the inliers' keypoints were detected on per working-copy pixel (an alignment refined
+    #: on the full resolution, or searched there, saw the product at more detail), or None: the working copy's
+    #: own keypoint image (``localization.query_detect_side``); see ``Detector`` (inlier density)
+    detail: float | None = None
 
 
 def _sift(n: int) -> cv2.SIFT:
