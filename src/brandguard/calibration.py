@@ -210,9 +210,9 @@ class Thresholds:
             weak matches are ``unknown``.
         min_inlier_density: verified matches per pixel of the product's side in the image their keypoints were
             detected on (``inliers / side``, see :meth:`dense_enough` and ``Prediction.inlier_density``) under
-            which a match is *sparse*: a
-            wrong outline drawn through a few marks another product shares (the small print of a packaging
-            line) has as many inliers as a small or blurred authentic product, spread over a large outline. A
+            which a match is *sparse*: a wrong outline drawn through a few marks another product shares (the
+            small print of a packaging line) has as many inliers as a small or blurred authentic product, spread
+            over a large outline. A
             sparse match that does not look like the product either (aligned similarity under
             ``weak_similarity``, the look a weak match needs: an edit such as a mirrored logo costs matches, not
             the look) is compared like any other, but it is never a takedown, and where its print also
@@ -242,8 +242,8 @@ class Thresholds:
 
     def sparse(self, inliers: int, side: float | None, similarity: float | None) -> bool:
         """Whether a match is *sparse* (see :attr:`min_inlier_density`): too few ``inliers`` for a product
-        ``side`` pixels a side in the image its keypoints were detected on, and an aligned ``similarity`` under ``weak_similarity``
-        (None: not known, it does not vouch for the match)."""
+        ``side`` pixels a side in the image its keypoints were detected on, and an aligned ``similarity`` under
+        ``weak_similarity`` (None: not known, it does not vouch for the match)."""
         if self.dense_enough(inliers, side):
             return False
         looks = self.weak_similarity is not None and similarity is not None and similarity >= self.weak_similarity
