@@ -270,7 +270,7 @@ def test_weak_match_rule_is_calibrated_and_keeps_unrelated_products_unknown(cali
     det, _ = calibrated
     th = det.index.thresholds
     assert th.weak_similarity is not None and 0.0 < th.weak_similarity < 1.0
-    assert 12 <= th.weak_inliers < th.min_inliers or th.min_inliers <= 12
+    assert 6 <= th.weak_inliers < th.min_inliers  # half the keypoint rule, never under 6 matches
     unrel = [str(i.path) for i in labels if i.label == "unrelated"]
     with_rule = [p.verdict == "unknown" for p in det.predict_batch(unrel)]
     saved, th.weak_similarity = th.weak_similarity, None
@@ -284,6 +284,26 @@ def test_weak_match_rule_is_calibrated_and_keeps_unrelated_products_unknown(cali
     old = Thresholds.from_dict({"review": 0.95, "takedown": 0.99, "min_inliers": 20})  # saved before weak matches
     assert old.weak_similarity is None and not old.accepts(19, 1.0) and old.accepts(20)
     assert old.min_inlier_density == 0.0 and old.dense_enough(20, 10_000)  # nor a density rule
+
+
+def test_weak_matches_stay_possible_when_the_keypoint_rule_is_at_its_floor(saved_index, embedder):
+    """Calibrating on small or blurred photos takes the unknown-product rule down to its floor (12): a weak match
+    (half the rule, never under 6 verified matches, and the product's look) must still be possible there, not
+    be capped at the rule itself."""
+    index = ReferenceIndex.load(saved_index)
+    index.config = index.config.with_overrides({"localization.min_inliers": 12})
+    det = Detector(index, embedder)
+    det.calibrate(_authentic_photos(12, seed=101), review_fpr=0.10, takedown_fpr=0.02)
+    th = det.index.thresholds
+    assert th.min_inliers == 12 and th.weak_similarity is not None
+    assert th.weak_inliers == 6 and th.fewest_accepted == 6
+    assert th.accepts(6, th.weak_similarity) and not th.accepts(5, 1.0)
+    assert not th.accepts(11, th.weak_similarity - 0.01)  # the look still decides
+    cold = Thresholds(min_inliers=12)
+    cold.allow_weak(0.8)
+    assert (cold.weak_inliers, cold.fewest_accepted) == (6, 6)
+    cold.allow_weak(0.8, floor=12)  # a floor at the rule itself leaves no weak match
+    assert not cold.is_weak(11) and cold.fewest_accepted == 12
 
 
 def test_calibrate_sets_an_inlier_density_rule_that_keeps_the_authentic_photos(calibrated, labels):

@@ -123,6 +123,35 @@ def test_a_weak_keypoint_match_counts_only_when_the_aligned_photo_looks_like_the
     assert det.predict(str(item.path)).verdict == "unknown"
 
 
+def test_a_weak_match_whose_print_differs_in_large_areas_is_another_product(saved_index, embedder, labels,
+                                                                           monkeypatch):
+    """A weak match is identified by its look with few keypoint matches: where its print also differs from the
+    references in large areas (another product of a similar design, not an edit of this one) it is `unknown`
+    and says why, while a strong match that differs as widely is still compared (at most `suspicious`)."""
+    import dataclasses
+
+    from brandguard.comparison import EDITION_NOTE, WEAK_OTHER_NOTE, Comparison
+    from brandguard.detector import Detector
+    from brandguard.index import ReferenceIndex
+
+    det = Detector(ReferenceIndex.load(saved_index), embedder)
+    item = next(i for i in labels if i.label == "authentic")
+    strong = det.predict(str(item.path))
+    th = det.index.thresholds
+    monkeypatch.setattr(Comparison, "differs_widely", property(lambda self: True))
+    widely = det.predict(str(item.path))  # enough keypoint matches: compared, a person decides
+    assert widely.verdict != "unknown" and widely.product == item.product and WEAK_OTHER_NOTE not in widely.notes
+    th.min_inliers, th.weak_inliers = strong.inliers + 1, max(4, strong.inliers // 2)  # now a weak match
+    th.weak_similarity = strong.similarity - 0.05
+    weak = det.predict(str(item.path))
+    assert weak.verdict == "unknown" and weak.score == 0.0 and WEAK_OTHER_NOTE in weak.notes
+    assert weak.product == item.product  # the reviewer still sees what it came near
+    # a weak match scored before, judged again under the current calibration (Detector._verdict_now)
+    assert det._verdict_now(dataclasses.replace(widely, notes=widely.notes + (EDITION_NOTE,))) == "unknown"
+    monkeypatch.undo()
+    assert det.predict(str(item.path)).verdict != "unknown"  # the same weak match, its print as the references'
+
+
 def test_a_match_too_sparse_for_the_size_of_its_outline_is_never_a_takedown(saved_index, embedder, labels):
     """A wrong outline drawn through a few marks another product shares (the small print of a packaging line)
     can have as many inliers as a small authentic product, spread over a large outline: such a sparse match

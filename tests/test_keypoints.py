@@ -193,3 +193,44 @@ def test_ransac_finds_a_homography_among_nine_outliers_in_ten():
         est, mask = estimate_homography(src, dst, 4.0)
         found += est is not None and (mask & inlier).sum() >= 0.9 * inlier.sum() and (mask & ~inlier).sum() < 20
     assert found >= 38
+
+
+def test_a_product_outvoted_by_chance_matches_of_another_is_still_verified(small_index):
+    """Heavy sensor noise matches the dots of a dotted logo all over a photo: that product leads the vote with
+    chance matches, and the product the photo shows, with far fewer votes, must still be verified whenever its
+    votes could reach the fewest verified matches that identify a product (a weak match's 6 here)."""
+    import dataclasses
+
+    from brandguard.localization import Keypoints
+
+    index = small_index
+    a, b = index.products[0], index.products[1]
+    rng = np.random.default_rng(5)
+    shape = (480, 640, 3)
+    # product b, seen through a homography that puts its frame in the middle of the photo: 9 true matches,
+    # fewer than the rule (12) but enough for a weak match (6)
+    H = np.array([[0.8, 0.1, 150.0], [-0.05, 0.85, 60.0], [1e-4, 5e-5, 1.0]])
+    rows_b = b.kp_start + rng.choice(len(b.kp_xy), 9, replace=False)
+    xy_b = cv2.perspectiveTransform(index._local_xy[rows_b][None].astype(np.float64), H)[0]
+    # product a: 120 chance matches scattered over the photo, no geometry in common
+    rows_a = a.kp_start + rng.choice(len(a.kp_xy), 120, replace=True)
+    xy_a = rng.uniform([0, 0], [640, 480], (120, 2))
+    xy = np.vstack([xy_b, xy_a]).astype(np.float32)
+    kp = Keypoints(xy, np.zeros((len(xy), 128), np.float32), np.ones(len(xy), np.float32))
+    idx = np.r_[rows_b, rows_a][:, None].astype(np.int64)
+    pid = index._local_pid[idx]
+    passed = np.ones(len(xy), bool)
+
+    def verify(**rules):
+        index.thresholds = dataclasses.replace(saved, **rules)
+        return index._verify(kp, shape, pid, idx, passed, passed[:, None], passed, 4)
+
+    saved = index.thresholds
+    try:
+        found = verify(min_inliers=12, weak_inliers=6, weak_similarity=0.5)
+        assert found is not None and found.product_id == 1 and found.sane and found.inliers == 9
+        # without weak matches 9 votes cannot reach the rule: not worth a RANSAC behind a far stronger leader
+        found = verify(min_inliers=12, weak_inliers=0, weak_similarity=None)
+        assert found is None or found.product_id == 0
+    finally:
+        index.thresholds = saved

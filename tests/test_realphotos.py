@@ -46,7 +46,7 @@ def test_authentic_real_photos_are_found(real_predictions):
 
 
 @pytest.mark.xfail(strict=True, reason="known: Arla-Lactose-Medium-Fat-Milk_001 (the carton turned across its "
-                   "edge, held in a hand) is still flagged (suspicious) straight after index build; see README, "
+                   "edge, held in a hand) is still flagged (counterfeit at 0.993) straight after index build; see README, "
                    "'Real listing photos: what it cannot judge'")
 def test_authentic_real_photos_are_not_flagged(real_predictions):
     _, rows = real_predictions

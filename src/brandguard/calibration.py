@@ -229,7 +229,7 @@ class Thresholds:
     weak_similarity: float | None = None
     min_inlier_density: float = 0.0
 
-    def allow_weak(self, similarity: float, floor: int = 12) -> None:
+    def allow_weak(self, similarity: float, floor: int = 6) -> None:
         """Accept weak matches at least ``similarity`` similar, with at least half ``min_inliers`` (and
         ``floor``) verified matches."""
         self.weak_inliers = int(max(floor, np.ceil(0.5 * self.min_inliers)))
@@ -248,6 +248,13 @@ class Thresholds:
             return False
         looks = self.weak_similarity is not None and similarity is not None and similarity >= self.weak_similarity
         return not looks
+
+    @property
+    def fewest_accepted(self) -> int:
+        """The fewest verified keypoint matches that can identify a product: ``weak_inliers`` where weak matches
+        are allowed, else ``min_inliers``."""
+        weak = self.weak_similarity is not None and self.weak_inliers < self.min_inliers
+        return max(0, self.weak_inliers) if weak else self.min_inliers
 
     def is_weak(self, inliers: int, sane: bool = True) -> bool:
         """Whether a candidate with this many inliers is worth the aligned-similarity check."""

@@ -57,7 +57,8 @@ from brandguard.mismatch import (
 
 __all__ = ["EDITION_NOTE", "EDITION_SHARE", "OTHER_BRAND_NOTE", "OTHER_NAME_NOTE", "OTHER_PRODUCT_NOTE", "OVERLAY_NOTE",
            "SPARSE_NOTE", "SPARSE_OTHER_NOTE", "SWAP_SUPPORT",
-           "TEXT_SUPPORT", "Comparison", "DistanceMaps", "compare", "line_support", "reference_text_details"]
+           "TEXT_SUPPORT", "WEAK_OTHER_NOTE", "Comparison", "DistanceMaps", "compare", "line_support",
+           "reference_text_details"]
 
 #: structure evidence (90th percentile of the structure heatmap in a line's box, standard deviations) a text
 #: misread needs before it counts: OCR misreads blurred but authentic print, a misspelling also changes strokes
@@ -88,6 +89,10 @@ SPARSE_NOTE = ("few keypoint matches for the size of its outline, and it does no
 #: a sparse match whose print also differs from the references in large areas (``Comparison.differs_widely``)
 SPARSE_OTHER_NOTE = ("few keypoint matches for the size of its outline, it does not look like the product and its "
                      "print differs in large areas: a product the index does not hold")
+#: a weak match (``Thresholds.accepts``: fewer keypoint matches than ``min_inliers``, identified by its aligned
+#: look) whose print differs from the references in large areas (``Comparison.differs_widely``)
+WEAK_OTHER_NOTE = ("few keypoint matches, identified by its look alone, and its print differs in large areas: a "
+                   "product the index does not hold")
 
 #: ``(structure, colour, learned)`` distance maps, each ``(G, G)`` float32 (learned None without descriptors)
 DistanceMaps = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]

@@ -653,7 +653,8 @@ class Detector:
     def calibrate(self, authentic: Sequence[ImageSource], counterfeit: Sequence[ImageSource] = (),
                   unrelated: Sequence[ImageSource] = (), *, takedown_fpr: float | None = None,
                   review_fpr: float | None = None, unknown_fpr: float = 0.01, min_brand_photos: int = 30,
-                  min_inliers_floor: int = 12, weak_quantile: float = 0.05) -> dict[str, Any]:
+                  min_inliers_floor: int = 12, weak_quantile: float = 0.05,
+                  weak_inliers_floor: int = 6) -> dict[str, Any]:
         """Calibrate scores and thresholds on authentic photos that are *not* references of the index.
 
         Works from authentic photos alone (cold start). Afterwards a score means "the share of authentic
@@ -661,8 +662,10 @@ class Detector:
         score lower", so ``counterfeit`` at ``1 - takedown_fpr`` flags about ``takedown_fpr`` of authentic
         photos and ``suspicious`` starts at ``1 - review_fpr``. The unknown-product rule (verified keypoint
         matches) is set so that about ``unknown_fpr`` of authentic photos fall under it, with a wide margin;
-        a weaker match still counts when the aligned photo is as similar to the product's references as the
-        ``1 - weak_quantile`` most similar authentic photos (see :class:`~brandguard.calibration.Thresholds`).
+        a weaker match (half the rule's count, at least ``weak_inliers_floor``: random matches give RANSAC 5-7
+        inliers, so the look and a plausible outline must vouch for it) still counts when the aligned photo is
+        as similar to the product's references as the ``1 - weak_quantile`` most similar authentic photos
+        (see :class:`~brandguard.calibration.Thresholds`), unless its print differs in large areas.
         Counterfeit and unrelated photos, when given, are only used to report the expected detection and
         unknown rates.
 
@@ -716,7 +719,7 @@ class Detector:
         if used:
             # a weak match counts when the aligned photo is as similar to the product as 95% of authentic ones
             index.thresholds.allow_weak(float(np.quantile([p.similarity for p in used], weak_quantile)),
-                                        min_inliers_floor)
+                                        weak_inliers_floor)
         if len(used) < 10:
             (index.thresholds.min_inliers, index.thresholds.min_inlier_density, index.thresholds.weak_inliers,
              index.thresholds.weak_similarity) = before  # a failed calibration leaves the rules in force
@@ -799,8 +802,8 @@ class Detector:
         if OTHER_PRODUCT_NOTE in p.notes or any(n.endswith(OTHER_BRAND_NOTE) for n in p.notes):
             return "unknown"  # its text names another product or brand (see _compare)
         sparse = p.inlier_density > 0 and t.sparse(p.inliers, p.inliers / p.inlier_density, p.similarity)
-        if sparse and (EDITION_NOTE in p.notes or OTHER_NAME_NOTE in p.notes):
-            return "unknown"  # sparse, and differs widely (Comparison.differs_widely): another product (see _compare)
+        if (sparse or p.inliers < t.min_inliers) and (EDITION_NOTE in p.notes or OTHER_NAME_NOTE in p.notes):
+            return "unknown"  # sparse or weak, and differs widely (Comparison.differs_widely): another product (_compare)
         verdict = self._judge(p.brand, p.channels, p.text)[2]
         if verdict == "counterfeit" and (p.product_side < self.config.localization.min_product_side or sparse
                                          or EDITION_NOTE in p.notes or OTHER_NAME_NOTE in p.notes):
@@ -900,8 +903,15 @@ class Detector:
         if res.differs_widely and verdict == "counterfeit":  # another edition or product? a person decides
             verdict = "suspicious"
         sims = m.global_vecs @ g
-        if index.thresholds.sparse(a.inliers, self._keypoint_side(a, image.shape),
-                                   float(np.max(sims)) if len(sims) else None):
+        if a.inliers < index.thresholds.min_inliers and res.differs_widely:
+            from brandguard.comparison import WEAK_OTHER_NOTE
+
+            # a weak match (identified by its look, with few keypoint matches) whose print differs in large areas:
+            # another product of a similar look, not an edit of this one (see Thresholds.accepts)
+            verdict, score = "unknown", 0.0
+            overlay_note += (WEAK_OTHER_NOTE,)
+        elif index.thresholds.sparse(a.inliers, self._keypoint_side(a, image.shape),
+                                     float(np.max(sims)) if len(sims) else None):
             from brandguard.comparison import SPARSE_NOTE, SPARSE_OTHER_NOTE
 
             # few matches spread over a large outline: is it this product at all? (see Thresholds.min_inlier_density)

@@ -1709,10 +1709,16 @@ class ReferenceIndex:
         votes = np.bincount(pid[passed & rows_left, 0], minlength=len(self.products))
         order = np.argsort(-votes, kind="stable")[:loc.candidates]
         top = votes[order[0]] if len(order) else 0
-        cands = [int(c) for c in order if votes[c] >= max(4, 0.25 * top)]  # skip hopeless candidates
+        # skip hopeless candidates, those with far fewer votes than the leader, unless their votes alone could
+        # still reach the keypoint rule: a leader's votes may be chance matches (heavy sensor noise matches a
+        # dotted logo's dots all over a photo) that would otherwise leave the product shown unverified
+        far = 0.25 * top
+        cands = [int(c) for c in order if votes[c] >= max(4, min(far, self.thresholds.fewest_accepted))]
         best: Alignment | None = None
         geo = self.geometry
         for c in cands:
+            if votes[c] < far and best is not None and best.sane and best.inliers >= min_inl:
+                break  # a far weaker candidate is verified only where the stronger ones identified nothing
             rows, cols = np.nonzero((pid == c) & good)
             if len(rows) < 4:
                 continue

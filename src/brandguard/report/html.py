@@ -602,7 +602,8 @@ def _header(rows: Sequence[Mapping[str, str]], n_flagged: int, n_cards: int, max
                                          f"on {cal.n} authentic photos ({cal.source})")))
         facts.append(("known product", e(f"\u2265 {t.min_inliers} verified keypoint matches"
                                          + (f", or \u2265 {t.weak_inliers} with similarity \u2265 {t.weak_similarity:.3f}"
-                                            if t.weak_similarity is not None else ""))))
+                                            " and print that does not differ in large areas"
+                                            if t.fewest_accepted < t.min_inliers else ""))))
         facts.append(("index", e(f"{len({m.brand for m in index.products})} brand(s), {len({m.key for m in index.products})} "
                                  f"product(s), {sum(len(m.refs) for m in index.products)} reference photo(s)")))
     facts.append(("heat", (f"departure from authentic variation in standard deviations, on one absolute log scale "
