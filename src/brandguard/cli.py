@@ -226,7 +226,9 @@ def _index_summary(info: dict) -> list[str]:
         lines.append(f"verdicts: suspicious from score {th['review']:.6g} (flags {100 * (1 - th['review']):.3g}% of "
                      f"authentic photos), counterfeit from {th['takedown']:.6g} ({100 * (1 - th['takedown']):.3g}%)")
         rule = f"unknown product: fewer than {th['min_inliers']} verified keypoint matches"
-        if th.get("weak_similarity") is not None and th.get("weak_inliers", 0) < th["min_inliers"]:
+        from brandguard.calibration import Thresholds
+
+        if Thresholds.from_dict(th).fewest_accepted < th["min_inliers"]:  # weak matches are possible
             rule += (f", unless at least {th['weak_inliers']} and the aligned photo is at least "
                      f"{th['weak_similarity']:.3f} similar to a reference (weak match; unknown all the same where "
                      "its print differs in large areas)")
